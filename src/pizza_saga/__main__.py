@@ -1,0 +1,3 @@
+from pizza_saga.cli import main
+
+main()

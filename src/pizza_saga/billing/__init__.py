@@ -1,0 +1,1 @@
+"""Billing: charging the card, refunding it on rollback, and billing the customer."""

@@ -1,0 +1,58 @@
+"""Data the billing activities take and return. Amounts are integer cents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    """Charge ``amount`` to a card for an order."""
+
+    order_number: str
+    holder_name: str
+    card_number: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class ChargeReceipt:
+    """A charge that went through."""
+
+    amount: int
+    card_last4: str
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    """Undo this order's charge, whatever it was."""
+
+    order_number: str
+
+
+@dataclass(frozen=True)
+class RefundReceipt:
+    """What was refunded; amount 0 when nothing had been charged."""
+
+    amount: int
+    card_last4: str | None
+
+
+@dataclass(frozen=True)
+class Bill:
+    """The bill sent to the customer; its amount is what was charged."""
+
+    customer_id: int
+    customer_email: str
+    order_number: str
+    description: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class BillReceipt:
+    """A bill that was sent."""
+
+    confirmation_number: str
+    billing_timestamp: int
+    amount: int

@@ -1,0 +1,371 @@
+"""The `pizza` command: run the server and worker, place and follow orders, look at state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from pizza_saga.common.errors import describe_validation_error
+from pizza_saga.common.settings import Settings, SettingsError
+
+app = typer.Typer(
+    help="A pizza order service on Temporal whose orders run as sagas.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Off a terminal rich assumes 80 columns; the ledger table needs more to stay readable.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False)
+
+T = TypeVar("T")
+
+EXIT_FAILED = 1
+EXIT_INVALID = 2
+EXIT_UNAVAILABLE = 3
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, never as a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_INVALID) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def main() -> None:
+    """Entry point of the `pizza` console script."""
+    try:
+        app()
+    except UserError as e:
+        err.print(f"[red]error:[/] {e}")
+        sys.exit(e.exit_code)
+
+
+def _fail(message: str, exit_code: int = EXIT_INVALID) -> NoReturn:
+    raise UserError(message, exit_code)
+
+
+def _print_json(text: str) -> None:
+    # Plain JSON on stdout, byte for byte what scripts parse; no terminal styling.
+    sys.stdout.write(text + "\n")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as e:
+        _fail(str(e))
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro``; SIGTERM stops it as Ctrl-C does, cleanly."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit(130)
+
+
+async def _client(settings: Settings) -> Any:
+    from pizza_saga.common.temporal import connect, connect_config
+
+    try:
+        config = connect_config()
+    except Exception as e:  # the SDK's config loader reports bad TEMPORAL_* values
+        _fail(f"Temporal client configuration: {e}")
+    try:
+        return await connect()
+    except RuntimeError as e:
+        _fail(
+            f"cannot reach Temporal at {config['target_host']}: {e}. "
+            "Start it with `pizza server` or set TEMPORAL_ADDRESS.",
+            EXIT_UNAVAILABLE,
+        )
+
+
+def _ui_url(settings: Settings) -> tuple[str, str]:
+    from pizza_saga.common.temporal import connect_config
+
+    config = connect_config()
+    if settings.ui_url:
+        return settings.ui_url, config["namespace"]
+    host, _, port = str(config["target_host"]).rpartition(":")
+    ui_port = int(port) + 1000 if port.isdigit() else 8233
+    return f"http://{host or 'localhost'}:{ui_port}", config["namespace"]
+
+
+@app.command()
+def server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Frontend gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,
+    db_filename: Annotated[
+        Path | None, typer.Option(help="SQLite file of the server's state [PIZZA_HOME/temporal.db]")
+    ] = None,
+) -> None:
+    """Run the Temporal dev server (with the Web UI), persisted in SQLite, until Ctrl-C."""
+    from pizza_saga.common.devserver import DevServerConfig
+
+    settings = _settings()
+    config = DevServerConfig(
+        db_filename=db_filename or settings.server_db, port=port, ui_port=ui_port
+    )
+    config.db_filename.parent.mkdir(parents=True, exist_ok=True)
+    command = config.command()
+    out.print(
+        f"Temporal dev server on {config.address}, Web UI {config.ui_url}, "
+        f"state in {config.db_filename} (Ctrl-C to stop)"
+    )
+    sys.stdout.flush()
+    # The server handles Ctrl-C and SIGTERM itself; nothing of ours needs to outlive it.
+    os.execv(command[0], command)
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker for orders on task queue pizza-tasks, until Ctrl-C."""
+    import logging
+
+    from pizza_saga import TASK_QUEUE
+    from pizza_saga.worker import build_worker, open_stores
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        client = await _client(settings)
+        stores = open_stores(settings)
+        out.print(f"Worker polling {TASK_QUEUE}; state in {settings.home} (Ctrl-C to stop)")
+        await build_worker(client, stores).run()
+
+    _run(run())
+
+
+def new_order_number() -> str:
+    """A fresh order number, so every `pizza order` is a new order."""
+    return f"XD{secrets.token_hex(4).upper()}"
+
+
+def load_order(file: Path | None, card: str | None, order_number: str | None) -> Any:
+    """The order to place: the file's (or the seed's), with the flags applied, validated."""
+    from pizza_saga.order.example import example_order
+    from pizza_saga.order.models import PizzaOrder
+
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"--file {file}: cannot read it: {e}")
+        try:
+            order = PizzaOrder.model_validate_json(text)
+        except ValidationError as e:
+            _fail(describe_validation_error(e, f"--file {file}"))
+        data = order.model_dump()
+    else:
+        data = example_order(order_number=new_order_number()).model_dump()
+    for flag, value, path in (
+        ("--order-number", order_number, ("order_number",)),
+        ("--card", card, ("credit_card_info", "number")),
+    ):
+        if value is None:
+            continue
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        try:
+            PizzaOrder.model_validate(data)
+        except ValidationError as e:
+            _fail(describe_validation_error(e, flag))
+    return PizzaOrder.model_validate(data)
+
+
+@app.command()
+def order(
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Order as JSON (see --example).")
+    ] = None,
+    card: Annotated[str | None, typer.Option(help="Card number to pay with.")] = None,
+    order_number: Annotated[
+        str | None, typer.Option(help="Order number [the file's, or a new one].")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Start it and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    example: Annotated[
+        bool, typer.Option("--example", help="Print the seed's order as JSON and exit.")
+    ] = False,
+) -> None:
+    """Place an order and wait for its outcome (exit 0 completed, 1 failed, 2 bad input)."""
+    from pizza_saga.order.example import example_order
+
+    if example:
+        _print_json(example_order().model_dump_json())
+        return
+    settings = _settings()
+    pizza_order = load_order(file, card, order_number)
+    code = _run(_place(settings, pizza_order, wait=not no_wait, as_json=as_json))
+    raise typer.Exit(code)
+
+
+async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: bool) -> int:
+    from pizza_saga.order.client import OrderAlreadyPlaced, OrderStatus, order_outcome, place_order
+    from pizza_saga.order.models import OrderRequest, SimulatedWaits
+    from pizza_saga.render import print_outcome, workflow_url
+
+    client = await _client(settings)
+    request = OrderRequest(
+        order=pizza_order,
+        waits=SimulatedWaits(
+            prep_seconds=settings.prep_seconds, driver_seconds=settings.driver_seconds
+        ),
+    )
+    try:
+        handle = await place_order(client, request)
+    except OrderAlreadyPlaced:
+        _fail(
+            f"order {pizza_order.order_number} was already placed; "
+            "give a new --order-number (see `pizza status`)"
+        )
+    ui_url, namespace = _ui_url(settings)
+    if not wait:
+        if as_json:
+            _print_json(
+                json.dumps(
+                    {
+                        "order_number": pizza_order.order_number,
+                        "workflow_id": handle.id,
+                        "run_id": handle.result_run_id,
+                        "status": "RUNNING",
+                    }
+                )
+            )
+        else:
+            out.print(
+                f"Order {pizza_order.order_number} placed: "
+                f"{workflow_url(ui_url, namespace, handle.id, handle.result_run_id)}"
+            )
+        return 0
+    outcome = await order_outcome(client, pizza_order.order_number)
+    if as_json:
+        _print_json(outcome.model_dump_json())
+    else:
+        print_outcome(out, outcome, ui_url, namespace)
+    return 0 if outcome.status is OrderStatus.COMPLETED else EXIT_FAILED
+
+
+@app.command()
+def status(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """An order's outcome so far and its saga ledger."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from pizza_saga.order.client import order_outcome
+    from pizza_saga.render import print_outcome
+
+    settings = _settings()
+
+    async def run() -> None:
+        client = await _client(settings)
+        try:
+            outcome = await order_outcome(client, order_number, wait=False)
+        except RPCError as e:
+            if e.status is RPCStatusCode.NOT_FOUND:
+                _fail(f"no order {order_number!r} is known to Temporal")
+            raise
+        if as_json:
+            _print_json(outcome.model_dump_json())
+        else:
+            ui_url, namespace = _ui_url(settings)
+            print_outcome(out, outcome, ui_url, namespace)
+
+    _run(run())
+
+
+@app.command()
+def inventory(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print as JSON: item -> quantity.")
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="ITEM=QUANTITY", help="Set an item's stock (repeatable)."),
+    ] = None,
+) -> None:
+    """Pizzas on hand (and, with --set, restock)."""
+    from pizza_saga.order.menu import MENU
+    from pizza_saga.render import stock_table
+    from pizza_saga.worker import open_stores
+
+    settings = _settings()
+    changes: dict[str, int] = {}
+    for assignment in set_ or []:
+        item, sep, quantity = assignment.rpartition("=")
+        if not sep or item not in MENU:
+            _fail(f"--set {assignment!r}: item must be on the menu: {', '.join(MENU)}")
+        if not quantity.isdigit() or int(quantity) > 1_000_000:
+            _fail(f"--set {assignment!r}: quantity must be a whole number from 0 to 1000000")
+        changes[item] = int(quantity)
+    stores = open_stores(settings)
+    if changes:
+        stores.inventory.stock_up(changes, overwrite=True)
+    stock = stores.inventory.on_hand()
+    if as_json:
+        _print_json(json.dumps(stock))
+    else:
+        out.print(stock_table(stock))
+
+
+@app.command()
+def payments(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+) -> None:
+    """Every charge and refund, oldest first (amounts in cents, only the card's last 4)."""
+    from pizza_saga.render import payments_table
+    from pizza_saga.worker import open_stores
+
+    entries = open_stores(_settings()).payments.payments()
+    if as_json:
+        _print_json(
+            json.dumps(
+                [
+                    {
+                        "order_number": p.order_number,
+                        "kind": p.kind,
+                        "amount": p.amount,
+                        "card_last4": p.card_last4,
+                        "created_at": p.created_at.isoformat(),
+                    }
+                    for p in entries
+                ]
+            )
+        )
+    else:
+        out.print(payments_table(entries))
+
+
+@app.command()
+def demo() -> None:
+    """The seed's scenario: a good order and a bad-card rollback on an embedded server."""
+    from pizza_saga.demo import run_demo
+
+    settings = _settings()
+    _run(run_demo(settings, out, interactive=sys.stdin.isatty() and sys.stdout.isatty()))

@@ -1,0 +1,1 @@
+"""Shared infrastructure: settings, Temporal client, database."""

@@ -1,0 +1,52 @@
+"""Settings read from the environment, validated once, with field-named errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the product cannot use."""
+
+
+class Settings(BaseModel):
+    """Everything a pizza-saga process needs to know about where its state lives."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    home: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("pizza-saga")),
+        alias="PIZZA_HOME",
+    )
+    database_url: str | None = Field(default=None, alias="PIZZA_DATABASE_URL", min_length=1)
+    ui_url: str | None = Field(default=None, alias="PIZZA_UI_URL", pattern=r"^https?://\S+$")
+    """Temporal Web UI for links; default: the dev server's, port of the service + 1000."""
+    prep_seconds: float = Field(default=3.0, alias="PIZZA_PREP_SECONDS", ge=0, le=3600)
+    driver_seconds: float = Field(default=2.0, alias="PIZZA_DRIVER_SECONDS", ge=0, le=3600)
+
+    @property
+    def store_url(self) -> str:
+        """SQLAlchemy URL of the store database (inventory, payments, bills)."""
+        return self.database_url or f"sqlite:///{self.home / 'pizza.db'}"
+
+    @property
+    def server_db(self) -> Path:
+        """SQLite file of the embedded Temporal dev server."""
+        return self.home / "temporal.db"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from the environment; raise SettingsError naming the variable."""
+        env = os.environ if environ is None else environ
+        names = {f.alias for f in cls.model_fields.values() if f.alias}
+        values = {name: env[name] for name in names if env.get(name, "") != ""}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise SettingsError(f"{first['loc'][0]}: {first['msg']}") from None

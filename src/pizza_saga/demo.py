@@ -1,0 +1,81 @@
+"""`make demo`: the seed's scenario, end to end, on an embedded dev server and worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from rich.console import Console
+
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
+from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect
+from pizza_saga.order.client import OrderOutcome, order_outcome, place_order
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
+from pizza_saga.order.models import OrderRequest, SimulatedWaits
+from pizza_saga.render import print_outcome
+from pizza_saga.worker import build_worker, open_stores
+
+
+async def run_demo(settings: Settings, console: Console, *, interactive: bool) -> None:
+    """Start server and worker, place the good and the broken-card order, show both."""
+    server = DevServerConfig(db_filename=settings.server_db)
+    if await _answers(server.address):
+        console.print(f"Using the Temporal server already running at {server.address}")
+        embedded: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
+    else:
+        console.print(f"Starting the Temporal dev server on {server.address} ({settings.home})")
+        embedded = running_dev_server(server, settings.home / "temporal-server.log")
+    async with embedded:
+        client = await connect(server.address)
+        async with build_worker(client, open_stores(settings)):
+            waits = SimulatedWaits(
+                prep_seconds=settings.prep_seconds, driver_seconds=settings.driver_seconds
+            )
+            stamp = _stamp()
+            orders = [
+                example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
+                example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
+            ]
+            for order in orders:
+                await place_order(client, OrderRequest(order=order, waits=waits))
+                console.print(
+                    f"Placed order {order.order_number} paid with card "
+                    f"ending {order.credit_card_info.number[-4:]}"
+                )
+            outcomes = await asyncio.gather(
+                *(order_outcome(client, order.order_number) for order in orders)
+            )
+            for outcome in outcomes:
+                console.print()
+                print_outcome(console, outcome, server.ui_url, DEFAULT_NAMESPACE)
+            _summarize(console, outcomes)
+            if interactive:
+                console.print(
+                    f"\nServing the Web UI at {server.ui_url}: look around, then Ctrl-C to stop."
+                )
+                await asyncio.Event().wait()
+
+
+async def _answers(address: str) -> bool:
+    try:
+        await asyncio.wait_for(wait_until_ready(address, within=0), timeout=2)
+    except (TimeoutError, RuntimeError):
+        return False
+    return True
+
+
+def _stamp() -> str:
+    # Order numbers must be new on every run: a number, once used, is refused.
+    import secrets
+
+    return secrets.token_hex(3).upper()
+
+
+def _summarize(console: Console, outcomes: list[OrderOutcome]) -> None:
+    good, bad = outcomes
+    undone = [r.compensation for r in reversed(bad.ledger or []) if r.compensation]
+    console.print(
+        f"\n[bold]Done:[/] {good.order_number} {good.status}, "
+        f"{bad.order_number} {bad.status} after its compensations ({', '.join(undone)})."
+    )

@@ -1,0 +1,1 @@
+"""Inventory: pizzas on hand, reserved by orders and released by their rollback."""

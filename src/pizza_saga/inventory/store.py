@@ -1,0 +1,146 @@
+"""Stock on hand and the movements orders made to it, in the store database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, Engine, String, UniqueConstraint, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from pizza_saga.common.db import Base, utcnow
+
+RESERVE = "reserve"
+RELEASE = "release"
+
+
+class StockItem(Base):
+    """How many of one menu item are on hand."""
+
+    __tablename__ = "stock"
+    __table_args__ = (CheckConstraint("quantity >= 0", name="stock_not_negative"),)
+
+    item: Mapped[str] = mapped_column(String(100), primary_key=True)
+    quantity: Mapped[int]
+
+
+class StockMovement(Base):
+    """One order's reservation or its release; at most one of each per workflow."""
+
+    __tablename__ = "stock_movements"
+    __table_args__ = (UniqueConstraint("workflow_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(10))
+    order_number: Mapped[str] = mapped_column(String(40))
+    items: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class OutOfStock(Exception):
+    """An item has fewer on hand than the order asks for."""
+
+    def __init__(self, item: str, wanted: int, on_hand: int) -> None:
+        super().__init__(f"not enough '{item}' in stock: {wanted} ordered, {on_hand} on hand")
+        self.item, self.wanted, self.on_hand = item, wanted, on_hand
+
+
+class AlreadyReleased(Exception):
+    """The order's reservation was already rolled back; reserving now would leak stock."""
+
+
+class InventoryStore:
+    """Reserve and release stock, each at most once per workflow."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def stock_up(self, quantities: Mapping[str, int], *, overwrite: bool = False) -> None:
+        """Set items' quantities; without ``overwrite``, only items not yet stocked."""
+        with Session(self._engine) as session, session.begin():
+            for item, quantity in quantities.items():
+                row = session.get(StockItem, item)
+                if row is None:
+                    session.add(StockItem(item=item, quantity=quantity))
+                elif overwrite:
+                    row.quantity = quantity
+
+    def on_hand(self) -> dict[str, int]:
+        """Item -> quantity on hand."""
+        with Session(self._engine) as session:
+            rows = session.scalars(select(StockItem).order_by(StockItem.item))
+            return {row.item: row.quantity for row in rows}
+
+    def reserve(self, workflow_id: str, order_number: str, items: Mapping[str, int]) -> None:
+        """Take ``items`` off the shelf for this workflow, once however often it is called.
+
+        Raises OutOfStock (nothing taken) or AlreadyReleased (the rollback came first).
+        """
+        try:
+            with Session(self._engine) as session, session.begin():
+                # The movement row goes first: it takes the write lock and makes a concurrent
+                # or repeated call for the same workflow fail on the unique key.
+                session.add(
+                    StockMovement(
+                        workflow_id=workflow_id,
+                        kind=RESERVE,
+                        order_number=order_number,
+                        items=dict(items),
+                    )
+                )
+                session.flush()
+                if self._movement(session, workflow_id, RELEASE) is not None:
+                    raise AlreadyReleased(
+                        f"order of workflow {workflow_id} was already rolled back"
+                    )
+                for item, wanted in items.items():
+                    taken = session.execute(
+                        update(StockItem)
+                        .where(StockItem.item == item, StockItem.quantity >= wanted)
+                        .values(quantity=StockItem.quantity - wanted)
+                    )
+                    if taken.rowcount != 1:  # type: ignore[attr-defined]
+                        row = session.get(StockItem, item)
+                        raise OutOfStock(item, wanted, row.quantity if row else 0)
+        except IntegrityError:
+            return  # reserved before: a retry of the same step
+
+    def release(self, workflow_id: str, order_number: str) -> dict[str, int]:
+        """Put back what this workflow reserved, once; returns what was put back.
+
+        Safe when nothing was reserved (returns {}), and it leaves a marker so that a
+        reservation arriving late for this workflow is refused instead of leaking stock.
+        """
+        try:
+            with Session(self._engine) as session, session.begin():
+                marker = StockMovement(
+                    workflow_id=workflow_id, kind=RELEASE, order_number=order_number, items={}
+                )
+                session.add(marker)
+                session.flush()
+                reserved = self._movement(session, workflow_id, RESERVE)
+                if reserved is None:
+                    return {}
+                for item, quantity in reserved.items.items():
+                    session.execute(
+                        update(StockItem)
+                        .where(StockItem.item == item)
+                        .values(quantity=StockItem.quantity + quantity)
+                    )
+                marker.items = dict(reserved.items)
+                return dict(reserved.items)
+        except IntegrityError:
+            with Session(self._engine) as session:
+                done = self._movement(session, workflow_id, RELEASE)
+                return dict(done.items) if done else {}
+
+    @staticmethod
+    def _movement(session: Session, workflow_id: str, kind: str) -> StockMovement | None:
+        return session.scalars(
+            select(StockMovement).where(
+                StockMovement.workflow_id == workflow_id, StockMovement.kind == kind
+            )
+        ).first()

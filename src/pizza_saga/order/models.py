@@ -1,0 +1,189 @@
+"""The order as customers and other clients send it, validated at every boundary.
+
+The same models validate the CLI's input and the workflow's input (the pydantic data
+converter decodes into them), so a bad order from any client is rejected the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+from pizza_saga.order.menu import MENU
+
+MAX_PIZZAS = 20
+"""More pizzas than this in one order is treated as a mistake, not an order."""
+
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+OptionalText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)]
+
+
+def _matching(pattern: str, explanation: str) -> AfterValidator:
+    """A validator whose error says in words what the pattern wants."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(explanation)
+        return value
+
+    return AfterValidator(check)
+
+
+def _strip_card_separators(value: object) -> object:
+    # People type "4242 4242 4242 4242" or with dashes; the digits are what count.
+    return re.sub(r"[ -]", "", value) if isinstance(value, str) else value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Address(_Model):
+    """Where a delivery goes."""
+
+    line1: Text
+    line2: OptionalText = ""
+    city: Text
+    state: Text
+    postal_code: Annotated[
+        str, _matching(r"[0-9A-Za-z -]{3,10}", "must be 3-10 letters, digits, spaces or '-'")
+    ]
+
+
+class Customer(_Model):
+    """Who ordered."""
+
+    customer_id: Annotated[int, Field(gt=0, lt=2**53)]
+    name: Text
+    email: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, max_length=254),
+        _matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "is not an email address"),
+    ]
+    phone: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True),
+        _matching(r"[0-9+() .-]{3,30}", "must be 3-30 digits, spaces or + ( ) . -"),
+    ]
+
+
+class Pizza(_Model):
+    """One pizza from the menu, at its menu price (cents)."""
+
+    description: Text
+    price: Annotated[int, Field(ge=0, le=100_000)]
+
+    @field_validator("description")
+    @classmethod
+    def _on_menu(cls, description: str) -> str:
+        if description not in MENU:
+            choices = "; ".join(f"'{name}'" for name in MENU)
+            raise ValueError(f"'{description}' is not on the menu (the menu has {choices})")
+        return description
+
+    @field_validator("price")
+    @classmethod
+    def _menu_price(cls, price: int, info: ValidationInfo) -> int:
+        description = info.data.get("description")
+        if description is None:  # already reported as not on the menu
+            return price
+        if price != MENU[description]:
+            raise ValueError(
+                f"{price} does not match the menu price {MENU[description]} of '{description}'"
+            )
+        return price
+
+
+class CreditCardInfo(_Model):
+    """The card to charge. The number is digits only; the processor judges the rest."""
+
+    holder_name: Text
+    number: Annotated[str, BeforeValidator(_strip_card_separators)]
+
+    @field_validator("number")
+    @classmethod
+    def _digits(cls, number: str) -> str:
+        if not number.isascii() or not number.isdigit():
+            raise ValueError("a card number has only digits (spaces and dashes are ignored)")
+        if len(number) > 19:
+            raise ValueError(f"{len(number)} digits is too long for a card number (at most 19)")
+        return number
+
+
+class PizzaOrder(_Model):
+    """A customer's order, with the seed's fields."""
+
+    order_number: str
+
+    @field_validator("order_number")
+    @classmethod
+    def _order_number(cls, order_number: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", order_number):
+            raise ValueError("must be 1-40 letters, digits, '-' or '_'")
+        return order_number
+
+    customer: Customer
+    items: Annotated[list[Pizza], Field(min_length=1, max_length=MAX_PIZZAS)]
+    is_delivery: bool
+    address: Address
+    credit_card_info: CreditCardInfo
+
+
+class SimulatedWaits(_Model):
+    """Stand-ins for the real world's waits: zero in tests, seed-like in the demo."""
+
+    prep_seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    """The kitchen's preparation time (the seed's 3 s timer)."""
+    driver_seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    """How long the delivery driver takes to answer."""
+
+
+class OrderRequest(_Model):
+    """The order workflow's input: the order and how long the simulated waits take."""
+
+    order: PizzaOrder
+    waits: SimulatedWaits = SimulatedWaits()
+
+
+class Distance(_Model):
+    """How far the customer is from the shop."""
+
+    kilometers: int
+
+
+class DeliveryRequest(_Model):
+    """What the delivery driver is told."""
+
+    order_number: str
+    address: Address
+    wait_seconds: float = 0.0
+
+
+class DriverAnswer(_Model):
+    """Whether a driver took the delivery."""
+
+    accepted: bool
+    driver: str | None = None
+
+
+class OrderConfirmation(_Model):
+    """A completed order's receipt: the seed's fields plus what was charged."""
+
+    order_number: str
+    status: str
+    """'SUCCESS', or 'DELIVERY FAILURE' when no driver took it (paid, not rolled back)."""
+    confirmation_number: str
+    billing_timestamp: int
+    amount: int
+    card_last4: str

@@ -1,0 +1,100 @@
+"""How orders, the ledger, stock and payments look on a terminal."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from rich.console import Console
+from rich.table import Table
+
+from pizza_saga.billing.store import PaymentEntry
+from pizza_saga.order.client import OrderOutcome, OrderStatus
+from pizza_saga.saga import CompensationState, StepRecord, StepState
+
+_STATUS_STYLE = {
+    OrderStatus.COMPLETED: "bold green",
+    OrderStatus.RUNNING: "bold cyan",
+}
+_STATE_STYLE = {
+    StepState.SUCCEEDED: "green",
+    StepState.FAILED: "red",
+    CompensationState.COMPENSATED: "yellow",
+    CompensationState.FAILED: "bold red",
+}
+
+
+def cents(amount: int) -> str:
+    """1500 -> '$15.00'."""
+    return f"${amount / 100:,.2f}"
+
+
+def workflow_url(ui_url: str, namespace: str, workflow_id: str, run_id: str | None) -> str:
+    """Link to a run's history in the Temporal Web UI."""
+    base = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(workflow_id)}"
+    return f"{base}/{run_id}/history" if run_id else base
+
+
+def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespace: str) -> None:
+    """The order's status line, its ledger, and where to see it in the Web UI."""
+    style = _STATUS_STYLE.get(outcome.status, "bold red")
+    line = f"Order [bold]{outcome.order_number}[/]: [{style}]{outcome.status}[/]"
+    if outcome.confirmation is not None:
+        c = outcome.confirmation
+        line += (
+            f" ({c.status}) charged {cents(c.amount)} to card ending {c.card_last4}, "
+            f"bill {c.confirmation_number}"
+        )
+    if outcome.error is not None:
+        line += f" [red]{outcome.error.type}: {outcome.error.message}[/]"
+    console.print(line, highlight=False)
+    if outcome.ledger is not None:
+        console.print(ledger_table(outcome.ledger))
+    else:
+        console.print("[dim]ledger unavailable: no worker answered (start `pizza worker`)[/]")
+    url = workflow_url(ui_url, namespace, outcome.workflow_id, outcome.run_id)
+    console.print(f"Web UI: {url}", highlight=False, soft_wrap=True)
+
+
+def ledger_table(ledger: list[StepRecord]) -> Table:
+    """The saga ledger: one row per step, forward and compensation side by side."""
+    table = Table(title="Saga ledger", title_justify="left")
+    for column in ("step", "state", "compensation", "compensation state", "error"):
+        table.add_column(column)
+    for record in ledger:
+        table.add_row(
+            record.step,
+            _styled(record.state),
+            record.compensation or "-",
+            _styled(record.compensation_state),
+            record.compensation_error or record.error or "",
+        )
+    return table
+
+
+def stock_table(stock: dict[str, int]) -> Table:
+    table = Table(title="Inventory", title_justify="left")
+    table.add_column("item")
+    table.add_column("on hand", justify="right")
+    for item, quantity in stock.items():
+        table.add_row(item, str(quantity))
+    return table
+
+
+def payments_table(payments: list[PaymentEntry]) -> Table:
+    table = Table(title="Payments", title_justify="left")
+    for column in ("order", "kind", "amount", "card", "at"):
+        table.add_column(column, justify="right" if column == "amount" else "left")
+    for p in payments:
+        table.add_row(
+            p.order_number,
+            p.kind,
+            cents(p.amount),
+            f"•••• {p.card_last4}" if p.card_last4 else "",
+            p.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table
+
+
+def _styled(state: StepState | CompensationState) -> str:
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{state}[/]" if style else str(state)

@@ -1,0 +1,58 @@
+"""The worker: hosts PizzaOrderWorkflow and its activities on the pizza-tasks queue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from pizza_saga import TASK_QUEUE
+from pizza_saga.billing.activities import BillingActivities
+from pizza_saga.billing.store import PaymentStore
+from pizza_saga.common.db import open_database
+from pizza_saga.common.settings import Settings
+from pizza_saga.inventory.activities import InventoryActivities
+from pizza_saga.inventory.store import InventoryStore
+from pizza_saga.order.activities import get_distance, notify_delivery_driver
+from pizza_saga.order.menu import MENU
+from pizza_saga.order.workflow import PizzaOrderWorkflow
+
+INITIAL_STOCK = 100
+"""Pizzas of each menu item on hand when a store database is first created."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The stores the activities write to."""
+
+    inventory: InventoryStore
+    payments: PaymentStore
+
+
+def open_stores(settings: Settings) -> Stores:
+    """Open the store database, stocking every menu item it does not know yet."""
+    engine = open_database(settings.store_url)
+    inventory = InventoryStore(engine)
+    inventory.stock_up(dict.fromkeys(MENU, INITIAL_STOCK))
+    return Stores(inventory=inventory, payments=PaymentStore(engine))
+
+
+def build_worker(client: Client, stores: Stores) -> Worker:
+    """A worker for the order workflow and every activity it calls."""
+    inventory = InventoryActivities(stores.inventory)
+    billing = BillingActivities(stores.payments)
+    return Worker(
+        client,
+        task_queue=TASK_QUEUE,
+        workflows=[PizzaOrderWorkflow],
+        activities=[
+            get_distance,
+            notify_delivery_driver,
+            inventory.update_inventory,
+            inventory.revert_inventory,
+            billing.process_credit_card,
+            billing.refund_customer,
+            billing.send_bill,
+        ],
+    )
