@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 # Off a terminal rich assumes 80 columns; the ledger table needs more to stay readable.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 T = TypeVar("T")
 
@@ -363,9 +363,18 @@ def payments(
 
 
 @app.command()
-def demo() -> None:
-    """The seed's scenario: a good order and a bad-card rollback on an embedded server."""
+def demo(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Frontend gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,
+) -> None:
+    """The seed's scenario: a good order and a bad-card rollback on an embedded server.
+
+    On a terminal it keeps serving the Web UI until Ctrl-C; otherwise it exits when done.
+    """
+    from pizza_saga.common.devserver import DevServerConfig
     from pizza_saga.demo import run_demo
 
     settings = _settings()
-    _run(run_demo(settings, out, interactive=sys.stdin.isatty() and sys.stdout.isatty()))
+    server = DevServerConfig(db_filename=settings.server_db, port=port, ui_port=ui_port)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    _run(run_demo(settings, server, out, interactive=interactive))

