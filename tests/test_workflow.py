@@ -85,6 +85,23 @@ async def activities_run(handle: OrderHandle) -> list[str]:
     ]
 
 
+async def activity_results(client: Client, handle: OrderHandle) -> dict[str, Any]:
+    """Activity type -> its decoded result (as plain JSON data), for completed activities."""
+    history = await handle.fetch_history()
+    types = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    results: dict[str, Any] = {}
+    for e in history.events:
+        if e.HasField("activity_task_completed_event_attributes"):
+            done = e.activity_task_completed_event_attributes
+            [value] = await client.data_converter.decode(done.result.payloads)
+            results[types[done.scheduled_event_id]] = value
+    return results
+
+
 def net_money(stores: Stores, order_number: str) -> int:
     return sum(
         p.amount if p.kind == "charge" else -p.amount
@@ -196,6 +213,13 @@ async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse
     assert await activities_run(handle) == expected_activities
     assert stores.inventory.on_hand() == before
     assert net_money(stores, order.order_number) == 0
+    # The failing step's own compensation found nothing to undo; earlier ones undid it all.
+    results = await activity_results(client, handle)
+    if "revert_inventory" in results:
+        pizzas_back = sum(results["revert_inventory"]["items"].values())
+        assert pizzas_back == (0 if case == "inventory" else 3)
+    if "refund_customer" in results:
+        assert results["refund_customer"]["amount"] == (3500 if case == "bill" else 0)
     ledger = await handle.query(PizzaOrderWorkflow.ledger)
     if ledger:
         assert ledger[-1].state is StepState.FAILED

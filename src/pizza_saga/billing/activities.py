@@ -72,15 +72,11 @@ class BillingActivities:
             self._store.refund, workflow_key(), request.order_number
         )
         if amount:
-            activity.logger.info(
-                "Customer Refunded: %d cents to card ending %s for order %s",
-                amount,
-                card_last4,
-                request.order_number,
-            )
+            summary = f"Customer Refunded: {amount} cents to card ending {card_last4}"
         else:
-            activity.logger.info("Nothing to refund for order %s", request.order_number)
-        return RefundReceipt(amount=amount, card_last4=card_last4)
+            summary = "Nothing to refund: no charge had been made"
+        activity.logger.info("%s (order %s)", summary, request.order_number)
+        return RefundReceipt(amount=amount, card_last4=card_last4, summary=summary)
 
     @activity.defn
     async def send_bill(self, bill: Bill) -> BillReceipt:

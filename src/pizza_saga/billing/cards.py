@@ -45,7 +45,7 @@ def last4(number: str) -> str:
 
 def authorize(number: str, attempt: int) -> None:
     """Approve the card or raise why not; ``attempt`` counts from 1."""
-    if not number.isdigit() or len(number) != CARD_DIGITS:
+    if not (number.isascii() and number.isdigit()) or len(number) != CARD_DIGITS:
         raise InvalidCard(
             f"card ending {last4(number)} has {len(number)} digits, not {CARD_DIGITS}"
         )

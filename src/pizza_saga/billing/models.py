@@ -36,6 +36,8 @@ class RefundReceipt:
 
     amount: int
     card_last4: str | None
+    summary: str
+    """What happened, in words, for the Web UI's history view."""
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ class PaymentStore:
 
     def charge(self, workflow_id: str, order_number: str, amount: int, card_last4: str) -> int:
         """Record this workflow's charge once; returns the amount charged (first call's)."""
+        if not (len(card_last4) == 4 and card_last4.isascii() and card_last4.isdigit()):
+            raise ValueError("only a card's last four digits may be stored")
         try:
             with Session(self._engine) as session, session.begin():
                 session.add(

@@ -40,7 +40,8 @@ class InventoryActivities:
         workflow_id = workflow_key()
         released = await asyncio.to_thread(self._store.release, workflow_id, request.order_number)
         if released:
-            activity.logger.info("Reverted changes to inventory for order %s", request.order_number)
+            summary = f"Reverted changes to inventory: {sum(released.values())} pizzas back"
         else:
-            activity.logger.info("Nothing to revert for order %s", request.order_number)
-        return StockReleased(items=released)
+            summary = "Nothing to revert: no pizzas had been taken"
+        activity.logger.info("%s (order %s)", summary, request.order_number)
+        return StockReleased(items=released, summary=summary)

@@ -19,3 +19,5 @@ class StockReleased:
     """What a rollback put back on the shelf; empty when nothing had been taken."""
 
     items: dict[str, int]
+    summary: str
+    """What happened, in words, for the Web UI's history view."""

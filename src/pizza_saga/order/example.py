@@ -12,7 +12,7 @@ from pizza_saga.order.models import (
 
 GOOD_CARD = "4242424242424242"
 BROKEN_CARD = "424242424242424"
-"""The seed's good card with its last digit deleted: 15 digits, fails the Luhn check."""
+"""The seed's good card with its last digit deleted: 15 digits, so the processor refuses it."""
 
 
 def example_order(order_number: str = "XD001", card_number: str = GOOD_CARD) -> PizzaOrder:

@@ -129,6 +129,7 @@ class Saga:
                 cast(Callable[..., Awaitable[ResultT]], action),
                 arg,
                 activity_id=name,
+                summary=f"saga step {name}",
                 start_to_close_timeout=start_to_close_timeout or self._options.step_timeout,
                 heartbeat_timeout=heartbeat_timeout,
                 retry_policy=retry_policy or self._options.step_retry,
@@ -157,6 +158,7 @@ class Saga:
                     comp.activity,
                     comp.arg,
                     activity_id=f"{comp.record.step}:compensation",
+                    summary=f"compensation of saga step {comp.record.step}",
                     start_to_close_timeout=self._options.compensation_timeout,
                     retry_policy=self._options.compensation_retry,
                 )
