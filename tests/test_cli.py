@@ -336,3 +336,53 @@ def test_unreachable_server_is_a_clear_error(pizza: Pizza) -> None:
     assert done.returncode == 3
     assert "cannot reach Temporal" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "demo-home"
+    port, ui_port = free_port(), free_port()
+    env = {**os.environ, "PIZZA_HOME": str(home), "PIZZA_PREP_SECONDS": "0"}
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pizza_saga",
+            "demo",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "COMPLETED (SUCCESS)" in done.stdout
+    assert "FAILED CreditCardProcessingError" in done.stdout
+    assert done.stdout.count("Saga ledger") == 2
+    assert "refund_customer, revert_inventory" in done.stdout
+    link = f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/pizza-workflow-order-"
+    assert done.stdout.count(link) == 2
+    assert _processes_mentioning(str(home)) == []
+    with socket.socket() as sock:
+        assert sock.connect_ex(("localhost", port)) != 0, "the demo's server is still listening"

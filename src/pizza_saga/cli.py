@@ -117,7 +117,8 @@ def server(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Frontend gRPC port.")] = 7233,
     ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,
     db_filename: Annotated[
-        Path | None, typer.Option(help="SQLite file of the server's state [PIZZA_HOME/temporal.db]")
+        Path | None,
+        typer.Option(help="SQLite file of the server's state (default: PIZZA_HOME/temporal.db)."),
     ] = None,
 ) -> None:
     """Run the Temporal dev server (with the Web UI), persisted in SQLite, until Ctrl-C."""
@@ -204,7 +205,7 @@ def order(
     ] = None,
     card: Annotated[str | None, typer.Option(help="Card number to pay with.")] = None,
     order_number: Annotated[
-        str | None, typer.Option(help="Order number [the file's, or a new one].")
+        str | None, typer.Option(help="Order number (default: the file's, or a new one).")
     ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start it and return.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,

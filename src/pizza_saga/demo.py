@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from pathlib import Path
 
 from rich.console import Console
 
@@ -21,6 +23,8 @@ async def run_demo(
     settings: Settings, server: DevServerConfig, console: Console, *, interactive: bool
 ) -> None:
     """Start server and worker, place the good and the broken-card order, show both."""
+    worker_log = settings.home / "demo-worker.log"
+    _log_to(worker_log)
     if await _answers(server.address):
         console.print(f"Using the Temporal server already running at {server.address}")
         embedded: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
@@ -51,11 +55,21 @@ async def run_demo(
                 console.print()
                 print_outcome(console, outcome, server.ui_url, DEFAULT_NAMESPACE)
             _summarize(console, outcomes)
+            console.print(f"Worker log: {worker_log}")
             if interactive:
                 console.print(
                     f"\nServing the Web UI at {server.ui_url}: look around, then Ctrl-C to stop."
                 )
                 await asyncio.Event().wait()
+
+
+def _log_to(path: Path) -> None:
+    # The worker's log (the failed charge's stack trace among it) goes to a file: the
+    # terminal shows outcomes, the log is there for whoever wants the details.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 async def _answers(address: str) -> bool:
