@@ -254,6 +254,12 @@ def _example_with(pizza: Pizza, change: str) -> str:
         (["--order-number", "has space"], {}, "--order-number: order_number: must be 1-40"),
         (["--file", "{missing}"], {}, "--file"),
         ([], {"PIZZA_PREP_SECONDS": "soon"}, "PIZZA_PREP_SECONDS: Input should be a valid number"),
+        ([], {"TEMPORAL_ADDRESS": "::::"}, "TEMPORAL_ADDRESS: '::::' is not a host:port address"),
+        (
+            [],
+            {"TEMPORAL_NAMESPACE": "no-such-namespace"},
+            "TEMPORAL_NAMESPACE: namespace 'no-such-namespace' does not exist",
+        ),
         (
             [],
             {"PIZZA_DRIVER_SECONDS": "-1"},

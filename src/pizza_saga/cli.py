@@ -46,11 +46,17 @@ class UserError(Exception):
 
 def main() -> None:
     """Entry point of the `pizza` console script."""
+    from temporalio.service import RPCError
+
     try:
         app()
     except UserError as e:
         err.print(f"[red]error:[/] {e}")
         sys.exit(e.exit_code)
+    except RPCError as e:
+        # The service said no (permissions, limits, outage): its words, not a traceback.
+        err.print(f"[red]error:[/] Temporal refused the request: {e.message}")
+        sys.exit(EXIT_UNAVAILABLE)
 
 
 def _fail(message: str, exit_code: int = EXIT_INVALID) -> NoReturn:
@@ -85,20 +91,35 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 async def _client(settings: Settings) -> Any:
+    from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+    from temporalio.service import RPCError, RPCStatusCode
+
     from pizza_saga.common.temporal import connect, connect_config
 
     try:
         config = connect_config()
     except Exception as e:  # the SDK's config loader reports bad TEMPORAL_* values
         _fail(f"Temporal client configuration: {e}")
+    address, namespace = config["target_host"], config["namespace"]
     try:
-        return await connect()
+        client = await connect()
+    except ValueError as e:
+        _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address ({e})")
     except RuntimeError as e:
         _fail(
-            f"cannot reach Temporal at {config['target_host']}: {e}. "
+            f"cannot reach Temporal at {address}: {e}. "
             "Start it with `pizza server` or set TEMPORAL_ADDRESS.",
             EXIT_UNAVAILABLE,
         )
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
+        )
+    except RPCError as e:
+        if e.status is RPCStatusCode.NOT_FOUND:
+            _fail(f"TEMPORAL_NAMESPACE: namespace {namespace!r} does not exist at {address}")
+        raise
+    return client
 
 
 def _ui_url(settings: Settings) -> tuple[str, str]:
@@ -260,7 +281,8 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
         else:
             out.print(
                 f"Order {pizza_order.order_number} placed: "
-                f"{workflow_url(ui_url, namespace, handle.id, handle.result_run_id)}"
+                f"{workflow_url(ui_url, namespace, handle.id, handle.result_run_id)}",
+                soft_wrap=True,
             )
         return 0
     outcome = await order_outcome(client, pizza_order.order_number)
