@@ -9,8 +9,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import binary, data_converter
-from pizza_saga.worker import Stores, open_stores
+from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
+from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=data_converter(),
         test_server_existing_path=str(binary("temporal-test-server")),
     )
+    await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
     try:
         yield env
     finally:

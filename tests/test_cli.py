@@ -131,9 +131,11 @@ def test_seed_order_completes_and_is_charged_once(pizza: Pizza) -> None:
     assert outcome["error"] is None
     assert outcome["confirmation"]["amount"] == 3500
     assert [(s["step"], s["state"]) for s in outcome["ledger"]] == [
+        ("get_distance", "SUCCEEDED"),
         ("update_inventory", "SUCCEEDED"),
         ("process_credit_card", "SUCCEEDED"),
         ("send_bill", "SUCCEEDED"),
+        ("notify_delivery_driver", "SUCCEEDED"),
     ]
     payments = [p for p in pizza.json("payments") if p["order_number"] == number]
     assert [(p["kind"], p["amount"], p["card_last4"]) for p in payments] == [
@@ -156,6 +158,7 @@ def test_seed_broken_card_rolls_back_and_fails(pizza: Pizza) -> None:
         (s["step"], s["state"], s["compensation"], s["compensation_state"])
         for s in outcome["ledger"]
     ] == [
+        ("get_distance", "SUCCEEDED", None, "NONE"),
         ("update_inventory", "SUCCEEDED", "revert_inventory", "COMPENSATED"),
         ("process_credit_card", "FAILED", "refund_customer", "COMPENSATED"),
     ]

@@ -1,26 +1,66 @@
-"""The generic saga engine, on its own: a toy workflow with no pizza in it."""
+"""The generic saga engine, on its own: a toy workflow with no pizza in it.
+
+Step names say what the toy activities do: ``fail-*`` fails for good, ``hang-*`` runs until
+cancelled; compensations of ``broken-*`` always fail, of ``flakyN-*`` fail N times.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 from temporalio import activity, workflow
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from pizza_saga.saga import CompensationState, Saga, SagaOptions, StepRecord, StepState
+    from pizza_saga.saga import (
+        COMPENSATION_ERROR,
+        DEADLINE_ERROR,
+        NEEDS_OPERATOR_ATTRIBUTE,
+        CompensationContext,
+        CompensationState,
+        OperatorAction,
+        OperatorDecision,
+        Saga,
+        SagaOptions,
+        StepOutcome,
+        StepRecord,
+        StepState,
+    )
 
 TASK_QUEUE = "saga-engine-tests"
+WAIT = 30.0  # seconds; a run or a ledger state not reached by then fails the test
 
 calls: list[str] = []
 """What the toy activities did, in order (activities run outside the sandbox)."""
+contexts: dict[str, list[CompensationContext]] = {}
+hanging = asyncio.Event()
+
+
+@dataclass
+class Plan:
+    """The toy saga's steps and options."""
+
+    steps: list[str]
+    parallel: bool = False
+    attempts: int = 2
+    backoff_seconds: float = 0.001
+    deadline_seconds: float | None = None
+    sleep_seconds: float = 0.0
 
 
 @activity.defn
@@ -28,24 +68,38 @@ async def do(name: str) -> str:
     calls.append(f"do {name}")
     if name.startswith("fail"):
         raise ApplicationError(f"{name} cannot be done", type="StepError", non_retryable=True)
+    if name.startswith("hang"):
+        hanging.set()
+        while True:  # until cancelled, which heartbeating lets it see
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
     return f"{name} done"
 
 
 @activity.defn
-async def undo(name: str) -> None:
+async def undo(name: str, context: CompensationContext) -> None:
     calls.append(f"undo {name}")
+    contexts.setdefault(name, []).append(context)
     if name.startswith("broken"):
         raise ApplicationError(f"{name} cannot be undone", type="UndoError")
+    if name.startswith("flaky") and context.attempt <= int(name[5]):
+        raise ApplicationError(f"{name} not yet (attempt {context.attempt})", type="UndoError")
 
 
 @workflow.defn
 class ToySaga:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, plan: Plan) -> None:
         self.saga = Saga(
             SagaOptions(
-                compensation_retry=RetryPolicy(
-                    maximum_attempts=2, initial_interval=timedelta(milliseconds=1)
-                )
+                step_retry=RetryPolicy(maximum_attempts=1),
+                compensation_attempts=plan.attempts,
+                compensation_backoff=timedelta(seconds=plan.backoff_seconds),
+                parallel_compensation=plan.parallel,
+                deadline=(
+                    timedelta(seconds=plan.deadline_seconds) if plan.deadline_seconds else None
+                ),
+                needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
             )
         )
 
@@ -53,50 +107,118 @@ class ToySaga:
     def ledger(self) -> list[StepRecord]:
         return self.saga.ledger
 
+    @workflow.update
+    async def resolve(self, decision: OperatorDecision) -> StepRecord:
+        return await self.saga.decide(decision)
+
+    @resolve.validator
+    def _validate(self, decision: OperatorDecision) -> None:
+        self.saga.validate_decision(decision)
+
     @workflow.run
-    async def run(self, steps: list[str]) -> list[str]:
-        results = []
-        async with self.saga:
-            for name in steps:
+    async def run(self, plan: Plan) -> list[str]:
+        async def body() -> list[str]:
+            if plan.sleep_seconds:
+                await self.saga.sleep(timedelta(seconds=plan.sleep_seconds))
+            results = []
+            for name in plan.steps:
                 results.append(
-                    await self.saga.step(name, do, name, compensation=undo, compensation_arg=name)
+                    await self.saga.step(
+                        name,
+                        do,
+                        name,
+                        compensation=undo,
+                        compensation_arg=name,
+                        heartbeat_timeout=timedelta(seconds=2),
+                    )
                 )
-        return results
+            return results
+
+        try:
+            return await self.saga.run(body)
+        finally:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+
+
+ToyHandle = WorkflowHandle[ToySaga, list[str]]
 
 
 @pytest.fixture
-async def client(time_skipping_env: WorkflowEnvironment) -> Client:
+async def client(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Client]:
     calls.clear()
-    return time_skipping_env.client
+    contexts.clear()
+    hanging.clear()
+    async with Worker(
+        time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[ToySaga], activities=[do, undo]
+    ):
+        yield time_skipping_env.client
 
 
-async def run_toy(client: Client, steps: list[str]) -> tuple[list[str] | None, list[StepRecord]]:
-    async with Worker(client, task_queue=TASK_QUEUE, workflows=[ToySaga], activities=[do, undo]):
-        handle = await client.start_workflow(
-            ToySaga.run, steps, id=f"toy-{uuid.uuid4()}", task_queue=TASK_QUEUE
-        )
+async def start(client: Client, plan: Plan) -> ToyHandle:
+    return await client.start_workflow(
+        ToySaga.run, plan, id=f"toy-{uuid.uuid4()}", task_queue=TASK_QUEUE
+    )
+
+
+async def outcome(handle: ToyHandle) -> list[str] | BaseException:
+    """The run's result, or the outermost application error (or cancellation) it failed with."""
+    try:
+        return await asyncio.wait_for(handle.result(), WAIT)
+    except WorkflowFailureError as err:
+        error: BaseException | None = err.cause
+        while error is not None and not isinstance(error, ApplicationError | CancelledError):
+            error = error.__cause__
+        assert error is not None, err
+        return error
+
+
+async def until(handle: ToyHandle, done: Callable[[list[StepRecord]], bool]) -> list[StepRecord]:
+    """Poll the ledger query until ``done(ledger)``; fail the test after WAIT seconds."""
+
+    def reached(ledger: list[StepRecord]) -> bool:
         try:
-            result: list[str] | None = await asyncio.wait_for(handle.result(), 60)
-        except WorkflowFailureError:
-            result = None
-        return result, await handle.query(ToySaga.ledger)
+            return done(ledger)
+        except IndexError:  # the step asked about has not started yet
+            return False
+
+    async with asyncio.timeout(WAIT):
+        # The ledger is only observable by query: poll it (no fixed sleep guessing a state).
+        while not reached(ledger := await handle.query(ToySaga.ledger)):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    return ledger
+
+
+def states(ledger: list[StepRecord]) -> dict[str, CompensationState]:
+    return {r.step: r.compensation_state for r in ledger}
+
+
+async def needs_operator_flag(handle: ToyHandle) -> bool | None:
+    return (await handle.describe()).typed_search_attributes.get(NEEDS_OPERATOR_ATTRIBUTE)
+
+
+def error_type(result: object) -> str | None:
+    return result.type if isinstance(result, ApplicationError) else None
 
 
 async def test_all_steps_succeed_and_nothing_is_undone(client: Client) -> None:
-    result, ledger = await run_toy(client, ["a", "b"])
+    handle = await start(client, Plan(["a", "b"]))
 
-    assert result == ["a done", "b done"]
+    assert await outcome(handle) == ["a done", "b done"]
     assert calls == ["do a", "do b"]
+    ledger = await handle.query(ToySaga.ledger)
     assert [r.compensation_state for r in ledger] == [CompensationState.REGISTERED] * 2
 
 
 async def test_failure_undoes_every_registered_step_newest_first(client: Client) -> None:
-    result, ledger = await run_toy(client, ["a", "b", "fail-c", "d"])
+    handle = await start(client, Plan(["a", "b", "fail-c", "d"]))
 
-    assert result is None
+    assert error_type(await outcome(handle)) == "StepError"
     # fail-c's own compensation runs too: it was registered before the step, and the
-    # activity, not the engine, knows whether the step took effect.
+    # activity, not the engine, knows whether the step took effect. It is told it failed.
     assert calls == ["do a", "do b", "do fail-c", "undo fail-c", "undo b", "undo a"]
+    assert [c.outcome for c in contexts["fail-c"]] == [StepOutcome.FAILED]
+    assert [c.outcome for c in contexts["a"]] == [StepOutcome.SUCCEEDED]
+    ledger = await handle.query(ToySaga.ledger)
     assert [(r.step, r.state, r.compensation_state) for r in ledger] == [
         ("a", StepState.SUCCEEDED, CompensationState.COMPENSATED),
         ("b", StepState.SUCCEEDED, CompensationState.COMPENSATED),
@@ -105,23 +227,183 @@ async def test_failure_undoes_every_registered_step_newest_first(client: Client)
     assert ledger[2].error == "StepError: fail-c cannot be done"
 
 
-async def test_a_broken_compensation_does_not_stop_the_others(client: Client) -> None:
-    result, ledger = await run_toy(client, ["a", "broken-b", "fail-c"])
+async def test_compensation_failing_twice_then_succeeding_is_retried_with_backoff(
+    client: Client, time_skipping_env: WorkflowEnvironment
+) -> None:
+    backoff = 20.0
+    handle = await start(client, Plan(["flaky2-a", "fail-b"], attempts=3, backoff_seconds=backoff))
 
-    assert result is None
-    assert calls == [
-        "do a",
-        "do broken-b",
-        "do fail-c",
-        "undo fail-c",
-        "undo broken-b",
-        "undo broken-b",
-        "undo a",
-    ]
-    states = {r.step: r.compensation_state for r in ledger}
-    assert states == {
+    retrying = CompensationState.RETRYING
+    ledger = await until(
+        handle,
+        lambda lg: (lg[0].compensation_state, lg[0].compensation_attempts) == (retrying, 1),
+    )
+    assert ledger[0].compensation_error == "UndoError: flaky2-a not yet (attempt 1)"
+    await time_skipping_env.sleep(backoff)  # the first backoff
+    await until(
+        handle,
+        lambda lg: (lg[0].compensation_state, lg[0].compensation_attempts) == (retrying, 2),
+    )
+    await time_skipping_env.sleep(2 * backoff)  # the second, doubled
+
+    assert error_type(await outcome(handle)) == "StepError"
+    ledger = await handle.query(ToySaga.ledger)
+    assert ledger[0].compensation_state is CompensationState.COMPENSATED
+    assert ledger[0].compensation_attempts == 3
+    assert [c.attempt for c in contexts["flaky2-a"]] == [1, 2, 3]
+
+
+async def test_compensation_that_never_succeeds_waits_for_an_operator(client: Client) -> None:
+    handle = await start(client, Plan(["a", "broken-b", "fail-c"], attempts=2))
+
+    ledger = await until(
+        handle,
+        lambda lg: (
+            lg[1].compensation_state is CompensationState.NEEDS_OPERATOR
+            and lg[0].compensation_state is CompensationState.COMPENSATED
+        ),
+    )
+    # Continue-with-error: the older compensation ran without waiting for the operator.
+    assert states(ledger) == {
         "a": CompensationState.COMPENSATED,
-        "broken-b": CompensationState.FAILED,
+        "broken-b": CompensationState.NEEDS_OPERATOR,
         "fail-c": CompensationState.COMPENSATED,
     }
-    assert ledger[1].compensation_error == "UndoError: broken-b cannot be undone"
+    assert calls[-4:] == ["undo fail-c", "undo broken-b", "undo broken-b", "undo a"]
+    assert ledger[1].compensation_attempts == 2
+    assert await needs_operator_flag(handle) is True
+
+    retried = await handle.execute_update(
+        ToySaga.resolve, OperatorDecision(action=OperatorAction.RETRY)
+    )
+    assert retried.compensation_state is CompensationState.NEEDS_OPERATOR
+    assert retried.compensation_attempts == 3
+
+    skipped = await handle.execute_update(
+        ToySaga.resolve,
+        OperatorDecision(action=OperatorAction.SKIP, step="broken-b", reason="undone by hand"),
+    )
+    assert skipped.compensation_state is CompensationState.SKIPPED
+    assert skipped.operator_note == "skipped by operator: undone by hand"
+
+    error = await outcome(handle)
+    assert error_type(error) == COMPENSATION_ERROR
+    assert isinstance(error, ApplicationError)
+    assert "StepError: fail-c cannot be done" in error.message
+    assert "broken-b" in error.message and "undone by hand" in error.message
+    [details] = error.details
+    assert details["original"] == "StepError: fail-c cannot be done"
+    assert [f["step"] for f in details["compensation_failures"]] == ["broken-b"]
+    assert await needs_operator_flag(handle) is False
+
+
+async def test_operator_retry_that_succeeds_ends_with_the_original_error(client: Client) -> None:
+    handle = await start(client, Plan(["flaky3-a", "fail-b"], attempts=2))
+    await until(handle, lambda lg: lg[0].compensation_state is CompensationState.NEEDS_OPERATOR)
+
+    first = await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.RETRY))
+    second = await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.RETRY))
+
+    assert (first.compensation_state, first.compensation_attempts) == (
+        CompensationState.NEEDS_OPERATOR,
+        3,
+    )
+    assert (second.compensation_state, second.compensation_attempts) == (
+        CompensationState.COMPENSATED,
+        4,
+    )
+    assert second.operator_note == "retried by operator"
+    assert error_type(await outcome(handle)) == "StepError"
+
+
+async def test_operator_decisions_that_cannot_apply_are_rejected(client: Client) -> None:
+    handle = await start(client, Plan(["broken-a", "fail-b"], attempts=1))
+    await until(handle, lambda lg: lg[0].compensation_state is CompensationState.NEEDS_OPERATOR)
+
+    for bad in (
+        OperatorDecision(OperatorAction.SKIP),  # no reason
+        OperatorDecision(OperatorAction.RETRY, step="fail-b"),  # not waiting
+    ):
+        with pytest.raises(WorkflowUpdateFailedError) as rejected:
+            await handle.execute_update(ToySaga.resolve, bad)
+        assert re.search(r"reason is required|no compensation of step", str(rejected.value.cause))
+
+    await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
+    assert error_type(await outcome(handle)) == COMPENSATION_ERROR
+
+
+async def test_parallel_compensation_starts_every_undo_at_once(client: Client) -> None:
+    handle = await start(client, Plan(["a", "b", "c", "fail-d"], parallel=True))
+
+    assert error_type(await outcome(handle)) == "StepError"
+    history = await handle.fetch_history()
+    undo_scheduled = [
+        i
+        for i, e in enumerate(history.events)
+        if e.activity_task_scheduled_event_attributes.activity_type.name == "undo"
+    ]
+    first_undo_done = min(
+        i
+        for i, e in enumerate(history.events)
+        if e.HasField("activity_task_completed_event_attributes") and i > undo_scheduled[0]
+    )
+    assert len(undo_scheduled) == 4
+    assert max(undo_scheduled) < first_undo_done
+    assert set(states(await handle.query(ToySaga.ledger)).values()) == {
+        CompensationState.COMPENSATED
+    }
+
+
+async def test_cancellation_during_a_step_undoes_it_and_ends_cancelled(client: Client) -> None:
+    handle = await start(client, Plan(["a", "hang-b", "c"]))
+    await asyncio.wait_for(hanging.wait(), WAIT)
+
+    await handle.cancel()
+
+    result = await outcome(handle)
+    assert isinstance(result, CancelledError)
+    assert calls == ["do a", "do hang-b", "undo hang-b", "undo a"]
+    assert [c.outcome for c in contexts["hang-b"]] == [StepOutcome.UNKNOWN]
+    ledger = await handle.query(ToySaga.ledger)
+    assert ledger[1].state is StepState.CANCELLED
+    assert set(states(ledger).values()) == {CompensationState.COMPENSATED}
+
+
+async def test_cancellation_during_compensation_does_not_skip_the_rest(
+    client: Client, time_skipping_env: WorkflowEnvironment
+) -> None:
+    minute = 60.0  # the longest backoff the engine waits
+    handle = await start(client, Plan(["a", "flaky1-b", "fail-c"], backoff_seconds=minute))
+    await until(handle, lambda lg: lg[1].compensation_state is CompensationState.RETRYING)
+
+    await handle.cancel()
+    await time_skipping_env.sleep(minute)
+
+    # The failure came first: the run ends with it, every compensation done.
+    assert error_type(await outcome(handle)) == "StepError"
+    assert calls[-4:] == ["undo fail-c", "undo flaky1-b", "undo flaky1-b", "undo a"]
+    assert set(states(await handle.query(ToySaga.ledger)).values()) == {
+        CompensationState.COMPENSATED
+    }
+
+
+async def test_deadline_during_a_step_rolls_back_with_a_deadline_error(client: Client) -> None:
+    handle = await start(client, Plan(["a", "hang-b"], deadline_seconds=2))
+
+    assert error_type(await outcome(handle)) == DEADLINE_ERROR
+    assert calls == ["do a", "do hang-b", "undo hang-b", "undo a"]
+    assert [c.outcome for c in contexts["hang-b"]] == [StepOutcome.UNKNOWN]
+
+
+async def test_deadline_cuts_a_saga_sleep_short(client: Client) -> None:
+    handle = await start(client, Plan(["a"], deadline_seconds=60, sleep_seconds=3600))
+
+    assert error_type(await outcome(handle)) == DEADLINE_ERROR
+    assert calls == []
+    history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta()
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timers and max(timers) <= timedelta(seconds=60)

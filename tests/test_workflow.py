@@ -133,9 +133,11 @@ async def test_seed_order_completes_charging_what_it_bills(client: Client, store
     ]
     ledger = await handle.query(PizzaOrderWorkflow.ledger)
     assert [(r.step, r.state, r.compensation_state) for r in ledger] == [
+        ("get_distance", StepState.SUCCEEDED, CompensationState.NONE),
         ("update_inventory", StepState.SUCCEEDED, CompensationState.REGISTERED),
         ("process_credit_card", StepState.SUCCEEDED, CompensationState.REGISTERED),
         ("send_bill", StepState.SUCCEEDED, CompensationState.NONE),
+        ("notify_delivery_driver", StepState.SUCCEEDED, CompensationState.NONE),
     ]
 
 
@@ -221,7 +223,7 @@ async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse
     if "refund_customer" in results:
         assert results["refund_customer"]["amount"] == (3500 if case == "bill" else 0)
     ledger = await handle.query(PizzaOrderWorkflow.ledger)
-    if ledger:
+    if case != "distance":  # the others fail in a step; distance fails the check after it
         assert ledger[-1].state is StepState.FAILED
         assert ledger[-1].error is not None and ledger[-1].error.startswith(error_type)
     for record in ledger:

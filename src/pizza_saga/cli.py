@@ -146,8 +146,13 @@ def server(
     from pizza_saga.common.devserver import DevServerConfig
 
     settings = _settings()
+    from pizza_saga.worker import SEARCH_ATTRIBUTES
+
     config = DevServerConfig(
-        db_filename=db_filename or settings.server_db, port=port, ui_port=ui_port
+        search_attributes=SEARCH_ATTRIBUTES,
+        db_filename=db_filename or settings.server_db,
+        port=port,
+        ui_port=ui_port,
     )
     config.db_filename.parent.mkdir(parents=True, exist_ok=True)
     command = config.command()
@@ -166,7 +171,7 @@ def worker() -> None:
     import logging
 
     from pizza_saga import TASK_QUEUE
-    from pizza_saga.worker import build_worker, open_stores
+    from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -174,6 +179,7 @@ def worker() -> None:
     async def run() -> None:
         client = await _client(settings)
         stores = open_stores(settings)
+        await prepare_namespace(client)
         out.print(f"Worker polling {TASK_QUEUE}; state in {settings.home} (Ctrl-C to stop)")
         await build_worker(client, stores).run()
 
@@ -247,19 +253,18 @@ def order(
 
 
 async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: bool) -> int:
-    from pizza_saga.order.client import OrderAlreadyPlaced, OrderStatus, order_outcome, place_order
-    from pizza_saga.order.models import OrderRequest, SimulatedWaits
+    from pizza_saga.order.client import (
+        OrderAlreadyPlaced,
+        OrderStatus,
+        order_outcome,
+        order_request,
+        place_order,
+    )
     from pizza_saga.render import print_outcome, workflow_url
 
     client = await _client(settings)
-    request = OrderRequest(
-        order=pizza_order,
-        waits=SimulatedWaits(
-            prep_seconds=settings.prep_seconds, driver_seconds=settings.driver_seconds
-        ),
-    )
     try:
-        handle = await place_order(client, request)
+        handle = await place_order(client, order_request(pizza_order, settings))
     except OrderAlreadyPlaced:
         _fail(
             f"order {pizza_order.order_number} was already placed; "
@@ -398,6 +403,13 @@ def demo(
     from pizza_saga.demo import run_demo
 
     settings = _settings()
-    server = DevServerConfig(db_filename=settings.server_db, port=port, ui_port=ui_port)
+    from pizza_saga.worker import SEARCH_ATTRIBUTES
+
+    server = DevServerConfig(
+        db_filename=settings.server_db,
+        port=port,
+        ui_port=ui_port,
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     _run(run_demo(settings, server, out, interactive=interactive))

@@ -12,11 +12,10 @@ from rich.console import Console
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect
-from pizza_saga.order.client import OrderOutcome, order_outcome, place_order
+from pizza_saga.order.client import OrderOutcome, order_outcome, order_request, place_order
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
-from pizza_saga.order.models import OrderRequest, SimulatedWaits
 from pizza_saga.render import print_outcome
-from pizza_saga.worker import build_worker, open_stores
+from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
 
 async def run_demo(
@@ -33,17 +32,15 @@ async def run_demo(
         embedded = running_dev_server(server, settings.home / "temporal-server.log")
     async with embedded:
         client = await connect(server.address)
+        await prepare_namespace(client)
         async with build_worker(client, open_stores(settings)):
-            waits = SimulatedWaits(
-                prep_seconds=settings.prep_seconds, driver_seconds=settings.driver_seconds
-            )
             stamp = _stamp()
             orders = [
                 example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
                 example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
             ]
             for order in orders:
-                await place_order(client, OrderRequest(order=order, waits=waits))
+                await place_order(client, order_request(order, settings))
                 console.print(
                     f"Placed order {order.order_number} paid with card "
                     f"ending {order.credit_card_info.number[-4:]}"

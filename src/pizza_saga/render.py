@@ -19,7 +19,9 @@ _STATE_STYLE = {
     StepState.SUCCEEDED: "green",
     StepState.FAILED: "red",
     CompensationState.COMPENSATED: "yellow",
-    CompensationState.FAILED: "bold red",
+    CompensationState.NEEDS_OPERATOR: "bold red",
+    CompensationState.SKIPPED: "bold red",
+    StepState.CANCELLED: "yellow",
 }
 
 

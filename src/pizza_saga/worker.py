@@ -12,11 +12,16 @@ from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
 from pizza_saga.common.db import open_database
 from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import ensure_search_attributes
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.workflow import PizzaOrderWorkflow
+from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
+
+SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
+"""Search attributes the order workflow sets; registered by `pizza server` and the worker."""
 
 INITIAL_STOCK = 100
 """Pizzas of each menu item on hand when a store database is first created."""
@@ -36,6 +41,11 @@ def open_stores(settings: Settings) -> Stores:
     inventory = InventoryStore(engine)
     inventory.stock_up(dict.fromkeys(MENU, INITIAL_STOCK))
     return Stores(inventory=inventory, payments=PaymentStore(engine))
+
+
+async def prepare_namespace(client: Client) -> None:
+    """Register the search attributes the order workflow sets, if they are missing."""
+    await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
 
 
 def build_worker(client: Client, stores: Stores) -> Worker:

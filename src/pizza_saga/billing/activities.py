@@ -19,6 +19,7 @@ from pizza_saga.billing.models import (
 from pizza_saga.billing.store import AlreadyRefunded, PaymentStore
 from pizza_saga.common.activity_keys import workflow_key
 from pizza_saga.common.db import as_utc
+from pizza_saga.saga import CompensationContext, StepOutcome
 
 BOUNCING_EMAIL_PREFIX = "bounce@"
 """Sandbox rule: bills to addresses starting with this cannot be delivered."""
@@ -66,10 +67,30 @@ class BillingActivities:
         return ChargeReceipt(amount=amount, card_last4=card_last4)
 
     @activity.defn
-    async def refund_customer(self, request: RefundRequest) -> RefundReceipt:
-        """Compensation of process_credit_card: refund what this order was charged, if any."""
+    async def refund_customer(
+        self, request: RefundRequest, context: CompensationContext
+    ) -> RefundReceipt:
+        """Compensation of process_credit_card: refund what this order was charged, if any.
+
+        Whatever the step's outcome, the store decides from its record of this workflow:
+        an "unknown" charge is refunded if and only if it happened.
+        """
+        workflow_id = workflow_key()
+        charged = await asyncio.to_thread(self._store.charge_of, workflow_id)
+        if charged is not None:
+            try:
+                cards.authorize_refund(charged.card_last4 or "", context.attempt)
+            except cards.ProcessorUnavailable as err:
+                raise ApplicationError(str(err), type="RefundFailedError") from None
+        elif context.outcome is StepOutcome.SUCCEEDED:
+            raise ApplicationError(
+                f"process_credit_card succeeded for order {request.order_number} "
+                "but no charge is recorded",
+                type="CompensationInconsistencyError",
+                non_retryable=True,
+            )
         amount, card_last4 = await asyncio.to_thread(
-            self._store.refund, workflow_key(), request.order_number
+            self._store.refund, workflow_id, request.order_number
         )
         if amount:
             summary = f"Customer Refunded: {amount} cents to card ending {card_last4}"

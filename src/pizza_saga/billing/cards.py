@@ -5,6 +5,8 @@
   broken card, 424242424242424, has 15 digits; it happens to pass the Luhn check).
 - 4000000000000002 is declined.
 - 4000000000000119 fails transiently on its first two attempts, then approves.
+- 4000000000000341 is charged, but refunds to it fail on their first 5 attempts (with the
+  default 5 attempts, a rollback then needs an operator; the operator's retry succeeds).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ CARD_DIGITS = 16
 DECLINED_CARD = "4000000000000002"
 FLAKY_CARD = "4000000000000119"
 FLAKY_FAILURES = 2
+REFUND_FAILING_CARD = "4000000000000341"
+REFUND_FAILURES = 5
 
 
 class InvalidCard(Exception):
@@ -55,3 +59,11 @@ def authorize(number: str, attempt: int) -> None:
         raise CardDeclined(f"card ending {last4(number)} was declined by the issuer")
     if number == FLAKY_CARD and attempt <= FLAKY_FAILURES:
         raise ProcessorUnavailable(f"card processor unavailable (attempt {attempt})")
+
+
+def authorize_refund(card_last4: str, attempt: int) -> None:
+    """Let a refund through or raise ProcessorUnavailable; ``attempt`` counts from 1."""
+    if card_last4 == last4(REFUND_FAILING_CARD) and attempt <= REFUND_FAILURES:
+        raise ProcessorUnavailable(
+            f"refund to card ending {card_last4} refused by the processor (attempt {attempt})"
+        )

@@ -97,6 +97,16 @@ class PaymentStore:
                 assert earlier is not None
                 return earlier.amount
 
+    def charge_of(self, workflow_id: str) -> PaymentEntry | None:
+        """This workflow's charge, if one was recorded."""
+        with Session(self._engine) as session:
+            row = self._payment(session, workflow_id, CHARGE)
+            if row is None:
+                return None
+            return PaymentEntry(
+                row.order_number, row.kind, row.amount, row.card_last4, row.created_at
+            )
+
     def refund(self, workflow_id: str, order_number: str) -> tuple[int, str | None]:
         """Refund this workflow's charge once; (amount, card_last4), (0, None) if none."""
         try:

@@ -9,8 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 
 from pizza_saga.common.temporal import binary
 
@@ -30,6 +32,8 @@ class DevServerConfig:
     ui_port: int = 8233
     ip: str = "localhost"
     headless: bool = False
+    search_attributes: tuple[SearchAttributeKey[Any], ...] = ()
+    """Search attributes to register at start."""
 
     @property
     def address(self) -> str:
@@ -58,6 +62,9 @@ class DevServerConfig:
         ]
         for pragma in SQLITE_PRAGMAS:
             args += ["--sqlite-pragma", pragma]
+        for key in self.search_attributes:
+            kind = key.indexed_value_type.name.title().replace("_", "")  # KEYWORD_LIST: KeywordList
+            args += ["--search-attribute", f"{key.name}={kind}"]
         if self.headless:
             args.append("--headless")
         return args

@@ -28,6 +28,13 @@ class Settings(BaseModel):
     """Temporal Web UI for links; default: the dev server's, port of the service + 1000."""
     prep_seconds: float = Field(default=3.0, alias="PIZZA_PREP_SECONDS", ge=0, le=3600)
     driver_seconds: float = Field(default=2.0, alias="PIZZA_DRIVER_SECONDS", ge=0, le=3600)
+    order_deadline_seconds: float = Field(
+        default=1800.0, alias="PIZZA_ORDER_DEADLINE_SECONDS", ge=1, le=7 * 24 * 3600
+    )
+    compensation_attempts: int = Field(default=5, alias="PIZZA_COMPENSATION_ATTEMPTS", ge=1, le=100)
+    compensation_backoff_seconds: float = Field(
+        default=1.0, alias="PIZZA_COMPENSATION_BACKOFF_SECONDS", ge=0.01, le=3600
+    )
 
     @property
     def store_url(self) -> str:

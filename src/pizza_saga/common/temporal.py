@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import sysconfig
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.service import RPCError, RPCStatusCode
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
@@ -34,6 +42,32 @@ async def connect(target_host: str | None = None) -> Client:
     if target_host is not None:
         config["target_host"] = target_host
     return await Client.connect(**config, data_converter=data_converter())
+
+
+async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttributeKey[Any]]) -> None:
+    """Register the search attributes the workflows set, where they are missing."""
+    namespace = client.namespace
+    wanted = {key.name: IndexedValueType.ValueType(key.indexed_value_type) for key in keys}
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+    except RPCError as err:
+        # The time-skipping test server can add search attributes but not list them.
+        if err.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise
+        known: set[str] = set()
+    else:
+        known = set(listed.custom_attributes)
+    missing = {name: kind for name, kind in wanted.items() if name not in known}
+    if missing:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+        except RPCError as err:
+            if err.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise
 
 
 def binary(name: str) -> Path:

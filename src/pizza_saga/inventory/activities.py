@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 from pizza_saga.common.activity_keys import workflow_key
 from pizza_saga.inventory.models import StockReleased, StockRequest
 from pizza_saga.inventory.store import AlreadyReleased, InventoryStore, OutOfStock
+from pizza_saga.saga import CompensationContext, StepOutcome
 
 
 class InventoryActivities:
@@ -35,10 +36,23 @@ class InventoryActivities:
         activity.logger.info("Inventory updated for order %s", request.order_number)
 
     @activity.defn
-    async def revert_inventory(self, request: StockRequest) -> StockReleased:
-        """Compensation of update_inventory: put back whatever this order took, if anything."""
+    async def revert_inventory(
+        self, request: StockRequest, context: CompensationContext
+    ) -> StockReleased:
+        """Compensation of update_inventory: put back whatever this order took, if anything.
+
+        Whatever the step's outcome, the store decides from its record of this workflow:
+        an "unknown" reservation is put back if and only if it happened.
+        """
         workflow_id = workflow_key()
         released = await asyncio.to_thread(self._store.release, workflow_id, request.order_number)
+        if not released and context.outcome is StepOutcome.SUCCEEDED:
+            raise ApplicationError(
+                f"update_inventory succeeded for order {request.order_number} "
+                "but no reservation is recorded",
+                type="CompensationInconsistencyError",
+                non_retryable=True,
+            )
         if released:
             summary = f"Reverted changes to inventory: {sum(released.values())} pizzas back"
         else:

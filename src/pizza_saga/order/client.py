@@ -12,7 +12,14 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError
 
 from pizza_saga import TASK_QUEUE
-from pizza_saga.order.models import OrderConfirmation, OrderRequest
+from pizza_saga.common.settings import Settings
+from pizza_saga.order.models import (
+    OrderConfirmation,
+    OrderRequest,
+    PizzaOrder,
+    SagaPolicy,
+    SimulatedWaits,
+)
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.saga import StepRecord
 
@@ -62,6 +69,21 @@ _STATUSES = {
     WorkflowExecutionStatus.TERMINATED: OrderStatus.TERMINATED,
     WorkflowExecutionStatus.TIMED_OUT: OrderStatus.TIMED_OUT,
 }
+
+
+def order_request(order: PizzaOrder, settings: Settings) -> OrderRequest:
+    """The workflow input for ``order`` under this deployment's settings."""
+    return OrderRequest(
+        order=order,
+        waits=SimulatedWaits(
+            prep_seconds=settings.prep_seconds, driver_seconds=settings.driver_seconds
+        ),
+        policy=SagaPolicy(
+            deadline_seconds=settings.order_deadline_seconds,
+            compensation_attempts=settings.compensation_attempts,
+            compensation_backoff_seconds=settings.compensation_backoff_seconds,
+        ),
+    )
 
 
 async def place_order(

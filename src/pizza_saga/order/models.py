@@ -149,11 +149,23 @@ class SimulatedWaits(_Model):
     """How long the delivery driver takes to answer."""
 
 
+class SagaPolicy(_Model):
+    """How patient the order saga is: its deadline, and its compensations' retries."""
+
+    deadline_seconds: Annotated[float, Field(ge=1, le=7 * 24 * 3600)] = 1800.0
+    """An order not finished by then is rolled back (SagaDeadlineExceeded)."""
+    compensation_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Attempts of a failing compensation before it waits for an operator."""
+    compensation_backoff_seconds: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
+    """Wait after a compensation's first failed attempt; doubles after each."""
+
+
 class OrderRequest(_Model):
-    """The order workflow's input: the order and how long the simulated waits take."""
+    """The order workflow's input: the order, the simulated waits, the saga's policy."""
 
     order: PizzaOrder
     waits: SimulatedWaits = SimulatedWaits()
+    policy: SagaPolicy = SagaPolicy()
 
 
 class Distance(_Model):

@@ -1,9 +1,9 @@
 """PizzaOrderWorkflow: the order saga.
 
-Distance check, the kitchen's prep time, then three saga steps (reserve the pizzas, charge
-the card, send the bill); if any of them fails, what was done is undone in reverse order
-and the original error fails the run. The driver is told last: a delivery nobody takes is
-reported as "DELIVERY FAILURE", not rolled back, because the pizzas are made and paid for.
+Distance check, the kitchen's prep time, then the saga's side effects (reserve the pizzas,
+charge the card, send the bill) and the driver. If a side effect fails, the order is
+cancelled, or its deadline passes, what was done is undone in reverse order. A delivery
+nobody takes is reported as "DELIVERY FAILURE", not rolled back: the pizzas are made and paid.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ with workflow.unsafe.imports_passed_through():
     from pizza_saga.order.activities import get_distance, notify_delivery_driver
     from pizza_saga.order.menu import price_order
     from pizza_saga.order.models import DeliveryRequest, OrderConfirmation, OrderRequest
-    from pizza_saga.saga import Saga, SagaOptions, StepRecord
+    from pizza_saga.saga import (
+        NEEDS_OPERATOR_ATTRIBUTE,
+        OperatorDecision,
+        Saga,
+        SagaOptions,
+        StepRecord,
+    )
 
 WORKFLOW_ID_PREFIX = "pizza-workflow-order-"
 MAX_DELIVERY_KM = 25
@@ -49,23 +55,48 @@ def workflow_id_for(order_number: str) -> str:
 class PizzaOrderWorkflow:
     """One pizza order, run as a saga."""
 
-    def __init__(self) -> None:
-        self._saga = Saga(SagaOptions(step_timeout=timedelta(seconds=10), step_retry=STEP_RETRY))
+    @workflow.init
+    def __init__(self, request: OrderRequest) -> None:
+        policy = request.policy
+        self._saga = Saga(
+            SagaOptions(
+                step_timeout=timedelta(seconds=5),
+                step_retry=STEP_RETRY,
+                deadline=timedelta(seconds=policy.deadline_seconds),
+                compensation_attempts=policy.compensation_attempts,
+                compensation_backoff=timedelta(seconds=policy.compensation_backoff_seconds),
+                needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
+            )
+        )
 
     @workflow.query
     def ledger(self) -> list[StepRecord]:
         """Each saga step so far, with its compensation and their states."""
         return self._saga.ledger
 
+    @workflow.update
+    async def resolve(self, decision: OperatorDecision) -> StepRecord:
+        """An operator's decision about a compensation that needs one (`pizza resolve`)."""
+        return await self._saga.decide(decision)
+
+    @resolve.validator
+    def _validate_resolve(self, decision: OperatorDecision) -> None:
+        self._saga.validate_decision(decision)
+
     @workflow.run
     async def run(self, request: OrderRequest) -> OrderConfirmation:
-        order = request.order
+        try:
+            return await self._saga.run(lambda: self._order(request))
+        finally:
+            # An operator's `resolve` gets its answer before the run closes.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+
+    async def _order(self, request: OrderRequest) -> OrderConfirmation:
+        saga, order = self._saga, request.order
         price = price_order(pizza.price for pizza in order.items)
 
         if order.is_delivery:
-            distance = await workflow.execute_activity(
-                get_distance, order.address, start_to_close_timeout=timedelta(seconds=5)
-            )
+            distance = await saga.step("get_distance", get_distance, order.address)
             if distance.kilometers > MAX_DELIVERY_KM:
                 raise ApplicationError(
                     f"customer lives outside the service area: {distance.kilometers} km away, "
@@ -76,45 +107,44 @@ class PizzaOrderWorkflow:
             workflow.logger.info("distance is %d km", distance.kilometers)
 
         if request.waits.prep_seconds > 0:
-            await workflow.sleep(timedelta(seconds=request.waits.prep_seconds))
+            await saga.sleep(timedelta(seconds=request.waits.prep_seconds))
 
-        async with self._saga as saga:
-            stock = StockRequest(
+        stock = StockRequest(
+            order_number=order.order_number,
+            items=dict(Counter(pizza.description for pizza in order.items)),
+        )
+        await saga.step(
+            "update_inventory",
+            InventoryActivities.update_inventory,
+            stock,
+            compensation=InventoryActivities.revert_inventory,
+            compensation_arg=stock,
+        )
+        charge = await saga.step(
+            "process_credit_card",
+            BillingActivities.process_credit_card,
+            ChargeRequest(
                 order_number=order.order_number,
-                items=dict(Counter(pizza.description for pizza in order.items)),
-            )
-            await saga.step(
-                "update_inventory",
-                InventoryActivities.update_inventory,
-                stock,
-                compensation=InventoryActivities.revert_inventory,
-                compensation_arg=stock,
-            )
-            charge = await saga.step(
-                "process_credit_card",
-                BillingActivities.process_credit_card,
-                ChargeRequest(
-                    order_number=order.order_number,
-                    holder_name=order.credit_card_info.holder_name,
-                    card_number=order.credit_card_info.number,
-                    amount=price.total,
-                ),
-                compensation=BillingActivities.refund_customer,
-                compensation_arg=RefundRequest(order_number=order.order_number),
-            )
-            # No compensation of its own, but inside the saga: a bill that cannot be sent
-            # refunds the charge and puts the pizzas back.
-            bill = await saga.step(
-                "send_bill",
-                BillingActivities.send_bill,
-                Bill(
-                    customer_id=order.customer.customer_id,
-                    customer_email=order.customer.email,
-                    order_number=order.order_number,
-                    description="Pizza",
-                    amount=charge.amount,
-                ),
-            )
+                holder_name=order.credit_card_info.holder_name,
+                card_number=order.credit_card_info.number,
+                amount=price.total,
+            ),
+            compensation=BillingActivities.refund_customer,
+            compensation_arg=RefundRequest(order_number=order.order_number),
+        )
+        # No compensation of its own, but inside the saga: a bill that cannot be sent
+        # refunds the charge and puts the pizzas back.
+        bill = await saga.step(
+            "send_bill",
+            BillingActivities.send_bill,
+            Bill(
+                customer_id=order.customer.customer_id,
+                customer_email=order.customer.email,
+                order_number=order.order_number,
+                description="Pizza",
+                amount=charge.amount,
+            ),
+        )
 
         status = "SUCCESS"
         if order.is_delivery and not await self._driver_accepted(request):
@@ -130,7 +160,8 @@ class PizzaOrderWorkflow:
 
     async def _driver_accepted(self, request: OrderRequest) -> bool:
         try:
-            answer = await workflow.execute_activity(
+            answer = await self._saga.step(
+                "notify_delivery_driver",
                 notify_delivery_driver,
                 DeliveryRequest(
                     order_number=request.order.order_number,
@@ -142,6 +173,7 @@ class PizzaOrderWorkflow:
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
         except ActivityError:
+            # Cancellation and the deadline are not ActivityErrors here: they roll back.
             workflow.logger.warning(
                 "could not reach a driver for order %s", request.order.order_number
             )
