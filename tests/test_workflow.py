@@ -6,29 +6,31 @@ newest first; afterwards stock and money are as before the order.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, example_order
-from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder
+from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.saga import CompensationState, StepState
 from pizza_saga.worker import Stores, build_worker
-
-RESULT_TIMEOUT = 60  # seconds; a stuck workflow fails the test instead of hanging it
-
-T = TypeVar("T")
-OrderHandle = WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]
+from tests.orders import (
+    activities_run,
+    activity_results,
+    fail_of,
+    net_money,
+    new_order,
+    result_of,
+    start,
+)
 
 
 @pytest.fixture
@@ -36,78 +38,6 @@ async def client(time_skipping_env: WorkflowEnvironment, stores: Stores) -> Asyn
     """A client whose orders a real worker (real activities, real stores) is serving."""
     async with build_worker(time_skipping_env.client, stores):
         yield time_skipping_env.client
-
-
-def new_order(**changes: object) -> PizzaOrder:
-    """The seed's order under a fresh number, with ``changes`` applied."""
-    data = example_order(order_number=f"T{uuid.uuid4().hex[:10]}").model_dump()
-    for path, value in changes.items():
-        target = data
-        *parents, leaf = path.split("__")
-        for key in parents:
-            target = target[key]
-        target[leaf] = value
-    return PizzaOrder.model_validate(data)
-
-
-async def start(client: Client, order: PizzaOrder) -> OrderHandle:
-    return await client.start_workflow(
-        PizzaOrderWorkflow.run,
-        OrderRequest(order=order),
-        id=workflow_id_for(order.order_number),
-        task_queue=TASK_QUEUE,
-    )
-
-
-async def result_of(handle: WorkflowHandle[Any, T]) -> T:
-    """The run's result; a run still going after RESULT_TIMEOUT fails the test."""
-    return await asyncio.wait_for(handle.result(), RESULT_TIMEOUT)
-
-
-async def fail_of(handle: OrderHandle) -> ApplicationError:
-    """Wait for the run to fail; its root cause."""
-    with pytest.raises(WorkflowFailureError) as failure:
-        await result_of(handle)
-    root: BaseException = failure.value
-    while root.__cause__ is not None:
-        root = root.__cause__
-    assert isinstance(root, ApplicationError)
-    return root
-
-
-async def activities_run(handle: OrderHandle) -> list[str]:
-    """Activity types the run scheduled, in order (each retry is not a new schedule)."""
-    history = await handle.fetch_history()
-    return [
-        event.activity_task_scheduled_event_attributes.activity_type.name
-        for event in history.events
-        if event.HasField("activity_task_scheduled_event_attributes")
-    ]
-
-
-async def activity_results(client: Client, handle: OrderHandle) -> dict[str, Any]:
-    """Activity type -> its decoded result (as plain JSON data), for completed activities."""
-    history = await handle.fetch_history()
-    types = {
-        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    }
-    results: dict[str, Any] = {}
-    for e in history.events:
-        if e.HasField("activity_task_completed_event_attributes"):
-            done = e.activity_task_completed_event_attributes
-            [value] = await client.data_converter.decode(done.result.payloads)
-            results[types[done.scheduled_event_id]] = value
-    return results
-
-
-def net_money(stores: Stores, order_number: str) -> int:
-    return sum(
-        p.amount if p.kind == "charge" else -p.amount
-        for p in stores.payments.payments()
-        if p.order_number == order_number
-    )
 
 
 async def test_seed_order_completes_charging_what_it_bills(client: Client, stores: Stores) -> None:

@@ -329,6 +329,106 @@ def status(
 
 
 @app.command()
+def cancel(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Ask, and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Cancel an order: what it did is undone, then it ends CANCELLED (exit 0)."""
+    from pizza_saga.order.client import NoSuchOrder, OrderStatus, cancel_order, order_outcome
+    from pizza_saga.render import print_outcome
+
+    settings = _settings()
+
+    async def run() -> int:
+        client = await _client(settings)
+        try:
+            await cancel_order(client, order_number)
+        except NoSuchOrder:
+            _fail(f"no order {order_number!r} is known to Temporal")
+        if no_wait:
+            out.print(f"Cancellation of order {order_number} requested")
+            return 0
+        outcome = await order_outcome(client, order_number)
+        if as_json:
+            _print_json(outcome.model_dump_json())
+        else:
+            print_outcome(out, outcome, *_ui_url(settings))
+        return 0 if outcome.status is OrderStatus.CANCELLED else EXIT_FAILED
+
+    raise typer.Exit(_run(run()))
+
+
+@app.command()
+def resolve(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    retry: Annotated[bool, typer.Option("--retry", help="Try the compensation again.")] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Record that a person handled it; do not run it.")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --skip).")] = None,
+    step: Annotated[
+        str | None, typer.Option(help="Which step's compensation, if several wait.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the step as JSON.")] = False,
+) -> None:
+    """Decide about a compensation that needs an operator (see `pizza needs-operator`)."""
+    from pydantic import TypeAdapter
+
+    from pizza_saga.order.client import NoSuchOrder, resolve_order
+    from pizza_saga.render import ledger_table
+    from pizza_saga.saga import OperatorAction, OperatorDecision, StepRecord
+
+    if retry == skip:
+        _fail("say either --retry or --skip")
+    if skip and not (reason or "").strip():
+        _fail("--reason: say why the compensation is skipped (it is kept in the ledger)")
+    if reason is not None and len(reason) > 500:
+        _fail("--reason: at most 500 characters")
+    decision = OperatorDecision(
+        action=OperatorAction.RETRY if retry else OperatorAction.SKIP, step=step, reason=reason
+    )
+    settings = _settings()
+
+    async def run() -> None:
+        client = await _client(settings)
+        try:
+            record = await resolve_order(client, order_number, decision)
+        except NoSuchOrder:
+            _fail(f"no order {order_number!r} is known to Temporal")
+        except ValueError as e:
+            _fail(f"order {order_number}: {e}")
+        if as_json:
+            _print_json(TypeAdapter(StepRecord).dump_json(record).decode())
+        else:
+            out.print(ledger_table([record]))
+
+    _run(run())
+
+
+@app.command("needs-operator")
+def needs_operator(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+) -> None:
+    """Orders whose rollback waits for an operator's decision."""
+    from pizza_saga.order.client import orders_needing_operator
+
+    settings = _settings()
+
+    async def run() -> None:
+        numbers = await orders_needing_operator(await _client(settings))
+        if as_json:
+            _print_json(json.dumps(numbers))
+        elif numbers:
+            for number in numbers:
+                out.print(f"{number}  (pizza status {number})")
+        else:
+            out.print("No order needs an operator.")
+
+    _run(run())
+
+
+@app.command()
 def inventory(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print as JSON: item -> quantity.")

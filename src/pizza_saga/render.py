@@ -51,24 +51,46 @@ def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespac
     console.print(line, highlight=False)
     if outcome.ledger is not None:
         console.print(ledger_table(outcome.ledger))
+        waiting = [
+            r.step
+            for r in outcome.ledger
+            if r.compensation_state is CompensationState.NEEDS_OPERATOR
+        ]
+        if waiting:
+            console.print(
+                f"[bold red]Needs an operator:[/] the compensation of {', '.join(waiting)} "
+                f"keeps failing. Fix the cause, then `pizza resolve {outcome.order_number} "
+                "--retry`, or handle it by hand and `pizza resolve "
+                f'{outcome.order_number} --skip --reason "..."`.'
+            )
     else:
         console.print("[dim]ledger unavailable: no worker answered (start `pizza worker`)[/]")
     url = workflow_url(ui_url, namespace, outcome.workflow_id, outcome.run_id)
+    for pending in outcome.pending_activities:
+        if pending.attempt > 1:
+            console.print(
+                f"[yellow]{pending.activity_id}: attempt {pending.attempt}[/]"
+                + (f", last failure: {pending.last_failure}" if pending.last_failure else "")
+            )
     console.print(f"Web UI: {url}", highlight=False, soft_wrap=True)
 
 
 def ledger_table(ledger: list[StepRecord]) -> Table:
     """The saga ledger: one row per step, forward and compensation side by side."""
     table = Table(title="Saga ledger", title_justify="left")
-    for column in ("step", "state", "compensation", "compensation state", "error"):
+    for column in ("step", "state", "compensation", "compensation state", "attempts", "notes"):
         table.add_column(column)
     for record in ledger:
+        notes = [
+            text for text in (record.error, record.compensation_error, record.operator_note) if text
+        ]
         table.add_row(
             record.step,
             _styled(record.state),
             record.compensation or "-",
             _styled(record.compensation_state),
-            record.compensation_error or record.error or "",
+            str(record.compensation_attempts) if record.compensation_attempts else "",
+            "; ".join(notes),
         )
     return table
 

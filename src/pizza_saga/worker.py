@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.billing.activities import BillingActivities
@@ -48,7 +49,9 @@ async def prepare_namespace(client: Client) -> None:
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
 
 
-def build_worker(client: Client, stores: Stores) -> Worker:
+def build_worker(
+    client: Client, stores: Stores, *, interceptors: Sequence[Interceptor] = ()
+) -> Worker:
     """A worker for the order workflow and every activity it calls."""
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments)
@@ -65,4 +68,5 @@ def build_worker(client: Client, stores: Stores) -> Worker:
             billing.refund_customer,
             billing.send_bill,
         ],
+        interceptors=interceptors,
     )

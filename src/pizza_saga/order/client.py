@@ -6,10 +6,16 @@ from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.common.settings import Settings
@@ -20,8 +26,8 @@ from pizza_saga.order.models import (
     SagaPolicy,
     SimulatedWaits,
 )
-from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.saga import StepRecord
+from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow, workflow_id_for
+from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorDecision, StepRecord
 
 LEDGER_QUERY_TIMEOUT = timedelta(seconds=5)
 
@@ -44,6 +50,15 @@ class OrderError(BaseModel):
     message: str
 
 
+class PendingActivity(BaseModel):
+    """An activity still running or retrying, as the server sees it."""
+
+    activity_id: str
+    activity_type: str
+    attempt: int
+    last_failure: str | None = None
+
+
 class OrderOutcome(BaseModel):
     """What `pizza order` and `pizza status` report."""
 
@@ -55,6 +70,8 @@ class OrderOutcome(BaseModel):
     confirmation: OrderConfirmation | None = None
     ledger: list[StepRecord] | None = None
     """None when no worker answered the ledger query."""
+    pending_activities: list[PendingActivity] = []
+    """For a running order: what is in flight, with its attempt (a step being retried)."""
 
 
 class OrderAlreadyPlaced(Exception):
@@ -105,9 +122,68 @@ async def place_order(
         raise OrderAlreadyPlaced(request.order.order_number) from None
 
 
+class NoSuchOrder(Exception):
+    """No workflow of that order number is known to Temporal."""
+
+
+def _handle(
+    client: Client, order_number: str
+) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
+    return client.get_workflow_handle_for(PizzaOrderWorkflow.run, workflow_id_for(order_number))
+
+
+async def cancel_order(client: Client, order_number: str) -> None:
+    """Ask the order to cancel: its compensations run, then it ends Cancelled."""
+    try:
+        await _handle(client, order_number).cancel()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchOrder(order_number) from None
+        raise
+
+
+async def resolve_order(
+    client: Client, order_number: str, decision: OperatorDecision
+) -> StepRecord:
+    """Send an operator's decision about a compensation that waits for one.
+
+    Raises ValueError with the workflow's reason when the decision cannot apply.
+    """
+    handle = _handle(client, order_number)
+    try:
+        return await handle.execute_update(PizzaOrderWorkflow.resolve, decision)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise ValueError(
+            cause.message if isinstance(cause, ApplicationError) else str(cause)
+        ) from None
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    # Not found: either no such order, or it has already finished.
+    try:
+        status = (await handle.describe()).status
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchOrder(order_number) from None
+        raise
+    state = status.name if status else "finished"
+    raise ValueError(f"the order has finished ({state}): nothing waits for an operator")
+
+
+async def orders_needing_operator(client: Client) -> list[str]:
+    """Order numbers of running orders whose rollback waits for an operator."""
+    query = f"{NEEDS_OPERATOR_ATTRIBUTE.name} = true AND ExecutionStatus = 'Running'"
+    return [
+        execution.id.removeprefix(WORKFLOW_ID_PREFIX)
+        async for execution in client.list_workflows(query)
+        if execution.id.startswith(WORKFLOW_ID_PREFIX)
+    ]
+
+
 async def order_outcome(client: Client, order_number: str, *, wait: bool = True) -> OrderOutcome:
     """The order's outcome (waiting for it to finish if ``wait``), with its saga ledger."""
-    handle = client.get_workflow_handle_for(PizzaOrderWorkflow.run, workflow_id_for(order_number))
+    handle = _handle(client, order_number)
     outcome = OrderOutcome(
         order_number=order_number,
         workflow_id=handle.id,
@@ -118,6 +194,15 @@ async def order_outcome(client: Client, order_number: str, *, wait: bool = True)
         await _settle(handle, outcome)
     description = await handle.describe()
     outcome.run_id = description.run_id
+    outcome.pending_activities = [
+        PendingActivity(
+            activity_id=p.activity_id,
+            activity_type=p.activity_type.name,
+            attempt=p.attempt,
+            last_failure=p.last_failure.message or None if p.HasField("last_failure") else None,
+        )
+        for p in description.raw_description.pending_activities
+    ]
     outcome.status = _STATUSES.get(description.status, OrderStatus.RUNNING)  # type: ignore[arg-type]
     if not wait and outcome.status is not OrderStatus.RUNNING:
         await _settle(handle, outcome)

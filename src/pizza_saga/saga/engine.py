@@ -205,22 +205,31 @@ class Saga:
         self._records.append(record)
         if compensation is not None:
             self._compensations.append(_Compensation(record, compensation, compensation_arg))
+        handle = workflow.start_activity(
+            cast(Callable[..., Awaitable[ResultT]], action),
+            arg,
+            activity_id=name,
+            summary=f"saga step {name}",
+            start_to_close_timeout=start_to_close_timeout or self._options.step_timeout,
+            # The deadline bounds every step, so no extra timer is needed to enforce it.
+            schedule_to_close_timeout=remaining,
+            heartbeat_timeout=heartbeat_timeout,
+            retry_policy=retry_policy or self._options.step_retry,
+            # On cancellation, wait for the activity to finish or acknowledge: compensations
+            # then never race a step still in flight.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
         try:
-            result: ResultT = await workflow.execute_activity(
-                cast(Callable[..., Awaitable[ResultT]], action),
-                arg,
-                activity_id=name,
-                summary=f"saga step {name}",
-                start_to_close_timeout=start_to_close_timeout or self._options.step_timeout,
-                # The deadline bounds every step, so no extra timer is needed to enforce it.
-                schedule_to_close_timeout=remaining,
-                heartbeat_timeout=heartbeat_timeout,
-                retry_policy=retry_policy or self._options.step_retry,
-                # Wait for the activity to finish or acknowledge: compensations then never
-                # race a step still in flight.
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
-        except (ActivityError, asyncio.CancelledError) as err:
+            # Shielded: a step that completes despite a cancellation request would otherwise
+            # swallow the cancellation, and the saga would carry on as if none came.
+            result: ResultT = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            handle.cancel()
+            record.outcome = await self._outcome_after_cancel(handle)
+            record.state, record.error = StepState.CANCELLED, "cancelled"
+            record.finished_at = workflow.now()
+            raise
+        except ActivityError as err:
             record.finished_at = workflow.now()
             if is_cancelled_exception(err):
                 record.state, record.outcome = StepState.CANCELLED, StepOutcome.UNKNOWN
@@ -236,6 +245,17 @@ class Saga:
         record.state, record.outcome = StepState.SUCCEEDED, StepOutcome.SUCCEEDED
         record.finished_at = workflow.now()
         return result
+
+    @staticmethod
+    async def _outcome_after_cancel(handle: workflow.ActivityHandle[Any]) -> StepOutcome:
+        """How a step asked to stop actually ended: done, failed, or stopped midway."""
+        try:
+            await handle
+        except ActivityError as err:
+            return StepOutcome.UNKNOWN if is_cancelled_exception(err) else StepOutcome.FAILED
+        except asyncio.CancelledError:
+            return StepOutcome.UNKNOWN
+        return StepOutcome.SUCCEEDED
 
     async def sleep(self, duration: timedelta) -> None:
         """A durable timer that the saga's deadline cuts short (with its error)."""
