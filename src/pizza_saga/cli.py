@@ -171,6 +171,7 @@ def worker() -> None:
     import logging
 
     from pizza_saga import TASK_QUEUE
+    from pizza_saga.common.faults import CrashAt
     from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
     settings = _settings()
@@ -180,8 +181,9 @@ def worker() -> None:
         client = await _client(settings)
         stores = open_stores(settings)
         await prepare_namespace(client)
+        faults = [CrashAt(settings.crash_at)] if settings.crash_at else []
         out.print(f"Worker polling {TASK_QUEUE}; state in {settings.home} (Ctrl-C to stop)")
-        await build_worker(client, stores).run()
+        await build_worker(client, stores, interceptors=faults).run()
 
     _run(run())
 

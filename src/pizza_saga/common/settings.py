@@ -36,6 +36,11 @@ class Settings(BaseModel):
         default=1.0, alias="PIZZA_COMPENSATION_BACKOFF_SECONDS", ge=0.01, le=3600
     )
 
+    crash_at: str | None = Field(
+        default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
+    )
+    """Crash tests only: kill the worker at activity:before|after (see common/faults.py)."""
+
     @property
     def store_url(self) -> str:
         """SQLAlchemy URL of the store database (inventory, payments, bills)."""

@@ -60,8 +60,11 @@ class PizzaOrderWorkflow:
         policy = request.policy
         self._saga = Saga(
             SagaOptions(
+                # Every activity here takes milliseconds; a lost one (a worker that died
+                # mid-step) is retried after this long.
                 step_timeout=timedelta(seconds=5),
                 step_retry=STEP_RETRY,
+                compensation_timeout=timedelta(seconds=5),
                 deadline=timedelta(seconds=policy.deadline_seconds),
                 compensation_attempts=policy.compensation_attempts,
                 compensation_backoff=timedelta(seconds=policy.compensation_backoff_seconds),
