@@ -1,0 +1,146 @@
+"""Payload encryption: every payload the product sends to Temporal is AES-GCM ciphertext.
+
+Workflow and activity inputs and results, queries, updates and (with the failure converter
+set to encode them) failure messages all pass through `EncryptionCodec`, so Temporal's
+history, its database and the Web UI (without the codec server) hold no card number.
+
+Keys have ids. The primary key encrypts; every key in the ring decrypts, so a new key can
+become primary while orders started under the old one still finish and old histories still
+decode. A key ring is JSON: ``{"primary": "k2", "keys": {"k1": "<base64>", "k2": "<base64>"}}``
+with 32-byte (AES-256) keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NONCE_BYTES = 12
+KEY_BYTES = 32
+
+
+class KeyRingError(ValueError):
+    """A key ring or an encrypted payload cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class KeyRing:
+    """Encryption keys by id, and which one encrypts."""
+
+    primary: str
+    keys: Mapping[str, bytes]
+
+    def __post_init__(self) -> None:
+        if self.primary not in self.keys:
+            raise KeyRingError(f"primary key {self.primary!r} is not in the key ring")
+        for key_id, key in self.keys.items():
+            if len(key) != KEY_BYTES:
+                raise KeyRingError(f"key {key_id!r} is {len(key)} bytes, not {KEY_BYTES}")
+
+    @classmethod
+    def generate(cls, key_id: str | None = None) -> KeyRing:
+        """A ring with one new random key."""
+        key_id = key_id or datetime.now(UTC).strftime("key-%Y%m%d-%H%M%S")
+        return cls(primary=key_id, keys={key_id: secrets.token_bytes(KEY_BYTES)})
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> KeyRing:
+        """Parse a key ring; KeyRingError naming ``source`` and the problem if it is not one."""
+        try:
+            data = json.loads(text)
+            primary = data["primary"]
+            keys = {
+                str(key_id): base64.b64decode(value, validate=True)
+                for key_id, value in data["keys"].items()
+            }
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as err:
+            raise KeyRingError(
+                f"{source}: not a key ring ({type(err).__name__}: {err}); expected "
+                '{"primary": "id", "keys": {"id": "<base64 of 32 bytes>"}}'
+            ) from None
+        try:
+            return cls(primary=str(primary), keys=keys)
+        except KeyRingError as err:
+            raise KeyRingError(f"{source}: {err}") from None
+
+    def to_json(self) -> str:
+        keys = {key_id: base64.b64encode(key).decode() for key_id, key in self.keys.items()}
+        return json.dumps({"primary": self.primary, "keys": keys}, indent=2)
+
+    def with_new_primary(self, key_id: str | None = None) -> KeyRing:
+        """This ring plus a new key that becomes primary (key rotation)."""
+        new = KeyRing.generate(key_id)
+        return KeyRing(primary=new.primary, keys={**self.keys, **new.keys})
+
+
+def load_or_create_key_file(path: Path) -> KeyRing:
+    """The key ring in ``path``, created (readable by its owner only) if it does not exist."""
+    if path.exists():
+        return KeyRing.from_json(path.read_text(encoding="utf-8"), str(path))
+    ring = KeyRing.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created with 0600 from the start: the key is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(ring.to_json())
+    return ring
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-256-GCM over whole serialized payloads; the key id travels in the metadata."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self._ring = ring
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in ring.keys.items()}
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        key_id = self._ring.primary
+        cipher = self._ciphers[key_id]
+        encoded = []
+        for payload in payloads:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            # The key id is authenticated too: a payload cannot be relabelled to another key.
+            sealed = cipher.encrypt(nonce, payload.SerializeToString(), key_id.encode())
+            encoded.append(
+                Payload(
+                    metadata={"encoding": ENCODING, KEY_ID: key_id.encode()},
+                    data=nonce + sealed,
+                )
+            )
+        return encoded
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        decoded = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                decoded.append(payload)  # not ours (e.g. written before encryption)
+                continue
+            key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
+            cipher = self._ciphers.get(key_id)
+            if cipher is None:
+                raise KeyRingError(
+                    f"payload encrypted with key {key_id!r}, which is not configured"
+                )
+            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            try:
+                plain = cipher.decrypt(nonce, sealed, key_id.encode())
+            except InvalidTag:
+                raise KeyRingError(
+                    f"payload under key {key_id!r} does not decrypt: tampered or a wrong key"
+                ) from None
+            decoded.append(Payload.FromString(plain))
+        return decoded

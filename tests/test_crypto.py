@@ -1,0 +1,214 @@
+"""Payload encryption, key rotation, the codec server and log masking, without Temporal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
+
+from pizza_saga.common.codec_server import build_app
+from pizza_saga.common.crypto import (
+    ENCODING,
+    KEY_ID,
+    EncryptionCodec,
+    KeyRing,
+    KeyRingError,
+    load_or_create_key_file,
+)
+from pizza_saga.common.logmask import install_card_masking, mask_card_numbers
+from tests.test_cli import free_port
+
+CARD = "4242424242424242"
+UI_ORIGIN = "http://localhost:8233"
+
+
+def plain(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+async def test_encrypted_payload_hides_the_data_and_round_trips() -> None:
+    codec = EncryptionCodec(KeyRing.generate("k1"))
+    original = plain(f"card {CARD}")
+
+    [sealed] = await codec.encode([original])
+    [opened] = await codec.decode([sealed])
+
+    assert CARD.encode() not in sealed.SerializeToString()
+    assert sealed.metadata["encoding"] == ENCODING
+    assert sealed.metadata[KEY_ID] == b"k1"
+    assert opened == original
+
+
+async def test_rotated_ring_reads_old_payloads_and_writes_with_the_new_key() -> None:
+    old = KeyRing.generate("k1")
+    new = old.with_new_primary("k2")
+    [under_k1] = await EncryptionCodec(old).encode([plain("order")])
+
+    [read] = await EncryptionCodec(new).decode([under_k1])
+    [under_k2] = await EncryptionCodec(new).encode([plain("order")])
+
+    assert read == plain("order")
+    assert under_k2.metadata[KEY_ID] == b"k2"
+    with pytest.raises(KeyRingError, match="key 'k2', which is not configured"):
+        await EncryptionCodec(old).decode([under_k2])
+
+
+async def test_tampered_payload_is_refused() -> None:
+    codec = EncryptionCodec(KeyRing.generate("k1"))
+    [sealed] = await codec.encode([plain("order")])
+    sealed.data = sealed.data[:-1] + bytes([sealed.data[-1] ^ 1])
+
+    with pytest.raises(KeyRingError, match="tampered or a wrong key"):
+        await codec.decode([sealed])
+
+
+async def test_unencrypted_payloads_pass_through_decode() -> None:
+    codec = EncryptionCodec(KeyRing.generate())
+    assert await codec.decode([plain("old")]) == [plain("old")]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("not json", "not a key ring"),
+        ('{"primary": "a", "keys": {"a": "!!!"}}', "not a key ring"),
+        ('{"primary": "a", "keys": {"a": "AAAA"}}', "key 'a' is 3 bytes, not 32"),
+        ('{"primary": "b", "keys": {}}', "primary key 'b' is not in the key ring"),
+    ],
+)
+def test_bad_key_rings_are_reported_with_their_source(text: str, reason: str) -> None:
+    with pytest.raises(KeyRingError, match=reason) as err:
+        KeyRing.from_json(text, "PIZZA_ENCRYPTION_KEYS")
+    assert str(err.value).startswith("PIZZA_ENCRYPTION_KEYS: ")
+
+
+def test_key_file_is_created_once_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "encryption-keys.json"
+
+    first = load_or_create_key_file(path)
+    second = load_or_create_key_file(path)
+
+    assert first == second
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.fixture
+async def codec_server() -> AsyncIterator[tuple[str, EncryptionCodec]]:
+    codec = EncryptionCodec(KeyRing.generate("k1"))
+    runner = web.AppRunner(build_app(codec, [UI_ORIGIN]))
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "localhost", port).start()
+    try:
+        yield f"http://localhost:{port}", codec
+    finally:
+        await runner.cleanup()
+
+
+async def test_codec_server_decodes_what_the_codec_encoded(
+    codec_server: tuple[str, EncryptionCodec],
+) -> None:
+    url, codec = codec_server
+    sealed = await codec.encode([plain("Customer Refunded")])
+    body = json_format.MessageToJson(Payloads(payloads=sealed))
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/decode",
+            data=body,
+            headers={"Content-Type": "application/json", "Origin": UI_ORIGIN},
+        ) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+        decoded = json_format.Parse(await response.text(), Payloads())
+
+    assert list(decoded.payloads) == [plain("Customer Refunded")]
+
+
+async def test_codec_server_answers_the_web_uis_preflight(
+    codec_server: tuple[str, EncryptionCodec],
+) -> None:
+    url, _ = codec_server
+    async with aiohttp.ClientSession() as session:
+        async with session.options(
+            f"{url}/decode",
+            headers={"Origin": UI_ORIGIN, "Access-Control-Request-Method": "POST"},
+        ) as response:
+            assert response.status == 204
+            assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
+            assert "x-namespace" in response.headers["Access-Control-Allow-Headers"]
+        async with session.options(
+            f"{url}/decode", headers={"Origin": "http://evil.example"}
+        ) as response:
+            assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason"),
+    [
+        ("{not json", "application/json", 400, "protobuf JSON"),
+        ('{"payloads": "x"}', "application/json", 400, "protobuf JSON"),
+        ("{}", "text/plain", 415, "Content-Type: application/json"),
+        (
+            '{"payloads": [{"metadata": {"encoding": "YmluYXJ5L2VuY3J5cHRlZA==",'
+            ' "encryption-key-id": "bm9wZQ=="}, "data": "AAAA"}]}',
+            "application/json",
+            400,
+            "key 'nope', which is not configured",
+        ),
+    ],
+)
+async def test_codec_server_rejects_malformed_requests_cleanly(
+    codec_server: tuple[str, EncryptionCodec],
+    body: str,
+    content_type: str,
+    status: int,
+    reason: str,
+) -> None:
+    url, _ = codec_server
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{url}/decode", data=body, headers={"Content-Type": content_type}
+        ) as response,
+    ):
+        assert response.status == status
+        assert reason in (await response.json())["error"]
+
+
+def test_masking_keeps_only_the_first_six_and_last_four_digits() -> None:
+    assert mask_card_numbers(f"card {CARD}.") == "card 424242******4242."
+    assert mask_card_numbers("4242 4242 4242 4242") == "424242******4242"
+    assert mask_card_numbers("order 12983, phone 415-555-7418") == "order 12983, phone 415-555-7418"
+
+
+def test_log_lines_and_tracebacks_are_masked(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    logger = logging.getLogger("test-masking")
+    logger.propagate = False
+    handler = logging.FileHandler(log)
+    logger.addHandler(handler)
+    install_card_masking(logger)
+    try:
+        logger.info("charging %s", CARD)
+        try:
+            raise ValueError(f"bad card {CARD}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+    text = log.read_text()
+    assert CARD not in text
+    assert "424242******4242" in text and "ValueError: bad card 424242******4242" in text
