@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import signal
@@ -48,15 +49,29 @@ def main() -> None:
     """Entry point of the `pizza` console script."""
     from temporalio.service import RPCError
 
+    code: int = 0
     try:
         app()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except UserError as e:
         err.print(f"[red]error:[/] {e}")
-        sys.exit(e.exit_code)
+        code = e.exit_code
     except RPCError as e:
         # The service said no (permissions, limits, outage): its words, not a traceback.
         err.print(f"[red]error:[/] Temporal refused the request: {e.message}")
-        sys.exit(EXIT_UNAVAILABLE)
+        code = EXIT_UNAVAILABLE
+    _exit(code)
+
+
+def _exit(code: int) -> NoReturn:
+    # The Temporal SDK's native threads can crash the interpreter while it finalizes
+    # (SIGABRT in PyGILState_Release, or SIGSEGV; temporalio/sdk-python#300): once the
+    # command's work and output are done, flush everything and leave without finalizing.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _fail(message: str, exit_code: int = EXIT_INVALID) -> NoReturn:
@@ -168,7 +183,6 @@ def server(
 @app.command()
 def worker() -> None:
     """Run the worker for orders on task queue pizza-tasks, until Ctrl-C."""
-    import logging
 
     from pizza_saga import TASK_QUEUE
     from pizza_saga.common.faults import CrashAt
