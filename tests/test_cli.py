@@ -42,6 +42,7 @@ class Pizza:
 
     def __init__(self, home: Path, port: int, ui_port: int) -> None:
         self.home, self.port, self.ui_port = home, port, ui_port
+        self.codec_port = free_port()
         self.env = {
             **os.environ,
             "PIZZA_HOME": str(home),
@@ -76,9 +77,13 @@ class Pizza:
         return done.returncode, json.loads(done.stdout)
 
     @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.env)
+
+    @property
     def stores(self) -> Stores:
         """The same stores the worker writes, read in-process (quicker than a subprocess)."""
-        return open_stores(Settings.from_env(self.env))
+        return open_stores(self.settings)
 
     def stock(self) -> dict[str, int]:
         return self.stores.inventory.on_hand()
@@ -100,7 +105,14 @@ def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for name, args in (
-            ("server", ["server", "--port", str(cli.port), "--ui-port", str(cli.ui_port)]),
+            (
+                "server",
+                [
+                    "server",
+                    *("--port", str(cli.port), "--ui-port", str(cli.ui_port)),
+                    *("--codec-port", str(cli.codec_port)),
+                ],
+            ),
             ("worker", ["worker"]),
         ):
             with (logs / f"{name}.log").open("wb") as log:
@@ -258,6 +270,7 @@ def _example_with(pizza: Pizza, change: str) -> str:
         (["--file", "{missing}"], {}, "--file"),
         ([], {"PIZZA_PREP_SECONDS": "soon"}, "PIZZA_PREP_SECONDS: Input should be a valid number"),
         ([], {"TEMPORAL_ADDRESS": "::::"}, "TEMPORAL_ADDRESS: '::::' is not a host:port address"),
+        ([], {"TEMPORAL_ADDRESS": "localhost:99999"}, "'localhost:99999' is not a host:port"),
         (
             [],
             {"TEMPORAL_NAMESPACE": "no-such-namespace"},
@@ -376,6 +389,8 @@ def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
             str(port),
             "--ui-port",
             str(ui_port),
+            "--codec-port",
+            str(free_port()),
         ],
         env=env,
         capture_output=True,

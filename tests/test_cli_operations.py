@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFail
 from temporalio.service import RPCError
 
 from pizza_saga.billing import cards
-from pizza_saga.common.temporal import data_converter
+from pizza_saga.common.temporal import connect
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.saga import CompensationState, StepRecord, StepState
 from tests.test_cli import Pizza, new_number, pizza
@@ -73,9 +73,7 @@ def _compensations(outcome: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def _connect(pizza: Pizza) -> Client:
-    return await Client.connect(
-        f"localhost:{pizza.port}", namespace="default", data_converter=data_converter()
-    )
+    return await connect(pizza.settings, f"localhost:{pizza.port}")
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float = WAIT_SECONDS) -> None:

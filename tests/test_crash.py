@@ -126,7 +126,7 @@ async def test_order_survives_a_worker_killed_mid_step(
     stores = open_stores(settings)
     before = stores.inventory.on_hand()
     order = new_order(**changes)
-    client = await connect(cluster.address)
+    client = await connect(settings, cluster.address)
 
     workers.append(cluster.worker(tmp_path / "crashing.log", PIZZA_CRASH_AT=crash_at))
     await place_order(client, order_request(order, settings))

@@ -7,15 +7,25 @@ deploy (a non-deterministic change) fails here. Histories: tests/histories/*.jso
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.temporal import data_converter
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 
+TEST_KEYS = KeyRing.from_json(
+    (Path(__file__).parent / "histories" / "key-ring.txt").read_text(),
+    "tests/histories/key-ring.txt",
+)
+"""The test-only key ring the histories were recorded (encrypted) under."""
 HISTORIES = {
     path.stem: path.read_text()
     for path in sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -35,8 +45,36 @@ def test_every_scenario_has_a_recorded_history() -> None:
 @pytest.mark.parametrize("name", HISTORIES)
 async def test_recorded_history_replays_deterministically(name: str) -> None:
     history = WorkflowHistory.from_json(name, HISTORIES[name])
-    replayer = Replayer(workflows=[PizzaOrderWorkflow], data_converter=data_converter())
+    replayer = Replayer(workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS))
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 
     assert result.replay_failure is None, result.replay_failure
+
+
+@pytest.mark.parametrize("name", HISTORIES)
+def test_recorded_history_holds_only_ciphertext(name: str) -> None:
+    encodings = [
+        base64.b64decode(payload["metadata"]["encoding"])
+        for payload in _payloads(json.loads(HISTORIES[name]))
+    ]
+    assert encodings
+    assert set(encodings) == {b"binary/encrypted"}
+
+
+def _payloads(node: Any) -> Iterator[dict[str, Any]]:
+    """Every payload (an object with metadata and data) in a history's JSON.
+
+    Search attributes are left out: Temporal must read them to index them, so they are
+    never encrypted (and hold no personal data: only SagaNeedsOperator true/false).
+    """
+    if isinstance(node, dict):
+        if "metadata" in node and "encoding" in node["metadata"]:
+            yield node
+        else:
+            for key, value in node.items():
+                if key != "searchAttributes":
+                    yield from _payloads(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _payloads(value)

@@ -109,6 +109,7 @@ async def _client(settings: Settings) -> Any:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
     from temporalio.service import RPCError, RPCStatusCode
 
+    from pizza_saga.common.crypto import KeyRingError
     from pizza_saga.common.temporal import connect, connect_config
 
     try:
@@ -116,8 +117,13 @@ async def _client(settings: Settings) -> Any:
     except Exception as e:  # the SDK's config loader reports bad TEMPORAL_* values
         _fail(f"Temporal client configuration: {e}")
     address, namespace = config["target_host"], config["namespace"]
+    host, _, port = str(address).rpartition(":")
+    if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
+        _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address")
     try:
-        client = await connect()
+        client = await connect(settings)
+    except KeyRingError as e:
+        _fail(str(e))
     except ValueError as e:
         _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address ({e})")
     except RuntimeError as e:
@@ -156,28 +162,79 @@ def server(
         Path | None,
         typer.Option(help="SQLite file of the server's state (default: PIZZA_HOME/temporal.db)."),
     ] = None,
+    codec_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
+    ] = 8081,
 ) -> None:
-    """Run the Temporal dev server (with the Web UI), persisted in SQLite, until Ctrl-C."""
-    from pizza_saga.common.devserver import DevServerConfig
-
-    settings = _settings()
+    """Run the Temporal dev server, its Web UI and the UI's codec server, until Ctrl-C."""
+    from pizza_saga.common.codec_server import serving, ui_origins
+    from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
+    from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+    from pizza_saga.common.temporal import key_ring
     from pizza_saga.worker import SEARCH_ATTRIBUTES
 
+    settings = _settings()
     config = DevServerConfig(
-        search_attributes=SEARCH_ATTRIBUTES,
         db_filename=db_filename or settings.server_db,
         port=port,
         ui_port=ui_port,
+        search_attributes=SEARCH_ATTRIBUTES,
+        codec_endpoint=f"http://localhost:{codec_port}",
     )
-    config.db_filename.parent.mkdir(parents=True, exist_ok=True)
-    command = config.command()
-    out.print(
-        f"Temporal dev server on {config.address}, Web UI {config.ui_url}, "
-        f"state in {config.db_filename} (Ctrl-C to stop)"
-    )
-    sys.stdout.flush()
-    # The server handles Ctrl-C and SIGTERM itself; nothing of ours needs to outlive it.
-    os.execv(command[0], command)
+    try:
+        codec = EncryptionCodec(key_ring(settings, config.address))
+    except KeyRingError as e:
+        _fail(str(e))
+
+    async def run() -> None:
+        try:
+            async with (
+                serving(codec, codec_port, ui_origins(ui_port)),
+                running_dev_server(config, settings.home / "temporal-server.log"),
+            ):
+                out.print(
+                    f"Temporal dev server on {config.address}, Web UI {config.ui_url} "
+                    f"(decoding through the codec server on port {codec_port}), "
+                    f"state in {config.db_filename} (Ctrl-C to stop)"
+                )
+                await asyncio.Event().wait()
+        except OSError as e:
+            _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
+        except RuntimeError as e:
+            _fail(str(e), 3)
+
+    _run(run())
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option(help="Web UI origin allowed to call it (repeatable).", show_default=False),
+    ] = None,
+) -> None:
+    """Serve /encode and /decode for a Temporal Web UI (default origin: localhost:8233)."""
+    from pizza_saga.common.codec_server import serving, ui_origins
+    from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
+    from pizza_saga.common.temporal import connect_config, key_ring
+
+    settings = _settings()
+    try:
+        codec = EncryptionCodec(key_ring(settings, connect_config()["target_host"]))
+    except KeyRingError as e:
+        _fail(str(e))
+    origins = origin or ui_origins(8233)
+
+    async def run() -> None:
+        try:
+            async with serving(codec, port, origins) as url:
+                out.print(f"Codec server on {url} for {', '.join(origins)} (Ctrl-C to stop)")
+                await asyncio.Event().wait()
+        except OSError as e:
+            _fail(f"--port {port}: cannot listen: {e.strerror}", 3)
+
+    _run(run())
 
 
 @app.command()
@@ -186,10 +243,12 @@ def worker() -> None:
 
     from pizza_saga import TASK_QUEUE
     from pizza_saga.common.faults import CrashAt
+    from pizza_saga.common.logmask import install_card_masking
     from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_card_masking()
 
     async def run() -> None:
         client = await _client(settings)
@@ -510,6 +569,9 @@ def payments(
 def demo(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Frontend gRPC port.")] = 7233,
     ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,
+    codec_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
+    ] = 8081,
 ) -> None:
     """The seed's scenario: a good order and a bad-card rollback on an embedded server.
 
@@ -528,4 +590,13 @@ def demo(
         search_attributes=SEARCH_ATTRIBUTES,
     )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    _run(run_demo(settings, server, out, interactive=interactive))
+
+    async def run() -> None:
+        try:
+            await run_demo(settings, server, codec_port, out, interactive=interactive)
+        except OSError as e:
+            _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
+        except RuntimeError as e:  # the dev server did not start
+            _fail(str(e), 3)
+
+    _run(run())

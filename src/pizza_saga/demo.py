@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
 from rich.console import Console
 
+from pizza_saga.common.codec_server import serving, ui_origins
+from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
+from pizza_saga.common.logmask import install_card_masking
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect
+from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect, key_ring
 from pizza_saga.order.client import OrderOutcome, order_outcome, order_request, place_order
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
@@ -19,19 +23,29 @@ from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
 
 async def run_demo(
-    settings: Settings, server: DevServerConfig, console: Console, *, interactive: bool
+    settings: Settings,
+    server: DevServerConfig,
+    codec_port: int,
+    console: Console,
+    *,
+    interactive: bool,
 ) -> None:
-    """Start server and worker, place the good and the broken-card order, show both."""
+    """Start server, codec server and worker, place the good and the broken-card order."""
     worker_log = settings.home / "demo-worker.log"
     _log_to(worker_log)
+    embedded = contextlib.AsyncExitStack()
     if await _answers(server.address):
         console.print(f"Using the Temporal server already running at {server.address}")
-        embedded: contextlib.AbstractAsyncContextManager[None] = contextlib.nullcontext()
     else:
         console.print(f"Starting the Temporal dev server on {server.address} ({settings.home})")
-        embedded = running_dev_server(server, settings.home / "temporal-server.log")
+        server = dataclasses.replace(server, codec_endpoint=f"http://localhost:{codec_port}")
+        codec = EncryptionCodec(key_ring(settings, server.address))
+        await embedded.enter_async_context(serving(codec, codec_port, ui_origins(server.ui_port)))
+        await embedded.enter_async_context(
+            running_dev_server(server, settings.home / "temporal-server.log")
+        )
     async with embedded:
-        client = await connect(server.address)
+        client = await connect(settings, server.address)
         await prepare_namespace(client)
         async with build_worker(client, open_stores(settings)):
             stamp = _stamp()
@@ -67,6 +81,7 @@ def _log_to(path: Path) -> None:
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    install_card_masking()
 
 
 async def _answers(address: str) -> bool:

@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.billing import cards
+from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter
 from pizza_saga.order.client import resolve_order
@@ -29,6 +30,8 @@ from pizza_saga.worker import SEARCH_ATTRIBUTES, build_worker, open_stores
 from tests.orders import OrderHandle, new_order, start
 
 HERE = Path(__file__).parent
+TEST_KEYS = load_or_create_key_file(HERE / "key-ring.txt")
+"""A test-only key ring, committed so that the replay test can decrypt the histories."""
 FAST = {"compensation_backoff_seconds": 0.05}
 
 
@@ -84,7 +87,7 @@ SCENARIOS: dict[str, Callable[[Client], Awaitable[OrderHandle]]] = {
 async def main() -> None:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary("temporal")),
-        data_converter=data_converter(),
+        data_converter=data_converter(TEST_KEYS),
         search_attributes=SEARCH_ATTRIBUTES,
     )
     with tempfile.TemporaryDirectory() as home:

@@ -7,8 +7,9 @@ the UI's origin. Bind it to localhost: whoever can reach it can read the payload
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -28,6 +29,25 @@ def build_app(codec: PayloadCodec, allowed_origins: Sequence[str]) -> web.Applic
     app.router.add_post("/decode", _handler(codec.decode))
     app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    codec: PayloadCodec, port: int, allowed_origins: Sequence[str], host: str = "localhost"
+) -> AsyncIterator[str]:
+    """Serve the codec on ``host:port`` for the duration of the block; yields its URL."""
+    runner = web.AppRunner(build_app(codec, allowed_origins), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def ui_origins(ui_port: int) -> list[str]:
+    """The origins a local Temporal Web UI on ``ui_port`` calls the codec server from."""
+    return [f"http://localhost:{ui_port}", f"http://127.0.0.1:{ui_port}"]
 
 
 def _handler(transform: Transform) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -88,16 +90,25 @@ class KeyRing:
 
 
 def load_or_create_key_file(path: Path) -> KeyRing:
-    """The key ring in ``path``, created (readable by its owner only) if it does not exist."""
-    if path.exists():
-        return KeyRing.from_json(path.read_text(encoding="utf-8"), str(path))
-    ring = KeyRing.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with 0600 from the start: the key is never readable by others, not even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(ring.to_json())
-    return ring
+    """The key ring in ``path``, created (readable by its owner only) if it does not exist.
+
+    Safe when several processes (server, worker, CLI) start at once: the file appears
+    complete or not at all, and every process ends up with the same ring.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ring = KeyRing.generate()
+        # Written to a private temporary file (0600 from the start), then linked into place:
+        # linking fails if another process got there first, and then its ring is used.
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(ring.to_json())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    return KeyRing.from_json(path.read_text(encoding="utf-8"), str(path))
 
 
 class EncryptionCodec(PayloadCodec):

@@ -34,6 +34,8 @@ class DevServerConfig:
     headless: bool = False
     search_attributes: tuple[SearchAttributeKey[Any], ...] = ()
     """Search attributes to register at start."""
+    codec_endpoint: str | None = None
+    """Codec server the Web UI asks to decode payloads (see common/codec_server.py)."""
 
     @property
     def address(self) -> str:
@@ -65,6 +67,8 @@ class DevServerConfig:
         for key in self.search_attributes:
             kind = key.indexed_value_type.name.title().replace("_", "")  # KEYWORD_LIST: KeywordList
             args += ["--search-attribute", f"{key.name}={kind}"]
+        if self.codec_endpoint:
+            args += ["--ui-codec-endpoint", self.codec_endpoint]
         if self.headless:
             args.append("--headless")
         return args

@@ -36,6 +36,10 @@ class Settings(BaseModel):
         default=1.0, alias="PIZZA_COMPENSATION_BACKOFF_SECONDS", ge=0.01, le=3600
     )
 
+    encryption_keys: str | None = Field(default=None, alias="PIZZA_ENCRYPTION_KEYS")
+    """The key ring as JSON (see common/crypto.py); wins over PIZZA_KEY_FILE."""
+    key_file: Path | None = Field(default=None, alias="PIZZA_KEY_FILE")
+    """A file holding the key ring; default for a local server: PIZZA_HOME's, made once."""
     crash_at: str | None = Field(
         default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
     )
@@ -45,6 +49,11 @@ class Settings(BaseModel):
     def store_url(self) -> str:
         """SQLAlchemy URL of the store database (inventory, payments, bills)."""
         return self.database_url or f"sqlite:///{self.home / 'pizza.db'}"
+
+    @property
+    def default_key_file(self) -> Path:
+        """The key ring generated for the embedded (local) default."""
+        return self.home / "encryption-keys.json"
 
     @property
     def server_db(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sysconfig
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,17 +16,59 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.service import RPCError, RPCStatusCode
+
+from pizza_saga.common.crypto import (
+    EncryptionCodec,
+    KeyRing,
+    KeyRingError,
+    load_or_create_key_file,
+)
+from pizza_saga.common.settings import Settings
 
 DEFAULT_ADDRESS = "localhost:7233"
 DEFAULT_NAMESPACE = "default"
 
 
-def data_converter() -> DataConverter:
-    """The converter of every client and worker: pydantic models and dataclasses as JSON."""
-    return pydantic_data_converter
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def data_converter(ring: KeyRing) -> DataConverter:
+    """The converter of every client and worker the product makes.
+
+    Pydantic models and dataclasses as JSON, then encrypted (payloads, and failure messages
+    and stack traces, which the failure converter moves into an encoded payload).
+    """
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(ring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def key_ring(settings: Settings, target_host: str) -> KeyRing:
+    """The encryption keys: PIZZA_ENCRYPTION_KEYS, else PIZZA_KEY_FILE, else (only for a
+    Temporal on this machine) a ring generated once into PIZZA_HOME. KeyRingError says why not.
+    """
+    if settings.encryption_keys:
+        return KeyRing.from_json(settings.encryption_keys, "PIZZA_ENCRYPTION_KEYS")
+    if settings.key_file is not None:
+        try:
+            text = settings.key_file.read_text(encoding="utf-8")
+        except OSError as err:
+            raise KeyRingError(
+                f"PIZZA_KEY_FILE: cannot read {settings.key_file}: {err.strerror}"
+            ) from None
+        return KeyRing.from_json(text, f"PIZZA_KEY_FILE {settings.key_file}")
+    host = target_host.rsplit(":", 1)[0]
+    if host in LOCAL_HOSTS:
+        return load_or_create_key_file(settings.default_key_file)
+    raise KeyRingError(
+        f"no encryption key configured for Temporal at {target_host}: set PIZZA_KEY_FILE "
+        "or PIZZA_ENCRYPTION_KEYS (README, section Card data)"
+    )
 
 
 def connect_config() -> dict[str, Any]:
@@ -36,12 +79,13 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(target_host: str | None = None) -> Client:
-    """A client for the configured Temporal service (or ``target_host``)."""
+async def connect(settings: Settings, target_host: str | None = None) -> Client:
+    """A client for the configured Temporal service (or ``target_host``), encrypting."""
     config = connect_config()
     if target_host is not None:
         config["target_host"] = target_host
-    return await Client.connect(**config, data_converter=data_converter())
+    ring = key_ring(settings, config["target_host"])
+    return await Client.connect(**config, data_converter=data_converter(ring))
 
 
 async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttributeKey[Any]]) -> None:
