@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pizza_saga.billing import cards
-from pizza_saga.common.devserver import wait_until_ready
+from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.example import BROKEN_CARD
 from pizza_saga.worker import Stores, open_stores
@@ -29,12 +29,6 @@ from pizza_saga.worker import Stores, open_stores
 pytestmark = pytest.mark.devserver
 
 COMMAND_TIMEOUT = 90
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return int(sock.getsockname()[1])
 
 
 class Pizza:

@@ -23,13 +23,12 @@ from sqlalchemy.orm import Session
 
 from pizza_saga.billing.store import BillRecord
 from pizza_saga.common.db import open_database
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from pizza_saga.worker import SEARCH_ATTRIBUTES, open_stores
 from tests.orders import new_order
-from tests.test_cli import free_port
 
 pytestmark = pytest.mark.devserver
 

@@ -23,8 +23,8 @@ from pizza_saga.common.crypto import (
     KeyRingError,
     load_or_create_key_file,
 )
+from pizza_saga.common.devserver import free_port
 from pizza_saga.common.logmask import install_card_masking, mask_card_numbers
-from tests.test_cli import free_port
 
 CARD = "4242424242424242"
 UI_ORIGIN = "http://localhost:8233"

@@ -566,6 +566,43 @@ def payments(
 
 
 @app.command()
+def bench(
+    orders: Annotated[int, typer.Option(min=10, max=100_000, help="Orders to place.")] = 300,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Orders in flight.")] = 20,
+    completed: Annotated[float, typer.Option(min=0, help="Share that completes.")] = 0.8,
+    declined: Annotated[float, typer.Option(min=0, help="Share with a declined card.")] = 0.1,
+    bill_failure: Annotated[float, typer.Option(min=0, help="Share whose bill bounces.")] = 0.1,
+    results_path: Annotated[
+        Path, typer.Option("--out", help="JSON results; the PNG plot goes beside it.")
+    ] = Path("bench/results.json"),
+) -> None:
+    """Measure the order saga against the engine's limit on the same server (waits zero)."""
+    from rich.progress import Progress
+
+    from pizza_saga.bench.report import results_table, write_json, write_plot
+    from pizza_saga.bench.run import BenchSettings, benchmark
+
+    if completed + declined + bill_failure <= 0:
+        _fail("--completed, --declined, --bill-failure: at least one share must be above 0")
+    bench_settings = BenchSettings(
+        orders=orders,
+        concurrency=concurrency,
+        mix={"completed": completed, "declined": declined, "bill_failure": bill_failure},
+    )
+
+    async def run() -> None:
+        with Progress(console=err, transient=True) as progress:
+            results = await benchmark(bench_settings, progress)
+        write_json(results, results_path)
+        plot = results_path.with_suffix(".png")
+        plotted = write_plot(results, plot)
+        out.print(results_table(results))
+        out.print(f"Results: {results_path}" + (f" and {plot}" if plotted else " (no plot)"))
+
+    _run(run())
+
+
+@app.command()
 def demo(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Frontend gRPC port.")] = 7233,
     ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,

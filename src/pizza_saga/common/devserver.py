@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -72,6 +73,13 @@ class DevServerConfig:
         if self.headless:
             args.append("--headless")
         return args
+
+
+def free_port() -> int:
+    """A TCP port on localhost nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
 
 
 async def wait_until_ready(address: str, within: float = READY_TIMEOUT_SECONDS) -> None:

@@ -1,0 +1,1 @@
+"""`pizza bench`: the order saga's speed, measured against the engine's own limit."""

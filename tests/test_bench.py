@@ -1,0 +1,51 @@
+"""The bench's counting, on histories of real runs (tests/histories)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+
+from pizza_saga.bench.run import billable_actions, percentiles, rollback_ms
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def history(name: str) -> WorkflowHistory:
+    return WorkflowHistory.from_json(name, (HISTORIES / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("name", "actions"),
+    [
+        # start + 5 activities + the prep timer
+        ("happy", 7),
+        # start + distance, inventory, charge + refund and revert
+        ("declined", 6),
+        # start + distance, inventory, charge, bill + refund and revert
+        ("bill_failure", 7),
+        # start + 5 attempts of the refund, 4 backoff timers, the operator's update, the
+        # retried refund, and the search attribute set and cleared, + distance, inventory,
+        # charge, bill, revert
+        ("operator_resolved", 1 + 4 + 5 + 4 + 1 + 1 + 2 + 1),
+    ],
+)
+def test_billable_actions_are_counted_from_the_history(name: str, actions: int) -> None:
+    assert billable_actions(history(name)) == actions
+
+
+def test_rollback_time_runs_from_the_failure_to_the_last_compensation() -> None:
+    rolled_back = rollback_ms(history("bill_failure"))
+
+    assert rolled_back is not None and 0 < rolled_back < 60_000
+    assert rollback_ms(history("happy")) is None
+
+
+def test_percentiles() -> None:
+    assert percentiles([float(v) for v in range(1, 101)]) == {
+        "p50": 50.5,
+        "p95": 95.05,
+        "p99": 99.01,
+    }
+    assert percentiles([]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
