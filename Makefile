@@ -3,19 +3,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: demo test bench check lint typecheck format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	$(BIN)/python -m pip install -qq -e '.[dev,bench]'
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## The seed's scenario on an embedded Temporal dev server.
 	$(BIN)/pizza demo
 
-bench: $(STAMP)  ## The order saga's speed against the engine's limit (results in bench/).
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -qq -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit (results in bench/).
 	$(BIN)/pizza bench --out bench/results.json
 
 test: check  ## Lint, type-check, then the whole test suite.
