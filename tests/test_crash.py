@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from pizza_saga.billing.store import BillRecord
 from pizza_saga.common.db import open_database
-from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
@@ -59,13 +59,7 @@ class Cluster:
 @pytest.fixture(scope="module")
 async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
     home = tmp_path_factory.mktemp("crash-home")
-    config = DevServerConfig(
-        db_filename=home / "temporal.db",
-        port=free_port(),
-        ui_port=free_port(),
-        headless=True,
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
+    config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
     env = {
         **os.environ,
         "PIZZA_HOME": str(home),

@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from pizza_saga import TASK_QUEUE
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow
 from pizza_saga.billing import cards
-from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import GOOD_CARD, example_order
@@ -211,13 +211,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         env = {**os.environ, "PIZZA_HOME": str(home)}
         own_server = "TEMPORAL_ADDRESS" not in os.environ
         if own_server:
-            config = DevServerConfig(
-                db_filename=home / "temporal.db",
-                port=free_port(),
-                ui_port=free_port(),
-                headless=True,
-                search_attributes=SEARCH_ATTRIBUTES,
-            )
+            config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
             await stack.enter_async_context(running_dev_server(config, home / "server.log"))
             env["TEMPORAL_ADDRESS"] = config.address
         settings = Settings.from_env(env)

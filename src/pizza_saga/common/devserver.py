@@ -38,6 +38,19 @@ class DevServerConfig:
     codec_endpoint: str | None = None
     """Codec server the Web UI asks to decode payloads (see common/codec_server.py)."""
 
+    @classmethod
+    def private(
+        cls, db_filename: Path, search_attributes: tuple[SearchAttributeKey[Any], ...] = ()
+    ) -> DevServerConfig:
+        """A headless server on free ports, for a bench or a test of its own."""
+        return cls(
+            db_filename=db_filename,
+            port=free_port(),
+            ui_port=free_port(),
+            headless=True,
+            search_attributes=search_attributes,
+        )
+
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.port}"
