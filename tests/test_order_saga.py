@@ -17,7 +17,13 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.billing import cards
-from pizza_saga.order.client import OrderAlreadyPlaced, place_order, resolve_order
+from pizza_saga.order.client import (
+    OrderAlreadyPlaced,
+    OrderStatus,
+    order_outcome,
+    place_order,
+    resolve_order,
+)
 from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from pizza_saga.saga import (
@@ -211,3 +217,21 @@ async def test_resolving_an_order_that_needs_nothing_is_refused(client: Client) 
 
     with pytest.raises(ValueError, match=r"the order has finished \(COMPLETED\)"):
         await resolve_order(client, order.order_number, OperatorDecision(OperatorAction.RETRY))
+
+
+async def test_order_past_its_deadline_is_rolled_back_and_says_so(
+    client: Client, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    order = new_order()
+    handle = await start(
+        client, order, waits={"prep_seconds": 600}, policy={"deadline_seconds": 60}
+    )
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+
+    outcome = await order_outcome(client, order.order_number, wait=False)
+
+    assert outcome.status is OrderStatus.FAILED
+    assert outcome.error is not None and outcome.error.type == "SagaDeadlineExceeded"
+    assert stores.inventory.on_hand() == before

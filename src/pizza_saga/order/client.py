@@ -226,11 +226,17 @@ async def _settle(
 
 
 def _root_error(err: WorkflowFailureError) -> OrderError:
+    """The error the order failed with: the outermost application error or cancellation.
+
+    Outermost, not innermost: SagaDeadlineExceeded is raised from the step's timeout, and
+    it is the deadline a user needs to hear about.
+    """
+    error: BaseException | None = err.cause
     root: BaseException = err
-    while root.__cause__ is not None:
-        root = root.__cause__
-    if isinstance(root, ApplicationError):
-        return OrderError(type=root.type or "ApplicationError", message=root.message)
-    if isinstance(root, CancelledError):
-        return OrderError(type="CancelledError", message=root.message or "order cancelled")
+    while error is not None:
+        if isinstance(error, ApplicationError):
+            return OrderError(type=error.type or "ApplicationError", message=error.message)
+        if isinstance(error, CancelledError):
+            return OrderError(type="CancelledError", message=error.message or "order cancelled")
+        root, error = error, error.__cause__
     return OrderError(type=type(root).__name__, message=str(root))
