@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -69,8 +70,9 @@ def _exit(code: int) -> NoReturn:
     # (SIGABRT in PyGILState_Release, or SIGSEGV; temporalio/sdk-python#300): once the
     # command's work and output are done, flush everything and leave without finalizing.
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`) is no error
+            stream.flush()
     os._exit(code)
 
 
@@ -319,7 +321,7 @@ def order(
     from pizza_saga.order.example import example_order
 
     if example:
-        _print_json(example_order().model_dump_json())
+        _print_json(example_order().model_dump_json(indent=2))
         return
     settings = _settings()
     pizza_order = load_order(file, card, order_number)
