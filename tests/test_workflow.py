@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga import TASK_QUEUE
+from pizza_saga.bench.run import billable_actions
 from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, example_order
 from pizza_saga.order.models import OrderRequest
@@ -252,3 +253,41 @@ async def test_prep_time_is_a_durable_timer(client: Client) -> None:
         if e.HasField("timer_started_event_attributes")
     ]
     assert timers == [timedelta(seconds=3)]
+
+
+LOCAL = {"local_activities": True}
+
+
+async def test_local_mode_completes_the_same_order_with_fewer_actions(
+    client: Client, stores: Stores
+) -> None:
+    order = new_order()
+    handle = await start(client, order, policy=LOCAL)
+
+    confirmation = await result_of(handle)
+
+    assert (confirmation.status, confirmation.amount) == ("SUCCESS", 3500)
+    assert net_money(stores, order.order_number) == 3500
+    # Only the driver, which heartbeats, is still a regular activity.
+    assert await activities_run(handle) == ["notify_delivery_driver"]
+    assert billable_actions(await handle.fetch_history()) == 3
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    assert [r.state for r in ledger] == [StepState.SUCCEEDED] * 5
+
+
+async def test_local_mode_rolls_back_the_same_way(client: Client, stores: Stores) -> None:
+    before = stores.inventory.on_hand()
+    order = new_order(customer__email="bounce@example.com")
+    handle = await start(client, order, policy=LOCAL)
+
+    error = await fail_of(handle)
+
+    assert error.type == "BillDeliveryError"
+    assert stores.inventory.on_hand() == before
+    assert net_money(stores, order.order_number) == 0
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    assert [(r.step, r.compensation_state) for r in ledger if r.compensation] == [
+        ("update_inventory", CompensationState.COMPENSATED),
+        ("process_credit_card", CompensationState.COMPENSATED),
+    ]
+    assert billable_actions(await handle.fetch_history()) == 2

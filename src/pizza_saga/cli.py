@@ -577,6 +577,9 @@ def bench(
     results_path: Annotated[
         Path, typer.Option("--out", help="JSON results; the PNG plot goes beside it.")
     ] = Path("bench/results.json"),
+    local: Annotated[
+        bool, typer.Option("--local", help="Local mode: short steps as local activities.")
+    ] = False,
 ) -> None:
     """Measure the order saga against the engine's limit on the same server (waits zero)."""
     from rich.progress import Progress
@@ -590,6 +593,7 @@ def bench(
         orders=orders,
         concurrency=concurrency,
         mix={"completed": completed, "declined": declined, "bill_failure": bill_failure},
+        local=local,
     )
 
     async def run() -> None:

@@ -6,6 +6,7 @@ is also reported as a ratio to it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -19,12 +20,24 @@ async def noop(step: int) -> int:
     return step
 
 
+@dataclass(frozen=True)
+class BaselinePlan:
+    """How many no-op activities, and whether local ones (to compare with local mode)."""
+
+    activities: int
+    local: bool = False
+
+
 @workflow.defn
 class BaselineWorkflow:
-    """``activities`` no-op activities, one after another, like the order's steps."""
+    """No-op activities, one after another, like the order's steps."""
 
     @workflow.run
-    async def run(self, activities: int) -> int:
-        for step in range(activities):
-            await workflow.execute_activity(noop, step, start_to_close_timeout=timedelta(seconds=5))
-        return activities
+    async def run(self, plan: BaselinePlan) -> int:
+        timeout = timedelta(seconds=5)
+        for step in range(plan.activities):
+            if plan.local:
+                await workflow.execute_local_activity(noop, step, start_to_close_timeout=timeout)
+            else:
+                await workflow.execute_activity(noop, step, start_to_close_timeout=timeout)
+        return plan.activities

@@ -95,5 +95,9 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def _pair(p: dict[str, float | None]) -> str:
+    return "n/a" if p["p50"] is None else f"{p['p50']}/{p['p99']}"
+
+
 def _three(p: dict[str, float]) -> str:
     return f"{p['p50']}/{p['p95']}/{p['p99']}"

@@ -22,14 +22,14 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 
 from pizza_saga import TASK_QUEUE
-from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow
+from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU
-from pizza_saga.order.models import OrderRequest, PizzaOrder
+from pizza_saga.order.models import OrderRequest, PizzaOrder, SagaPolicy
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.worker import SEARCH_ATTRIBUTES, open_stores
 
@@ -50,6 +50,8 @@ class BenchSettings:
         default_factory=lambda: {"completed": 0.8, "declined": 0.1, "bill_failure": 0.1}
     )
     seed: int = 1
+    local: bool = False
+    """Local mode: orders with local activities, against a baseline of local activities."""
 
 
 @dataclass
@@ -174,9 +176,9 @@ async def drive(
     return list(samples), time.perf_counter() - began
 
 
-async def run_order(client: Client, kind: str, prefix: str, index: int) -> Sample:
+async def run_order(client: Client, kind: str, prefix: str, index: int, local: bool) -> Sample:
     number = f"{prefix}{index:05d}"
-    request = OrderRequest(order=order_for(kind, number))
+    request = OrderRequest(order=order_for(kind, number), policy=SagaPolicy(local_activities=local))
     started = time.perf_counter()
     handle = await client.start_workflow(
         PizzaOrderWorkflow.run,
@@ -192,11 +194,14 @@ async def run_order(client: Client, kind: str, prefix: str, index: int) -> Sampl
     return Sample(handle.id, outcome, started, time.perf_counter())
 
 
-async def run_baseline(client: Client, prefix: str, index: int) -> Sample:
+async def run_baseline(client: Client, prefix: str, index: int, local: bool) -> Sample:
     started = time.perf_counter()
     workflow_id = f"bench-baseline-{prefix}{index:05d}"
     await client.execute_workflow(
-        BaselineWorkflow.run, ORDER_ACTIVITIES, id=workflow_id, task_queue=BASELINE_TASK_QUEUE
+        BaselineWorkflow.run,
+        BaselinePlan(ORDER_ACTIVITIES, local),
+        id=workflow_id,
+        task_queue=BASELINE_TASK_QUEUE,
     )
     return Sample(workflow_id, "baseline", started, time.perf_counter())
 
@@ -227,22 +232,28 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
 
         # Warm up (imports, caches, the server's first workflows), then measure.
-        await drive(10, 5, lambda i: run_baseline(client, f"W{prefix}", i), progress, "warm-up")
         await drive(
-            10, 5, lambda i: run_order(client, "completed", f"W{prefix}", i), progress, "warm-up"
+            10, 5, lambda i: run_baseline(client, f"W{prefix}", i, bench.local), progress, "warm-up"
+        )
+        await drive(
+            10,
+            5,
+            lambda i: run_order(client, "completed", f"W{prefix}", i, bench.local),
+            progress,
+            "warm-up",
         )
 
         idle_base, _ = await drive(
             IDLE_SAMPLES,
             1,
-            lambda i: run_baseline(client, f"I{prefix}", i),
+            lambda i: run_baseline(client, f"I{prefix}", i, bench.local),
             progress,
             "baseline, idle",
         )
         idle_orders, _ = await drive(
             IDLE_SAMPLES,
             1,
-            lambda i: run_order(client, "completed", f"I{prefix}", i),
+            lambda i: run_order(client, "completed", f"I{prefix}", i, bench.local),
             progress,
             "orders, idle",
         )
@@ -250,7 +261,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         _, base_wall = await drive(
             bench.orders,
             bench.concurrency,
-            lambda i: run_baseline(client, prefix, i),
+            lambda i: run_baseline(client, prefix, i, bench.local),
             progress,
             "baseline",
         )
@@ -258,7 +269,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         orders, orders_wall = await drive(
             bench.orders,
             bench.concurrency,
-            lambda i: run_order(client, kinds[i], prefix, i),
+            lambda i: run_order(client, kinds[i], prefix, i, bench.local),
             progress,
             "orders",
         )
@@ -286,7 +297,12 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             "completed": percentiles(completed),
             "rolled_back": percentiles(rolled_back),
         },
-        "rollback_ms": {k: v for k, v in percentiles(rollbacks).items() if k != "p95"},
+        # Local activities leave markers, not activity events: no rollback timing there.
+        "rollback_ms": (
+            {k: v for k, v in percentiles(rollbacks).items() if k != "p95"}
+            if rollbacks
+            else {"p50": None, "p99": None}
+        ),
         "history_events_per_order": {
             kind: round(statistics.mean(len(h.events) for h in hs), 1) if hs else 0
             for kind, hs in histories.items()

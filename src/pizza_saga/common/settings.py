@@ -36,6 +36,8 @@ class Settings(BaseModel):
         default=1.0, alias="PIZZA_COMPENSATION_BACKOFF_SECONDS", ge=0.01, le=3600
     )
 
+    local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
+    """Orders run their short steps as local activities (see SagaPolicy)."""
     encryption_keys: str | None = Field(default=None, alias="PIZZA_ENCRYPTION_KEYS")
     """The key ring as JSON (see common/crypto.py); wins over PIZZA_KEY_FILE."""
     key_file: Path | None = Field(default=None, alias="PIZZA_KEY_FILE")

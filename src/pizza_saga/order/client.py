@@ -99,6 +99,7 @@ def order_request(order: PizzaOrder, settings: Settings) -> OrderRequest:
             deadline_seconds=settings.order_deadline_seconds,
             compensation_attempts=settings.compensation_attempts,
             compensation_backoff_seconds=settings.compensation_backoff_seconds,
+            local_activities=settings.local_activities,
         ),
     )
 

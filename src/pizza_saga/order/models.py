@@ -158,6 +158,9 @@ class SagaPolicy(_Model):
     """Attempts of a failing compensation before it waits for an operator."""
     compensation_backoff_seconds: Annotated[float, Field(ge=0.01, le=3600)] = 1.0
     """Wait after a compensation's first failed attempt; doubles after each."""
+    local_activities: bool = False
+    """Run the short steps and the compensations as local activities (the driver, which
+    heartbeats, stays a regular activity)."""
 
 
 class OrderRequest(_Model):

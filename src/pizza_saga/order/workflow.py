@@ -69,6 +69,7 @@ class PizzaOrderWorkflow:
                 compensation_attempts=policy.compensation_attempts,
                 compensation_backoff=timedelta(seconds=policy.compensation_backoff_seconds),
                 needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
+                local_activities=policy.local_activities,
             )
         )
 

@@ -88,6 +88,10 @@ class SagaOptions:
     """Wait after the first failed attempt; doubles after each, up to 1 minute."""
     parallel_compensation: bool = False
     """Run all compensations at once instead of newest first."""
+    local_activities: bool = False
+    """Run steps and compensations as local activities: fewer round trips to the server and
+    fewer billable actions. Steps with a heartbeat timeout stay regular activities (local
+    activities cannot heartbeat). Semantics and the ledger are the same."""
     needs_operator_attribute: SearchAttributeKey[bool] | None = None
     """Search attribute to set while an operator is needed (e.g. NEEDS_OPERATOR_ATTRIBUTE)."""
 
@@ -205,20 +209,22 @@ class Saga:
         self._records.append(record)
         if compensation is not None:
             self._compensations.append(_Compensation(record, compensation, compensation_arg))
-        handle = workflow.start_activity(
-            cast(Callable[..., Awaitable[ResultT]], action),
-            arg,
-            activity_id=name,
-            summary=f"saga step {name}",
-            start_to_close_timeout=start_to_close_timeout or self._options.step_timeout,
+        common: dict[str, Any] = {
+            "activity_id": name,
+            "summary": f"saga step {name}",
+            "start_to_close_timeout": start_to_close_timeout or self._options.step_timeout,
             # The deadline bounds every step, so no extra timer is needed to enforce it.
-            schedule_to_close_timeout=remaining,
-            heartbeat_timeout=heartbeat_timeout,
-            retry_policy=retry_policy or self._options.step_retry,
+            "schedule_to_close_timeout": remaining,
+            "retry_policy": retry_policy or self._options.step_retry,
             # On cancellation, wait for the activity to finish or acknowledge: compensations
             # then never race a step still in flight.
-            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        )
+            "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
+        fn = cast(Callable[..., Awaitable[ResultT]], action)
+        if self._options.local_activities and heartbeat_timeout is None:
+            handle = workflow.start_local_activity(fn, arg, **common)
+        else:
+            handle = workflow.start_activity(fn, arg, heartbeat_timeout=heartbeat_timeout, **common)
         try:
             # Shielded: a step that completes despite a cancellation request would otherwise
             # swallow the cancellation, and the saga would carry on as if none came.
@@ -314,15 +320,20 @@ class Saga:
                 attempt=record.compensation_attempts,
             )
             try:
-                await workflow.execute_activity(
-                    comp.activity,
-                    args=[comp.arg, context],
-                    activity_id=f"{record.step}:compensation:{context.attempt}",
-                    summary=f"compensation of saga step {record.step} (attempt {context.attempt})",
-                    start_to_close_timeout=self._options.compensation_timeout,
+                options: dict[str, Any] = {
+                    "args": [comp.arg, context],
+                    "activity_id": f"{record.step}:compensation:{context.attempt}",
+                    "summary": (
+                        f"compensation of saga step {record.step} (attempt {context.attempt})"
+                    ),
+                    "start_to_close_timeout": self._options.compensation_timeout,
                     # The saga counts and spaces the attempts itself, for the ledger.
-                    retry_policy=RetryPolicy(maximum_attempts=1),
-                )
+                    "retry_policy": RetryPolicy(maximum_attempts=1),
+                }
+                if self._options.local_activities:
+                    await workflow.execute_local_activity(comp.activity, **options)
+                else:
+                    await workflow.execute_activity(comp.activity, **options)
             except ActivityError as err:
                 record.compensation_error = describe_failure(err)
                 workflow.logger.warning(
