@@ -23,11 +23,7 @@ def results_table(results: dict[str, Any]) -> Table:
         ("idle latency p50 (ms)", results["idle_latency_ms"], results["engine_latency_ms"]),
         ("completed latency p50/p95/p99 (ms)", _three(lat["completed"]), ""),
         ("rolled-back latency p50/p95/p99 (ms)", _three(lat["rolled_back"]), ""),
-        (
-            "rollback p50/p99 (ms)",
-            f"{results['rollback_ms']['p50']}/{results['rollback_ms']['p99']}",
-            "",
-        ),
+        ("rollback p50/p99 (ms)", _pair(results["rollback_ms"]), ""),
         (
             "billable actions: completed/rolled back",
             f"{actions['completed']}/{actions['rolled_back']}",
