@@ -37,7 +37,6 @@ ORDER_ACTIVITIES = 5
 """Activities of a completed order: distance, inventory, charge, bill, driver."""
 IDLE_SAMPLES = 20
 HISTORY_SAMPLES = 50
-OUTCOMES = ("completed", "declined", "bill_failure")
 
 
 @dataclass(frozen=True)

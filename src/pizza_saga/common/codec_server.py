@@ -16,7 +16,6 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
-DEFAULT_PORT = 8081
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
