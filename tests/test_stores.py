@@ -21,7 +21,7 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import AlreadyReleased, OutOfStock
 from pizza_saga.order.example import GOOD_CARD
 from pizza_saga.order.menu import MENU
-from pizza_saga.worker import INITIAL_STOCK, Stores
+from pizza_saga.worker import INITIAL_STOCK, Stores, open_stores
 
 LARGE, SMALL, MEDIUM = MENU
 WORKFLOW = "pizza-order-XD001"
@@ -46,6 +46,14 @@ def all_at_once(call: Callable[[int], T]) -> list[T]:
 
 
 # --- Inventory --------------------------------------------------------------------------
+
+
+def test_processes_opening_a_new_store_together_each_get_it_stocked_once(
+    settings: Settings,
+) -> None:
+    # A worker and `pizza inventory` may be the first to open the store at the same moment.
+    opened = all_at_once(lambda _: open_stores(settings))
+    assert all(store.inventory.on_hand() == FULL_STOCK for store in opened)
 
 
 def test_fresh_store_holds_the_initial_stock_of_every_menu_item(stores: Stores) -> None:

@@ -7,11 +7,14 @@ key and made in one transaction with the change it records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -22,6 +25,27 @@ class Base(DeclarativeBase):
 def utcnow() -> datetime:
     """Now, in UTC, for created_at columns."""
     return datetime.now(UTC)
+
+
+T = TypeVar("T")
+
+SETUP_ATTEMPTS = 5
+
+
+def set_up_once(setup: Callable[[], T]) -> T:
+    """Run an idempotent set-up step that another process may be running at the same time.
+
+    Creating tables or first stock checks for rows, then inserts them: two processes that
+    open a new database together (a worker and `pizza inventory`, say) both see nothing and
+    one of them fails on the other's rows. Run again, the step finds them and does nothing.
+    """
+    for attempt in range(1, SETUP_ATTEMPTS + 1):
+        try:
+            return setup()
+        except DatabaseError:
+            if attempt == SETUP_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -42,7 +66,7 @@ def open_database(url: str) -> Engine:
     import pizza_saga.billing.store
     import pizza_saga.inventory.store  # noqa: F401
 
-    Base.metadata.create_all(engine)
+    set_up_once(lambda: Base.metadata.create_all(engine))
     return engine
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import JSON, CheckConstraint, Engine, String, UniqueConstraint, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from pizza_saga.common.db import Base, utcnow
+from pizza_saga.common.db import Base, set_up_once, utcnow
 
 RESERVE = "reserve"
 RELEASE = "release"
@@ -60,13 +60,17 @@ class InventoryStore:
 
     def stock_up(self, quantities: Mapping[str, int], *, overwrite: bool = False) -> None:
         """Set items' quantities; without ``overwrite``, only items not yet stocked."""
-        with Session(self._engine) as session, session.begin():
-            for item, quantity in quantities.items():
-                row = session.get(StockItem, item)
-                if row is None:
-                    session.add(StockItem(item=item, quantity=quantity))
-                elif overwrite:
-                    row.quantity = quantity
+
+        def stock() -> None:
+            with Session(self._engine) as session, session.begin():
+                for item, quantity in quantities.items():
+                    row = session.get(StockItem, item)
+                    if row is None:
+                        session.add(StockItem(item=item, quantity=quantity))
+                    elif overwrite:
+                        row.quantity = quantity
+
+        set_up_once(stock)
 
     def on_hand(self) -> dict[str, int]:
         """Item -> quantity on hand."""
