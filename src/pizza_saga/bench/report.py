@@ -16,18 +16,32 @@ def results_table(results: dict[str, Any]) -> Table:
     table.add_column("order saga", justify="right")
     table.add_column("engine limit", justify="right")
     lat = results["latency_ms"]
+    engine_lat = results["engine_latency_under_load_ms"]
     actions = results["actions_per_order"]
+    engine_actions = results["engine_actions_per_workflow"]
     rows = [
         ("throughput (workflows/s)", results["orders_per_s"], results["engine_limit_per_s"]),
         ("ratio to the engine", results["ratio"], 1.0),
         ("idle latency p50 (ms)", results["idle_latency_ms"], results["engine_latency_ms"]),
-        ("completed latency p50/p95/p99 (ms)", _three(lat["completed"]), ""),
-        ("rolled-back latency p50/p95/p99 (ms)", _three(lat["rolled_back"]), ""),
-        ("rollback p50/p99 (ms)", _pair(results["rollback_ms"]), ""),
+        (
+            "completed latency p50/p95/p99 (ms)",
+            _three(lat["completed"]),
+            _three(engine_lat["completed"]),
+        ),
+        (
+            "rolled-back latency p50/p95/p99 (ms)",
+            _three(lat["rolled_back"]),
+            _three(engine_lat["rolled_back"]),
+        ),
+        (
+            "rollback p50/p99 (ms)",
+            _pair(results["rollback_ms"]),
+            _pair(results["engine_rollback_ms"]),
+        ),
         (
             "billable actions: completed/rolled back",
             f"{actions['completed']}/{actions['rolled_back']}",
-            "",
+            f"{engine_actions['completed']}/{engine_actions['rolled_back']}",
         ),
         (
             "history events: completed/rolled back",

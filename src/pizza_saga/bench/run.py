@@ -13,13 +13,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
@@ -33,8 +33,15 @@ from pizza_saga.order.models import OrderRequest, PizzaOrder, SagaPolicy
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.worker import SEARCH_ATTRIBUTES, open_stores
 
-ORDER_ACTIVITIES = 5
-"""Activities of a completed order: distance, inventory, charge, bill, driver."""
+ENGINE_PLANS = {
+    # distance, inventory, charge, bill, driver
+    "completed": BaselinePlan(5),
+    # distance, inventory, the declined charge; then refund and revert
+    "declined": BaselinePlan(3, fail_at=2, compensations=2),
+    # distance, inventory, charge, the bounced bill; then refund and revert
+    "bill_failure": BaselinePlan(4, fail_at=3, compensations=2),
+}
+"""The engine-limit workflow for each kind of order: the same activities, doing nothing."""
 IDLE_SAMPLES = 20
 HISTORY_SAMPLES = 50
 
@@ -59,7 +66,7 @@ class Sample:
 
     workflow_id: str
     kind: str
-    """completed or rolled_back (orders), baseline."""
+    """How it ended: completed or rolled_back."""
     started: float
     finished: float
 
@@ -124,20 +131,17 @@ def billable_actions(history: WorkflowHistory) -> int:
 
 
 def rollback_ms(history: WorkflowHistory) -> float | None:
-    """From the failing step's failure to the last compensation done."""
+    """From the failing step's failure to the last compensation done.
+
+    Counts from the first activity failure to the last activity completed after it (only
+    compensations run after a failure), so it reads orders and the engine's runs alike.
+    """
     failed_at = None
     last_done = None
-    compensations = set()
     for event in history.events:
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            if ":compensation:" in event.activity_task_scheduled_event_attributes.activity_id:
-                compensations.add(event.event_id)
-        elif event.HasField("activity_task_failed_event_attributes") and failed_at is None:
+        if event.HasField("activity_task_failed_event_attributes") and failed_at is None:
             failed_at = event.event_time.ToDatetime()
-        elif (
-            event.HasField("activity_task_completed_event_attributes")
-            and event.activity_task_completed_event_attributes.scheduled_event_id in compensations
-        ):
+        elif event.HasField("activity_task_completed_event_attributes") and failed_at:
             last_done = event.event_time.ToDatetime()
     if failed_at is None or last_done is None:
         return None
@@ -154,24 +158,22 @@ def order_for(kind: str, number: str) -> PizzaOrder:
 
 
 async def drive(
-    count: int,
+    indexes: range,
     concurrency: int,
     run_one: Callable[[int], Awaitable[Sample]],
-    progress: Progress,
-    label: str,
+    advance: Callable[[], None],
 ) -> tuple[list[Sample], float]:
-    """Run ``count`` workflows, ``concurrency`` at a time; samples and wall time (s)."""
+    """Run one workflow per index, ``concurrency`` at a time; samples and wall time (s)."""
     gate = asyncio.Semaphore(concurrency)
-    task = progress.add_task(label, total=count)
 
     async def one(index: int) -> Sample:
         async with gate:
             sample = await run_one(index)
-        progress.advance(task)
+        advance()
         return sample
 
     began = time.perf_counter()
-    samples = await asyncio.gather(*(one(i) for i in range(count)))
+    samples = await asyncio.gather(*(one(i) for i in indexes))
     return list(samples), time.perf_counter() - began
 
 
@@ -185,6 +187,21 @@ async def run_order(client: Client, kind: str, prefix: str, index: int, local: b
         id=workflow_id_for(number),
         task_queue=TASK_QUEUE,
     )
+    return await _outcome(handle, started)
+
+
+async def run_engine(client: Client, kind: str, prefix: str, index: int, local: bool) -> Sample:
+    started = time.perf_counter()
+    handle = await client.start_workflow(
+        BaselineWorkflow.run,
+        replace(ENGINE_PLANS[kind], local=local),
+        id=f"bench-baseline-{prefix}{index:05d}",
+        task_queue=BASELINE_TASK_QUEUE,
+    )
+    return await _outcome(handle, started)
+
+
+async def _outcome(handle: WorkflowHandle[Any, Any], started: float) -> Sample:
     try:
         await handle.result()
         outcome = "completed"
@@ -193,16 +210,13 @@ async def run_order(client: Client, kind: str, prefix: str, index: int, local: b
     return Sample(handle.id, outcome, started, time.perf_counter())
 
 
-async def run_baseline(client: Client, prefix: str, index: int, local: bool) -> Sample:
-    started = time.perf_counter()
-    workflow_id = f"bench-baseline-{prefix}{index:05d}"
-    await client.execute_workflow(
-        BaselineWorkflow.run,
-        BaselinePlan(ORDER_ACTIVITIES, local),
-        id=workflow_id,
-        task_queue=BASELINE_TASK_QUEUE,
-    )
-    return Sample(workflow_id, "baseline", started, time.perf_counter())
+@dataclass
+class Measured:
+    """What the loaded run gave for the orders or for the engine."""
+
+    samples: list[Sample] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    worker_cpu_seconds: float = 0.0
 
 
 async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
@@ -210,6 +224,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
     rng = random.Random(bench.seed)
     kinds = rng.choices(list(bench.mix), weights=list(bench.mix.values()), k=bench.orders)
     prefix = secrets.token_hex(3).upper()
+    local = bench.local
     async with AsyncExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pizza-bench-")))
         env = {**os.environ, "PIZZA_HOME": str(home)}
@@ -229,102 +244,121 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         )
         stack.callback(_stop, worker)
         client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
+        runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
+            "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, local),
+            "orders": lambda kind, tag, i: run_order(client, kind, tag, i, local),
+        }
 
-        # Warm up (imports, caches, the server's first workflows), then measure.
-        await drive(
-            10, 5, lambda i: run_baseline(client, f"W{prefix}", i, bench.local), progress, "warm-up"
-        )
-        await drive(
-            10,
-            5,
-            lambda i: run_order(client, "completed", f"W{prefix}", i, bench.local),
-            progress,
-            "warm-up",
-        )
+        async def phase(
+            who: str, label: str, indexes: range, concurrency: int, kind: str | None = None
+        ) -> tuple[list[Sample], float]:
+            task = progress.add_task(f"{who}, {label}", total=len(indexes))
+            # Workflow ids, and so the stores' idempotency keys, unique across phases.
+            tag = f"{label[0].upper()}{prefix}"
+            return await drive(
+                indexes,
+                concurrency,
+                lambda i: runners[who](kind or kinds[i], tag, i),
+                lambda: progress.advance(task),
+            )
 
-        idle_base, _ = await drive(
-            IDLE_SAMPLES,
-            1,
-            lambda i: run_baseline(client, f"I{prefix}", i, bench.local),
-            progress,
-            "baseline, idle",
-        )
-        idle_orders, _ = await drive(
-            IDLE_SAMPLES,
-            1,
-            lambda i: run_order(client, "completed", f"I{prefix}", i, bench.local),
-            progress,
-            "orders, idle",
-        )
-        cpu_before = worker_stats(worker.pid).cpu_seconds
-        _, base_wall = await drive(
-            bench.orders,
-            bench.concurrency,
-            lambda i: run_baseline(client, prefix, i, bench.local),
-            progress,
-            "baseline",
-        )
-        cpu_base = worker_stats(worker.pid).cpu_seconds - cpu_before
-        orders, orders_wall = await drive(
-            bench.orders,
-            bench.concurrency,
-            lambda i: run_order(client, kinds[i], prefix, i, bench.local),
-            progress,
-            "orders",
-        )
-        stats = worker_stats(worker.pid)
-        cpu_orders = stats.cpu_seconds - cpu_before - cpu_base
+        # Warm up (imports, caches, the server's first workflows), then measure idle latency
+        # of completed orders one at a time.
+        for who in runners:
+            await phase(who, "warm-up", range(10), 5, "completed")
+        idle = {
+            who: (await phase(who, "idle", range(IDLE_SAMPLES), 1, "completed"))[0]
+            for who in runners
+        }
+        # Under load, in blocks engine, orders, orders, engine: drift over the run (the
+        # server's database grows, the machine's other load comes and goes) weighs on both.
+        half = bench.orders // 2
+        blocks = [
+            ("engine", range(half)),
+            ("orders", range(half)),
+            ("orders", range(half, bench.orders)),
+            ("engine", range(half, bench.orders)),
+        ]
+        loaded = {who: Measured() for who in runners}
+        for who, indexes in blocks:
+            cpu_before = worker_stats(worker.pid).cpu_seconds
+            samples, wall = await phase(who, "load", indexes, bench.concurrency)
+            loaded[who].samples += samples
+            loaded[who].wall_seconds += wall
+            loaded[who].worker_cpu_seconds += worker_stats(worker.pid).cpu_seconds - cpu_before
+        peak_rss = worker_stats(worker.pid).peak_rss_mib
 
-        histories: dict[str, list[WorkflowHistory]] = {"completed": [], "rolled_back": []}
-        for sample in orders:
-            kept = histories[sample.kind]
-            if len(kept) < HISTORY_SAMPLES:
-                kept.append(await client.get_workflow_handle(sample.workflow_id).fetch_history())
+        histories: dict[str, dict[str, list[WorkflowHistory]]] = {
+            who: {"completed": [], "rolled_back": []} for who in runners
+        }
+        for who, measured in loaded.items():
+            for sample in measured.samples:
+                kept = histories[who][sample.kind]
+                if len(kept) < HISTORY_SAMPLES:
+                    handle = client.get_workflow_handle(sample.workflow_id)
+                    kept.append(await handle.fetch_history())
 
-    completed = [s.latency_ms for s in orders if s.kind == "completed"]
-    rolled_back = [s.latency_ms for s in orders if s.kind == "rolled_back"]
-    rollbacks = [r for h in histories["rolled_back"] if (r := rollback_ms(h)) is not None]
-    orders_per_s = bench.orders / orders_wall
-    engine_per_s = bench.orders / base_wall
+    orders, engine = loaded["orders"], loaded["engine"]
+    orders_per_s = bench.orders / orders.wall_seconds
+    engine_per_s = bench.orders / engine.wall_seconds
+    timeline_start = min(s.started for s in orders.samples)
     return {
         "orders_per_s": round(orders_per_s, 1),
         "engine_limit_per_s": round(engine_per_s, 1),
         "ratio": round(orders_per_s / engine_per_s, 3),
-        "engine_latency_ms": percentiles([s.latency_ms for s in idle_base])["p50"],
-        "idle_latency_ms": percentiles([s.latency_ms for s in idle_orders])["p50"],
-        "latency_ms": {
-            "completed": percentiles(completed),
-            "rolled_back": percentiles(rolled_back),
-        },
-        # Local activities leave markers, not activity events: no rollback timing there.
-        "rollback_ms": (
-            {k: v for k, v in percentiles(rollbacks).items() if k != "p95"}
-            if rollbacks
-            else {"p50": None, "p99": None}
-        ),
+        "engine_latency_ms": percentiles([s.latency_ms for s in idle["engine"]])["p50"],
+        "idle_latency_ms": percentiles([s.latency_ms for s in idle["orders"]])["p50"],
+        "latency_ms": _latencies(orders.samples),
+        "engine_latency_under_load_ms": _latencies(engine.samples),
+        "rollback_ms": _rollbacks(histories["orders"]["rolled_back"]),
+        "engine_rollback_ms": _rollbacks(histories["engine"]["rolled_back"]),
         "history_events_per_order": {
             kind: round(statistics.mean(len(h.events) for h in hs), 1) if hs else 0
-            for kind, hs in histories.items()
+            for kind, hs in histories["orders"].items()
         },
-        "actions_per_order": {
-            kind: max((billable_actions(h) for h in hs), default=0)
-            for kind, hs in histories.items()
+        "actions_per_order": _actions(histories["orders"]),
+        "engine_actions_per_workflow": _actions(histories["engine"]),
+        "worker_cpu_seconds": {
+            "baseline": round(engine.worker_cpu_seconds, 2),
+            "orders": round(orders.worker_cpu_seconds, 2),
         },
-        "worker_cpu_seconds": {"baseline": round(cpu_base, 2), "orders": round(cpu_orders, 2)},
-        "worker_peak_rss_mib": stats.peak_rss_mib,
+        "worker_peak_rss_mib": peak_rss,
         "settings": {
             **asdict(bench),
-            "activities_per_order": ORDER_ACTIVITIES,
+            "engine_plans": {kind: asdict(plan) for kind, plan in ENGINE_PLANS.items()},
+            "blocks": "engine, orders, orders, engine (half the orders each)",
             "server": "embedded dev server (SQLite, WAL)" if own_server else "TEMPORAL_ADDRESS",
             "simulated_waits": 0,
             "cpus": os.cpu_count(),
         },
         "timeline": {
             "orders": [
-                [round(s.finished - orders[0].started, 3), s.kind, round(s.latency_ms, 1)]
-                for s in orders
+                [round(s.finished - timeline_start, 3), s.kind, round(s.latency_ms, 1)]
+                for s in sorted(orders.samples, key=lambda s: s.finished)
             ],
         },
+    }
+
+
+def _latencies(samples: list[Sample]) -> dict[str, dict[str, float]]:
+    return {
+        kind: percentiles([s.latency_ms for s in samples if s.kind == kind])
+        for kind in ("completed", "rolled_back")
+    }
+
+
+def _rollbacks(histories: list[WorkflowHistory]) -> dict[str, float | None]:
+    # Local activities leave markers, not activity events: no rollback timing there.
+    rollbacks = [r for h in histories if (r := rollback_ms(h)) is not None]
+    if not rollbacks:
+        return {"p50": None, "p99": None}
+    return {k: v for k, v in percentiles(rollbacks).items() if k != "p95"}
+
+
+def _actions(histories: dict[str, list[WorkflowHistory]]) -> dict[str, int]:
+    """The most any sampled run of each kind cost."""
+    return {
+        kind: max((billable_actions(h) for h in hs), default=0) for kind, hs in histories.items()
     }
 
 

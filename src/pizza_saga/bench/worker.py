@@ -12,7 +12,7 @@ import logging
 
 from temporalio.worker import Worker
 
-from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, noop
+from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.worker import build_worker, open_stores, prepare_namespace
@@ -27,7 +27,7 @@ async def main() -> None:
         client,
         task_queue=BASELINE_TASK_QUEUE,
         workflows=[BaselineWorkflow],
-        activities=[noop],
+        activities=[noop, fail],
     )
     await asyncio.gather(orders.run(), baseline.run())
 
