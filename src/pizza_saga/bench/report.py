@@ -34,7 +34,12 @@ def results_table(results: dict[str, Any]) -> Table:
             _three(engine_lat["rolled_back"]),
         ),
         (
-            "rollback p50/p99 (ms)",
+            "idle rollback p50/p99 (ms)",
+            _pair(results["idle_rollback_ms"]),
+            _pair(results["engine_idle_rollback_ms"]),
+        ),
+        (
+            "rollback under load p50/p99 (ms)",
             _pair(results["rollback_ms"]),
             _pair(results["engine_rollback_ms"]),
         ),

@@ -254,7 +254,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         ) -> tuple[list[Sample], float]:
             task = progress.add_task(f"{who}, {label}", total=len(indexes))
             # Workflow ids, and so the stores' idempotency keys, unique across phases.
-            tag = f"{label[0].upper()}{prefix}"
+            tag = f"{label.replace(' ', '-')}-{prefix}"
             return await drive(
                 indexes,
                 concurrency,
@@ -263,13 +263,19 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             )
 
         # Warm up (imports, caches, the server's first workflows), then measure idle latency
-        # of completed orders one at a time.
+        # of completed orders, and the rollback of bounced bills (the longest), one at a time.
         for who in runners:
             await phase(who, "warm-up", range(10), 5, "completed")
         idle = {
             who: (await phase(who, "idle", range(IDLE_SAMPLES), 1, "completed"))[0]
             for who in runners
         }
+        idle_rollbacks: dict[str, list[WorkflowHistory]] = {}
+        for who in runners:
+            samples, _ = await phase(who, "idle rollback", range(IDLE_SAMPLES), 1, "bill_failure")
+            idle_rollbacks[who] = [
+                await client.get_workflow_handle(s.workflow_id).fetch_history() for s in samples
+            ]
         # Under load, in blocks engine, orders, orders, engine: drift over the run (the
         # server's database grows, the machine's other load comes and goes) weighs on both.
         half = bench.orders // 2
@@ -310,6 +316,8 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         "idle_latency_ms": percentiles([s.latency_ms for s in idle["orders"]])["p50"],
         "latency_ms": _latencies(orders.samples),
         "engine_latency_under_load_ms": _latencies(engine.samples),
+        "idle_rollback_ms": _rollbacks(idle_rollbacks["orders"]),
+        "engine_idle_rollback_ms": _rollbacks(idle_rollbacks["engine"]),
         "rollback_ms": _rollbacks(histories["orders"]["rolled_back"]),
         "engine_rollback_ms": _rollbacks(histories["engine"]["rolled_back"]),
         "history_events_per_order": {
