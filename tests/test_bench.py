@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 
-from pizza_saga.bench.run import billable_actions, percentiles, rollback_ms
+from pizza_saga.bench.run import billable_actions, load_blocks, percentiles, rollback_ms
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -49,3 +49,12 @@ def test_percentiles() -> None:
         "p99": 99.0,
     }
     assert percentiles([]) == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+
+def test_load_blocks_run_every_order_index_once_for_the_engine_and_once_for_orders() -> None:
+    blocks = load_blocks(11, rounds=2)
+
+    assert [who for who, _ in blocks] == ["engine", "orders", "orders", "engine"] * 2
+    for who in ("engine", "orders"):
+        indexes = [i for w, r in blocks if w == who for i in r]
+        assert indexes == list(range(11))

@@ -569,7 +569,7 @@ def payments(
 
 @app.command()
 def bench(
-    orders: Annotated[int, typer.Option(min=10, max=100_000, help="Orders to place.")] = 300,
+    orders: Annotated[int, typer.Option(min=10, max=100_000, help="Orders to place.")] = 600,
     concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Orders in flight.")] = 20,
     completed: Annotated[float, typer.Option(min=0, help="Share that completes.")] = 0.8,
     declined: Annotated[float, typer.Option(min=0, help="Share with a declined card.")] = 0.1,

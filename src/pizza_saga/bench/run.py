@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import secrets
@@ -50,12 +51,14 @@ HISTORY_SAMPLES = 50
 class BenchSettings:
     """What the bench runs."""
 
-    orders: int = 300
+    orders: int = 600
     concurrency: int = 20
     mix: dict[str, float] = field(
         default_factory=lambda: {"completed": 0.8, "declined": 0.1, "bill_failure": 0.1}
     )
     seed: int = 1
+    rounds: int = 2
+    """Rounds of engine, orders, orders, engine blocks in the loaded run."""
     local: bool = False
     """Local mode: orders with local activities, against a baseline of local activities."""
 
@@ -276,22 +279,15 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             idle_rollbacks[who] = [
                 await client.get_workflow_handle(s.workflow_id).fetch_history() for s in samples
             ]
-        # Under load, in blocks engine, orders, orders, engine: drift over the run (the
-        # server's database grows, the machine's other load comes and goes) weighs on both.
-        half = bench.orders // 2
-        blocks = [
-            ("engine", range(half)),
-            ("orders", range(half)),
-            ("orders", range(half, bench.orders)),
-            ("engine", range(half, bench.orders)),
-        ]
         loaded = {who: Measured() for who in runners}
-        for who, indexes in blocks:
+        block_rates: list[tuple[str, float]] = []
+        for who, indexes in load_blocks(bench.orders, bench.rounds):
             cpu_before = worker_stats(worker.pid).cpu_seconds
             samples, wall = await phase(who, "load", indexes, bench.concurrency)
             loaded[who].samples += samples
             loaded[who].wall_seconds += wall
             loaded[who].worker_cpu_seconds += worker_stats(worker.pid).cpu_seconds - cpu_before
+            block_rates.append((who, round(len(indexes) / wall, 1)))
         peak_rss = worker_stats(worker.pid).peak_rss_mib
 
         histories: dict[str, dict[str, list[WorkflowHistory]]] = {
@@ -331,10 +327,11 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             "orders": round(orders.worker_cpu_seconds, 2),
         },
         "worker_peak_rss_mib": peak_rss,
+        "block_rates_per_s": block_rates,
         "settings": {
             **asdict(bench),
             "engine_plans": {kind: asdict(plan) for kind, plan in ENGINE_PLANS.items()},
-            "blocks": "engine, orders, orders, engine (half the orders each)",
+            "blocks": "engine, orders, orders, engine; once per round",
             "server": "embedded dev server (SQLite, WAL)" if own_server else "TEMPORAL_ADDRESS",
             "simulated_waits": 0,
             "cpus": os.cpu_count(),
@@ -346,6 +343,20 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             ],
         },
     }
+
+
+def load_blocks(orders: int, rounds: int) -> list[tuple[str, range]]:
+    """The loaded run's blocks: engine, orders, orders, engine, in each round.
+
+    Drift over the run (the server's database grows, the machine's other load comes and
+    goes) weighs on both alike; the engine and the orders each run every index once.
+    """
+    cuts = [orders * i // (2 * rounds) for i in range(2 * rounds + 1)]
+    chunks = [range(a, b) for a, b in itertools.pairwise(cuts)]
+    blocks = []
+    for first, second in zip(chunks[0::2], chunks[1::2], strict=True):
+        blocks += [("engine", first), ("orders", first), ("orders", second), ("engine", second)]
+    return blocks
 
 
 def _latencies(samples: list[Sample]) -> dict[str, dict[str, float]]:
