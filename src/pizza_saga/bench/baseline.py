@@ -38,6 +38,8 @@ class BaselinePlan:
     compensations: int = 0
     local: bool = False
     """Local activities, to compare with the order's local mode."""
+    regular_from: int | None = None
+    """In local mode, steps from this one on stay regular (the order's driver does)."""
 
 
 @workflow.defn
@@ -48,17 +50,18 @@ class BaselineWorkflow:
     async def run(self, plan: BaselinePlan) -> int:
         try:
             for step in range(plan.activities):
-                await self._call(plan, fail if step == plan.fail_at else noop, step)
+                local = plan.local and (plan.regular_from is None or step < plan.regular_from)
+                await self._call(local, fail if step == plan.fail_at else noop, step)
         except ActivityError as err:
             for step in range(plan.compensations):
-                await self._call(plan, noop, step)
+                await self._call(plan.local, noop, step)
             raise ApplicationError("rolled back", non_retryable=True) from err
         return plan.activities
 
     @staticmethod
-    async def _call(plan: BaselinePlan, fn: Callable[[int], Awaitable[int]], step: int) -> None:
+    async def _call(local: bool, fn: Callable[[int], Awaitable[int]], step: int) -> None:
         timeout = timedelta(seconds=5)
-        if plan.local:
+        if local:
             await workflow.execute_local_activity(fn, step, start_to_close_timeout=timeout)
         else:
             await workflow.execute_activity(fn, step, start_to_close_timeout=timeout)

@@ -35,8 +35,8 @@ from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.worker import SEARCH_ATTRIBUTES, open_stores
 
 ENGINE_PLANS = {
-    # distance, inventory, charge, bill, driver
-    "completed": BaselinePlan(5),
+    # distance, inventory, charge, bill, driver (a regular activity in local mode too)
+    "completed": BaselinePlan(5, regular_from=4),
     # distance, inventory, the declined charge; then refund and revert
     "declined": BaselinePlan(3, fail_at=2, compensations=2),
     # distance, inventory, charge, the bounced bill; then refund and revert
