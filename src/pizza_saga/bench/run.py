@@ -60,7 +60,7 @@ class BenchSettings:
     rounds: int = 2
     """Rounds of engine, orders, orders, engine blocks in the loaded run."""
     local: bool = False
-    """Local mode: orders with local activities, against a baseline of local activities."""
+    """Local mode: orders with local activities, against an engine of the same shape."""
 
 
 @dataclass
@@ -144,7 +144,7 @@ def rollback_ms(history: WorkflowHistory) -> float | None:
     for event in history.events:
         if event.HasField("activity_task_failed_event_attributes") and failed_at is None:
             failed_at = event.event_time.ToDatetime()
-        elif event.HasField("activity_task_completed_event_attributes") and failed_at:
+        elif event.HasField("activity_task_completed_event_attributes") and failed_at is not None:
             last_done = event.event_time.ToDatetime()
     if failed_at is None or last_done is None:
         return None

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from pizza_saga.common.db import Base, set_up_once, utcnow
+from pizza_saga.common.db import Base, retry_set_up, utcnow
 
 RESERVE = "reserve"
 RELEASE = "release"
@@ -103,7 +103,7 @@ class InventoryStore:
                     elif overwrite:
                         row.quantity = quantity
 
-        set_up_once(stock)
+        retry_set_up(stock)
 
     def on_hand(self) -> dict[str, int]:
         """Item -> quantity on hand."""
