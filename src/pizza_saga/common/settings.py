@@ -36,6 +36,19 @@ class Settings(BaseModel):
         default=1.0, alias="PIZZA_COMPENSATION_BACKOFF_SECONDS", ge=0.01, le=3600
     )
 
+    task_queue: str = Field(
+        default="pizza-tasks", alias="PIZZA_TASK_QUEUE", pattern=r"^[A-Za-z0-9._-]{1,100}$"
+    )
+    """The task queue workers poll and orders are started on."""
+    activity_slots: int = Field(default=50, alias="PIZZA_WORKER_ACTIVITY_SLOTS", ge=1, le=1000)
+    """Activities one worker runs at once; the store's connection pool is sized to it."""
+    workflow_slots: int = Field(default=50, alias="PIZZA_WORKER_WORKFLOW_SLOTS", ge=1, le=1000)
+    """Workflow tasks one worker runs at once."""
+    shutdown_grace_seconds: float = Field(
+        default=30.0, alias="PIZZA_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600
+    )
+    """On SIGTERM a worker stops polling and gives running activities this long to finish."""
+
     local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
     """Orders run their short steps as local activities (see SagaPolicy)."""
     encryption_keys: str | None = Field(default=None, alias="PIZZA_ENCRYPTION_KEYS")
