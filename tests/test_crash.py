@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from pizza_saga.billing.store import BillRecord
-from pizza_saga.common.db import open_database
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.effects import EffectRow, EffectState
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
@@ -83,8 +81,14 @@ def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def bills_of(settings: Settings, order_number: str) -> int:
-    with Session(open_database(settings.store_url)) as session:
-        count = session.scalar(select(func.count()).where(BillRecord.order_number == order_number))
+    with open_stores(settings).engine.connect() as conn:
+        count = conn.scalar(
+            select(func.count()).where(
+                EffectRow.key == order_number,
+                EffectRow.step == "send_bill",
+                EffectRow.state == EffectState.DONE,
+            )
+        )
         return int(count or 0)
 
 

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.order.client import (
     OrderAlreadyPlaced,
@@ -34,7 +35,16 @@ from pizza_saga.saga import (
     StepRecord,
 )
 from pizza_saga.worker import Stores, build_worker
-from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, result_of, start
+from tests.orders import (
+    RESULT_TIMEOUT,
+    OrderHandle,
+    activities_run,
+    fail_of,
+    net_money,
+    new_order,
+    result_of,
+    start,
+)
 from tests.pausing import PausePoint
 
 FAST_ROLLBACK = {"compensation_backoff_seconds": 0.01}
@@ -237,3 +247,60 @@ async def test_order_past_its_deadline_is_rolled_back_and_says_so(
     assert outcome.error is not None and outcome.error.type == "SagaDeadlineExceeded"
     assert stores.inventory.on_hand() == before
     assert net_money(stores, order.order_number) == 0
+
+
+# --- The same order started again by another client -------------------------------------
+
+
+async def test_a_rolled_back_order_started_again_under_its_id_is_refused_not_free(
+    client: Client, stores: Stores
+) -> None:
+    # The bill bounces after the charge: the order is refunded and its pizzas put back.
+    order = new_order(customer__email="bounce@example.com")
+    before = stores.inventory.on_hand()
+    assert (await fail_of(await start(client, order))).type == "BillDeliveryError"
+
+    # Another client starts the same workflow id again (the SDK's default reuse policy).
+    again = await start(client, order)
+
+    error = await fail_of(again)
+    assert error.type == "ProcessedByAnotherRunError", error
+    assert await activities_run(again) == ["get_distance", "update_inventory", "revert_inventory"]
+    assert net_money(stores, order.order_number) == 0
+    assert stores.inventory.on_hand() == before
+
+
+async def test_a_completed_order_started_again_is_refused_and_charged_once(
+    client: Client, stores: Stores
+) -> None:
+    order = new_order()
+    before = stores.inventory.on_hand()
+    await result_of(await start(client, order))
+
+    error = await fail_of(await start(client, order))
+
+    assert error.type == "ProcessedByAnotherRunError", error
+    assert net_money(stores, order.order_number) == 3500
+    assert sum(before.values()) - sum(stores.inventory.on_hand().values()) == 3
+
+
+async def test_an_order_started_under_another_workflow_id_is_refused(
+    client: Client, stores: Stores
+) -> None:
+    order = new_order()
+    before = stores.inventory.on_hand()
+    await result_of(await start(client, order))
+
+    other = await client.start_workflow(
+        PizzaOrderWorkflow.run,
+        OrderRequest(order=order),
+        id=f"other-client-{order.order_number}",
+        task_queue=TASK_QUEUE,
+    )
+
+    error = await fail_of(other)
+    assert error.type == "WrongWorkflowIdError"
+    assert order.order_number in error.message
+    assert await activities_run(other) == []
+    assert net_money(stores, order.order_number) == 3500
+    assert sum(before.values()) - sum(stores.inventory.on_hand().values()) == 3

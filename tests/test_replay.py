@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.temporal import data_converter
-from pizza_saga.order.workflow import PizzaOrderWorkflow
+from pizza_saga.order.models import OrderRequest
+from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 
 TEST_KEYS = KeyRing.from_json(
     (Path(__file__).parent / "histories" / "key-ring.txt").read_text(),
@@ -42,9 +44,22 @@ def test_every_scenario_has_a_recorded_history() -> None:
     }
 
 
+async def _workflow_id(history_json: str) -> str:
+    """The id the history ran under: the order's, from its (encrypted) input."""
+    started = json.loads(history_json)["events"][0]["workflowExecutionStartedEventAttributes"]
+    [payload] = started["input"]["payloads"]
+    encrypted = Payload(
+        metadata={k: base64.b64decode(v) for k, v in payload["metadata"].items()},
+        data=base64.b64decode(payload["data"]),
+    )
+    [request] = await data_converter(TEST_KEYS).decode([encrypted], [OrderRequest])
+    assert isinstance(request, OrderRequest)
+    return workflow_id_for(request.order.order_number)
+
+
 @pytest.mark.parametrize("name", HISTORIES)
 async def test_recorded_history_replays_deterministically(name: str) -> None:
-    history = WorkflowHistory.from_json(name, HISTORIES[name])
+    history = WorkflowHistory.from_json(await _workflow_id(HISTORIES[name]), HISTORIES[name])
     replayer = Replayer(workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS))
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

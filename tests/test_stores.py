@@ -1,7 +1,8 @@
-"""The stores' at-most-once guarantees, on a real SQLite file.
+"""The stores' exactly-once guarantees, on a real database.
 
-Every activity may run more than once (retries) and compensations may race the steps they
-undo; the stores must still move stock and money exactly once per workflow.
+Every activity may run more than once (retries), compensations may overlap the steps they
+undo (a step that timed out is still running somewhere), and another execution of the same
+order may arrive from any client: stock and money must still move exactly once per order.
 """
 
 from __future__ import annotations
@@ -10,27 +11,39 @@ import inspect
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
 
 from pizza_saga.billing.cards import last4
-from pizza_saga.billing.store import CHARGE, REFUND, AlreadyRefunded, PaymentStore
+from pizza_saga.billing.store import CHARGE, REFUND, Charged, PaymentStore
+from pizza_saga.common.effects import AlreadyUndone, EffectKey, OwnedByAnotherExecution
 from pizza_saga.common.settings import Settings
-from pizza_saga.inventory.store import AlreadyReleased, OutOfStock
+from pizza_saga.inventory.store import OutOfStock
 from pizza_saga.order.example import GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.worker import INITIAL_STOCK, Stores, open_stores
+from tests.holding import StatementHold, wait_until_blocked
 
 LARGE, SMALL, MEDIUM = MENU
-WORKFLOW = "pizza-order-XD001"
 ORDER = "XD001"
+RUN = "pizza-workflow-order-XD001/run-1"
+OTHER_RUN = "other-client-XD001/run-2"
 SEED_ITEMS = {LARGE: 1, SMALL: 1, MEDIUM: 1}
 FULL_STOCK = dict.fromkeys(MENU, INITIAL_STOCK)
 THREADS = 8
 
+STOCK = EffectKey(key=ORDER, step="update_inventory", owner=RUN)
+CHARGED = EffectKey(key=ORDER, step="process_credit_card", owner=RUN)
+BILL = EffectKey(key=ORDER, step="send_bill", owner=RUN)
+
 T = TypeVar("T")
+
+
+def of(effect: EffectKey, *, key: str | None = None, owner: str | None = None) -> EffectKey:
+    """The same effect for another order or another execution."""
+    return EffectKey(key=key or effect.key, step=effect.step, owner=owner or effect.owner)
 
 
 def all_at_once(call: Callable[[int], T]) -> list[T]:
@@ -43,6 +56,10 @@ def all_at_once(call: Callable[[int], T]) -> list[T]:
 
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         return list(pool.map(run, range(THREADS)))
+
+
+def net_money(stores: Stores) -> int:
+    return sum(p.amount if p.kind == CHARGE else -p.amount for p in stores.payments.payments())
 
 
 # --- Inventory --------------------------------------------------------------------------
@@ -61,21 +78,21 @@ def test_fresh_store_holds_the_initial_stock_of_every_menu_item(stores: Stores) 
 
 
 def test_reserve_twice_takes_stock_once(stores: Stores) -> None:
-    stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS)
-    stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS)
+    stores.inventory.reserve(STOCK, SEED_ITEMS)
+    stores.inventory.reserve(STOCK, SEED_ITEMS)
     assert stores.inventory.on_hand() == {item: INITIAL_STOCK - 1 for item in MENU}
 
 
-def test_reserves_of_different_workflows_each_take_stock(stores: Stores) -> None:
-    stores.inventory.reserve("wf-a", "A", {LARGE: 2})
-    stores.inventory.reserve("wf-b", "B", {LARGE: 3})
+def test_reserves_of_different_orders_each_take_stock(stores: Stores) -> None:
+    stores.inventory.reserve(of(STOCK, key="A"), {LARGE: 2})
+    stores.inventory.reserve(of(STOCK, key="B"), {LARGE: 3})
     assert stores.inventory.on_hand()[LARGE] == INITIAL_STOCK - 5
 
 
 def test_out_of_stock_reserve_takes_nothing(stores: Stores) -> None:
     # The first item is available; only the second is short: nothing may be taken.
     with pytest.raises(OutOfStock) as caught:
-        stores.inventory.reserve(WORKFLOW, ORDER, {LARGE: 1, SMALL: INITIAL_STOCK + 1})
+        stores.inventory.reserve(STOCK, {LARGE: 1, SMALL: INITIAL_STOCK + 1})
     assert (caught.value.item, caught.value.wanted, caught.value.on_hand) == (
         SMALL,
         INITIAL_STOCK + 1,
@@ -83,53 +100,53 @@ def test_out_of_stock_reserve_takes_nothing(stores: Stores) -> None:
     )
     assert stores.inventory.on_hand() == FULL_STOCK
     # Nothing was recorded either: rolling back returns nothing.
-    assert stores.inventory.release(WORKFLOW, ORDER) == {}
+    assert stores.inventory.release(STOCK) == {}
     assert stores.inventory.on_hand() == FULL_STOCK
 
 
 def test_reserve_of_an_unknown_item_is_out_of_stock(stores: Stores) -> None:
     with pytest.raises(OutOfStock) as caught:
-        stores.inventory.reserve(WORKFLOW, ORDER, {LARGE: 1, "Calzone": 1})
+        stores.inventory.reserve(STOCK, {LARGE: 1, "Calzone": 1})
     assert caught.value.on_hand == 0
     assert stores.inventory.on_hand() == FULL_STOCK
 
 
 def test_retry_after_out_of_stock_can_reserve_once_restocked(stores: Stores) -> None:
     with pytest.raises(OutOfStock):
-        stores.inventory.reserve(WORKFLOW, ORDER, {SMALL: INITIAL_STOCK + 1})
+        stores.inventory.reserve(STOCK, {SMALL: INITIAL_STOCK + 1})
     stores.inventory.stock_up({SMALL: INITIAL_STOCK + 1}, overwrite=True)
-    stores.inventory.reserve(WORKFLOW, ORDER, {SMALL: INITIAL_STOCK + 1})
+    stores.inventory.reserve(STOCK, {SMALL: INITIAL_STOCK + 1})
     assert stores.inventory.on_hand()[SMALL] == 0
 
 
 def test_release_puts_back_exactly_what_was_reserved_once(stores: Stores) -> None:
-    stores.inventory.reserve("other", "OTHER", {LARGE: 4})
-    stores.inventory.reserve(WORKFLOW, ORDER, {LARGE: 2, MEDIUM: 1})
-    first = stores.inventory.release(WORKFLOW, ORDER)
-    second = stores.inventory.release(WORKFLOW, ORDER)
+    stores.inventory.reserve(of(STOCK, key="OTHER"), {LARGE: 4})
+    stores.inventory.reserve(STOCK, {LARGE: 2, MEDIUM: 1})
+    first = stores.inventory.release(STOCK)
+    second = stores.inventory.release(STOCK)
     assert first == second == {LARGE: 2, MEDIUM: 1}
-    # Only the other workflow's reservation is still off the shelf.
+    # Only the other order's reservation is still off the shelf.
     assert stores.inventory.on_hand() == {**FULL_STOCK, LARGE: INITIAL_STOCK - 4}
 
 
 def test_release_before_reserve_refuses_the_late_reserve(stores: Stores) -> None:
-    assert stores.inventory.release(WORKFLOW, ORDER) == {}
-    with pytest.raises(AlreadyReleased):
-        stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS)
+    assert stores.inventory.release(STOCK) == {}
+    with pytest.raises(AlreadyUndone):
+        stores.inventory.reserve(STOCK, SEED_ITEMS)
     assert stores.inventory.on_hand() == FULL_STOCK
     # And a second rollback still has nothing to put back.
-    assert stores.inventory.release(WORKFLOW, ORDER) == {}
+    assert stores.inventory.release(STOCK) == {}
     assert stores.inventory.on_hand() == FULL_STOCK
 
 
-def test_concurrent_reserves_of_one_workflow_take_stock_once(stores: Stores) -> None:
-    all_at_once(lambda _: stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS))
+def test_concurrent_reserves_of_one_order_take_stock_once(stores: Stores) -> None:
+    all_at_once(lambda _: stores.inventory.reserve(STOCK, SEED_ITEMS))
     assert stores.inventory.on_hand() == {item: INITIAL_STOCK - 1 for item in MENU}
 
 
-def test_concurrent_releases_of_one_workflow_put_stock_back_once(stores: Stores) -> None:
-    stores.inventory.reserve(WORKFLOW, ORDER, {LARGE: 3})
-    returned = all_at_once(lambda _: stores.inventory.release(WORKFLOW, ORDER))
+def test_concurrent_releases_of_one_order_put_stock_back_once(stores: Stores) -> None:
+    stores.inventory.reserve(STOCK, {LARGE: 3})
+    returned = all_at_once(lambda _: stores.inventory.release(STOCK))
     assert returned == [{LARGE: 3}] * THREADS
     assert stores.inventory.on_hand() == FULL_STOCK
 
@@ -138,8 +155,8 @@ def test_concurrent_releases_of_one_workflow_put_stock_back_once(stores: Stores)
 
 
 def test_charge_twice_records_one_charge_at_the_first_amount(stores: Stores) -> None:
-    assert stores.payments.charge(WORKFLOW, ORDER, 3500, "4242") == 3500
-    assert stores.payments.charge(WORKFLOW, ORDER, 9999, "4242") == 3500
+    assert stores.payments.charge(CHARGED, 3500, "4242") == 3500
+    assert stores.payments.charge(CHARGED, 9999, "4242") == 3500
     entries = stores.payments.payments()
     assert [(e.order_number, e.kind, e.amount, e.card_last4) for e in entries] == [
         (ORDER, CHARGE, 3500, "4242")
@@ -147,9 +164,9 @@ def test_charge_twice_records_one_charge_at_the_first_amount(stores: Stores) -> 
 
 
 def test_refund_twice_refunds_once(stores: Stores) -> None:
-    stores.payments.charge(WORKFLOW, ORDER, 3500, "4242")
-    assert stores.payments.refund(WORKFLOW, ORDER) == (3500, "4242")
-    assert stores.payments.refund(WORKFLOW, ORDER) == (3500, "4242")
+    stores.payments.charge(CHARGED, 3500, "4242")
+    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
+    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
     entries = stores.payments.payments()
     assert [(e.kind, e.amount, e.card_last4) for e in entries] == [
         (CHARGE, 3500, "4242"),
@@ -158,32 +175,32 @@ def test_refund_twice_refunds_once(stores: Stores) -> None:
 
 
 def test_refund_without_charge_refuses_the_late_charge(stores: Stores) -> None:
-    assert stores.payments.refund(WORKFLOW, ORDER) == (0, None)
+    assert stores.payments.refund(CHARGED) is None
     assert stores.payments.payments() == [], "a refund of nothing is not a money movement"
-    with pytest.raises(AlreadyRefunded):
-        stores.payments.charge(WORKFLOW, ORDER, 3500, "4242")
+    with pytest.raises(AlreadyUndone):
+        stores.payments.charge(CHARGED, 3500, "4242")
     assert stores.payments.payments() == []
-    assert stores.payments.refund(WORKFLOW, ORDER) == (0, None)
+    assert stores.payments.refund(CHARGED) is None
 
 
 def test_bill_twice_returns_the_same_bill(stores: Stores) -> None:
-    first = stores.payments.bill(WORKFLOW, ORDER, 12983, 3500, "3 pizzas")
-    second = stores.payments.bill(WORKFLOW, ORDER, 12983, 9999, "retry")
+    first = stores.payments.bill(BILL, customer_id=12983, amount=3500, description="3 pizzas")
+    second = stores.payments.bill(BILL, customer_id=12983, amount=9999, description="retry")
     assert first.confirmation_number.startswith("BILL-")
     assert second.confirmation_number == first.confirmation_number
     assert (second.amount, second.description) == (3500, "3 pizzas")
 
 
-def test_bills_of_different_workflows_get_different_confirmation_numbers(
+def test_bills_of_different_orders_get_different_confirmation_numbers(
     stores: Stores,
 ) -> None:
-    a = stores.payments.bill("wf-a", "A", 1, 1500, "1 pizza")
-    b = stores.payments.bill("wf-b", "B", 1, 1500, "1 pizza")
+    a = stores.payments.bill(of(BILL, key="A"), customer_id=1, amount=1500, description="1 pizza")
+    b = stores.payments.bill(of(BILL, key="B"), customer_id=1, amount=1500, description="1 pizza")
     assert a.confirmation_number != b.confirmation_number
 
 
-def test_concurrent_charges_of_one_workflow_record_one_charge(stores: Stores) -> None:
-    amounts = all_at_once(lambda i: stores.payments.charge(WORKFLOW, ORDER, 3500 + i, "4242"))
+def test_concurrent_charges_of_one_order_record_one_charge(stores: Stores) -> None:
+    amounts = all_at_once(lambda i: stores.payments.charge(CHARGED, 3500 + i, "4242"))
     entries = stores.payments.payments()
     assert len(entries) == 1
     assert entries[0].kind == CHARGE
@@ -195,17 +212,17 @@ def test_charge_api_takes_only_the_last_four_digits() -> None:
     parameters = inspect.signature(PaymentStore.charge).parameters
     assert "card_last4" in parameters
     card_parameters = [name for name in parameters if "card" in name or "number" in name]
-    assert card_parameters == ["order_number", "card_last4"]
+    assert card_parameters == ["card_last4"]
     for method in (PaymentStore.refund, PaymentStore.bill):
         assert not [name for name in inspect.signature(method).parameters if "card" in name]
 
 
 def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settings) -> None:
-    stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS)
-    stores.payments.charge(WORKFLOW, ORDER, 3500, last4(GOOD_CARD))
-    stores.payments.bill(WORKFLOW, ORDER, 12983, 3500, "3 pizzas")
-    stores.payments.refund(WORKFLOW, ORDER)
-    stores.inventory.release(WORKFLOW, ORDER)
+    stores.inventory.reserve(STOCK, SEED_ITEMS)
+    stores.payments.charge(CHARGED, 3500, last4(GOOD_CARD))
+    stores.payments.bill(BILL, customer_id=12983, amount=3500, description="3 pizzas")
+    stores.payments.refund(CHARGED)
+    stores.inventory.release(STOCK)
 
     database = settings.home / "pizza.db"
     with sqlite3.connect(database) as connection:
@@ -213,7 +230,7 @@ def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settin
             name
             for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
         ]
-        assert {"payments", "bills", "stock", "stock_movements"} <= set(tables)
+        assert {"payments", "effects", "stock"} <= set(tables)
         rows = [row for table in tables for row in connection.execute(f'SELECT * FROM "{table}"')]
     connection.close()
     assert any("4242" in map(str, row) for row in rows), "the last four digits are kept"
@@ -221,3 +238,140 @@ def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settin
     # Nor in the raw files (database, WAL), where a deleted row could linger.
     for path in settings.home.glob("pizza.db*"):
         assert GOOD_CARD.encode() not in path.read_bytes(), path
+
+
+# --- Another execution of the same order (another run, another workflow id) --------------
+
+
+def test_a_finished_order_cannot_be_reserved_or_charged_again_by_another_execution(
+    stores: Stores,
+) -> None:
+    stores.inventory.reserve(STOCK, SEED_ITEMS)
+    stores.payments.charge(CHARGED, 3500, "4242")
+    for owner in (OTHER_RUN, "pizza-workflow-order-XD001/run-3"):
+        with pytest.raises(OwnedByAnotherExecution):
+            stores.inventory.reserve(of(STOCK, owner=owner), SEED_ITEMS)
+        with pytest.raises(OwnedByAnotherExecution):
+            stores.payments.charge(of(CHARGED, owner=owner), 3500, "4242")
+        # Its rollback must not undo what the first execution did.
+        assert stores.inventory.release(of(STOCK, owner=owner)) == {}
+        assert stores.payments.refund(of(CHARGED, owner=owner)) is None
+    assert stores.inventory.on_hand() == {item: INITIAL_STOCK - 1 for item in MENU}
+    assert net_money(stores) == 3500
+
+
+def test_a_rolled_back_order_cannot_be_completed_for_free_by_a_new_run(stores: Stores) -> None:
+    stores.inventory.reserve(STOCK, SEED_ITEMS)
+    stores.payments.charge(CHARGED, 3500, "4242")
+    stores.payments.refund(CHARGED)
+    stores.inventory.release(STOCK)
+    again = of(STOCK, owner="pizza-workflow-order-XD001/run-2")
+    with pytest.raises(OwnedByAnotherExecution):
+        stores.inventory.reserve(again, SEED_ITEMS)
+    with pytest.raises(OwnedByAnotherExecution):
+        stores.payments.charge(of(CHARGED, owner=again.owner), 3500, "4242")
+    assert stores.inventory.on_hand() == FULL_STOCK
+    assert net_money(stores) == 0
+
+
+def test_the_same_execution_is_a_retry_whatever_its_run(stores: Stores) -> None:
+    # A reset keeps the execution (the first run id of the chain): the retried step
+    # must find its own effect, not another order's.
+    stores.payments.charge(CHARGED, 3500, "4242")
+    assert stores.payments.charge(CHARGED, 3500, "4242") == 3500
+    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
+    assert net_money(stores) == 0
+
+
+# --- A step and its compensation overlapping --------------------------------------------
+# The forward call is held at an exact statement inside its transaction while the
+# compensation runs on another connection. Whichever commits first, the net effect is zero.
+
+
+def overlap(
+    stores: Stores, forward: Callable[[], object], compensate: Callable[[], T], *, hold_at: str
+) -> tuple[Future[object], T]:
+    """Run ``forward`` until ``hold_at``, then ``compensate`` beside it, then let both finish."""
+    with (
+        StatementHold(stores.engine, hold_at).installed() as hold,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        step = pool.submit(forward)
+        assert hold.reached.wait(30), "the forward call never reached the held statement"
+        undo = pool.submit(compensate)
+        if not hold_at.startswith("INSERT INTO effects"):
+            # The forward call holds its claim: the compensation must wait for it.
+            wait_until_blocked(stores.engine)
+            assert not undo.done()
+        else:
+            # The forward call has claimed nothing yet: the compensation goes first.
+            undo.result(timeout=30)
+        hold.release.set()
+        return step, undo.result(timeout=30)
+
+
+def test_reserve_committing_first_is_released_by_the_overlapping_rollback(
+    stores: Stores,
+) -> None:
+    step, released = overlap(
+        stores,
+        lambda: stores.inventory.reserve(STOCK, SEED_ITEMS),
+        lambda: stores.inventory.release(STOCK),
+        hold_at="UPDATE stock",
+    )
+    step.result(timeout=30)
+    assert released == SEED_ITEMS
+    assert stores.inventory.on_hand() == FULL_STOCK
+
+
+def test_rollback_committing_first_refuses_the_overlapping_reserve(stores: Stores) -> None:
+    step, released = overlap(
+        stores,
+        lambda: stores.inventory.reserve(STOCK, SEED_ITEMS),
+        lambda: stores.inventory.release(STOCK),
+        hold_at="INSERT INTO effects",
+    )
+    with pytest.raises(AlreadyUndone):
+        step.result(timeout=30)
+    assert released == {}
+    assert stores.inventory.on_hand() == FULL_STOCK
+
+
+def test_charge_committing_first_is_refunded_by_the_overlapping_rollback(stores: Stores) -> None:
+    step, refunded = overlap(
+        stores,
+        lambda: stores.payments.charge(CHARGED, 3500, "4242"),
+        lambda: stores.payments.refund(CHARGED),
+        hold_at="INSERT INTO payments",
+    )
+    assert step.result(timeout=30) == 3500
+    assert refunded == Charged(3500, "4242")
+    assert net_money(stores) == 0
+
+
+def test_rollback_committing_first_refuses_the_overlapping_charge(stores: Stores) -> None:
+    step, refunded = overlap(
+        stores,
+        lambda: stores.payments.charge(CHARGED, 3500, "4242"),
+        lambda: stores.payments.refund(CHARGED),
+        hold_at="INSERT INTO effects",
+    )
+    with pytest.raises(AlreadyUndone):
+        step.result(timeout=30)
+    assert refunded is None
+    assert stores.payments.payments() == []
+
+
+def test_a_refund_the_processor_refuses_changes_nothing_and_can_be_retried(
+    stores: Stores,
+) -> None:
+    stores.payments.charge(CHARGED, 3500, "4242")
+
+    def unavailable(_: Charged) -> None:
+        raise ConnectionError("processor unavailable")
+
+    with pytest.raises(ConnectionError):
+        stores.payments.refund(CHARGED, authorize=unavailable)
+    assert net_money(stores) == 3500
+    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
+    assert net_money(stores) == 0

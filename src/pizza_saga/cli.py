@@ -17,6 +17,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from pizza_saga.common.errors import describe_validation_error
 from pizza_saga.common.settings import Settings, SettingsError
@@ -27,6 +28,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+db_app = typer.Typer(help="The store database (stock, payments).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 # Off a terminal rich assumes 80 columns; the ledger table needs more to stay readable.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -50,14 +53,19 @@ def main() -> None:
     """Entry point of the `pizza` console script."""
     from temporalio.service import RPCError
 
+    from pizza_saga.common.db import StoreError
+
     code: int = 0
     try:
         app()
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except UserError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         code = e.exit_code
+    except StoreError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        code = EXIT_INVALID
     except RPCError as e:
         # The service said no (permissions, limits, outage): its words, not a traceback.
         err.print(f"[red]error:[/] Temporal refused the request: {e.message}")
@@ -643,3 +651,23 @@ def demo(
             _fail(str(e), 3)
 
     _run(run())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the store database's schema to this version; stock new menu items.
+
+    Run once per deployment before starting workers on a shared (PostgreSQL) database; the
+    embedded SQLite default does this by itself.
+    """
+    from pizza_saga.common.db import open_engine, shown
+    from pizza_saga.worker import upgrade_stores
+
+    settings = _settings()
+    engine = open_engine(settings.store_url)
+    before, after = upgrade_stores(engine)
+    where = shown(engine.url)
+    if before == after:
+        out.print(f"Store database {where} is at schema {after}: nothing to do")
+    else:
+        out.print(f"Store database {where} upgraded from schema {before or 'none'} to {after}")

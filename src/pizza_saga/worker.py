@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
-from pizza_saga.common.db import open_database
+from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import ensure_search_attributes
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
+from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.workflow import PizzaOrderWorkflow
@@ -30,18 +32,35 @@ INITIAL_STOCK = 100
 
 @dataclass(frozen=True)
 class Stores:
-    """The stores the activities write to."""
+    """The stores the activities write to, on one database engine."""
 
+    engine: Engine
     inventory: InventoryStore
     payments: PaymentStore
 
 
 def open_stores(settings: Settings) -> Stores:
-    """Open the store database, stocking every menu item it does not know yet."""
-    engine = open_database(settings.store_url)
-    inventory = InventoryStore(engine)
-    inventory.stock_up(dict.fromkeys(MENU, INITIAL_STOCK))
-    return Stores(inventory=inventory, payments=PaymentStore(engine))
+    """Open the store database; StoreError (one line) if it cannot be used.
+
+    A SQLite database sets itself up on first use (`upgrade_stores`); a PostgreSQL one must
+    have been upgraded by `pizza db upgrade` to this version's schema.
+    """
+    engine = open_engine(settings.store_url, pool_size=settings.activity_slots)
+    if engine.dialect.name == "sqlite":
+        upgrade_stores(engine)
+    else:
+        check_current(engine)
+    return Stores(engine=engine, inventory=InventoryStore(engine), payments=PaymentStore(engine))
+
+
+def upgrade_stores(engine: Engine) -> tuple[str | None, str]:
+    """Migrate the schema to this version and stock menu items the database does not know.
+
+    Returns the schema revision before and after. Safe to run from several processes at once.
+    """
+    revisions = upgrade(engine)
+    InventoryStore(engine).stock_up(dict.fromkeys(MENU, INITIAL_STOCK))
+    return revisions
 
 
 async def prepare_namespace(client: Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -16,17 +17,20 @@ from pizza_saga.billing.models import (
     RefundReceipt,
     RefundRequest,
 )
-from pizza_saga.billing.store import AlreadyRefunded, PaymentStore
-from pizza_saga.common.activity_keys import workflow_key
-from pizza_saga.common.db import as_utc
+from pizza_saga.billing.store import Charged, PaymentStore
+from pizza_saga.common.effects import EffectKey, EffectRefused
 from pizza_saga.saga import CompensationContext, StepOutcome
 
 BOUNCING_EMAIL_PREFIX = "bounce@"
 """Sandbox rule: bills to addresses starting with this cannot be delivered."""
 
+CHARGE_STEP = "process_credit_card"
+BILL_STEP = "send_bill"
+"""The saga steps whose effects (per order) the charge and the bill are."""
+
 
 class BillingActivities:
-    """Activities over one PaymentStore; idempotent per workflow id."""
+    """Activities over one PaymentStore; idempotent per order."""
 
     def __init__(self, store: PaymentStore) -> None:
         self._store = store
@@ -46,18 +50,11 @@ class BillingActivities:
         except cards.ProcessorUnavailable as err:
             raise ApplicationError(str(err), type="ProcessorUnavailableError") from None
         card_last4 = cards.last4(request.card_number)
+        effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
         try:
-            amount = await asyncio.to_thread(
-                self._store.charge,
-                workflow_key(),
-                request.order_number,
-                request.amount,
-                card_last4,
-            )
-        except AlreadyRefunded as err:
-            raise ApplicationError(
-                str(err), type="AlreadyRolledBackError", non_retryable=True
-            ) from None
+            amount = await asyncio.to_thread(self._store.charge, effect, request.amount, card_last4)
+        except EffectRefused as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
         activity.logger.info(
             "Charged %d cents to card ending %s for order %s",
             amount,
@@ -72,26 +69,27 @@ class BillingActivities:
     ) -> RefundReceipt:
         """Compensation of process_credit_card: refund what this order was charged, if any.
 
-        Whatever the step's outcome, the store decides from its record of this workflow:
+        Whatever the step's outcome, the store decides from its record of this order:
         an "unknown" charge is refunded if and only if it happened.
         """
-        workflow_id = workflow_key()
-        charged = await asyncio.to_thread(self._store.charge_of, workflow_id)
-        if charged is not None:
+
+        def authorize(charged: Charged) -> None:
             try:
-                cards.authorize_refund(charged.card_last4 or "", context.attempt)
+                cards.authorize_refund(charged.card_last4, context.attempt)
             except cards.ProcessorUnavailable as err:
                 raise ApplicationError(str(err), type="RefundFailedError") from None
-        elif context.outcome is StepOutcome.SUCCEEDED:
+
+        effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
+        refunded = await asyncio.to_thread(self._store.refund, effect, authorize=authorize)
+        if refunded is None and context.outcome is StepOutcome.SUCCEEDED:
             raise ApplicationError(
                 f"process_credit_card succeeded for order {request.order_number} "
                 "but no charge is recorded",
                 type="CompensationInconsistencyError",
                 non_retryable=True,
             )
-        amount, card_last4 = await asyncio.to_thread(
-            self._store.refund, workflow_id, request.order_number
-        )
+        amount = refunded.amount if refunded else 0
+        card_last4 = refunded.card_last4 if refunded else None
         if amount:
             summary = f"Customer Refunded: {amount} cents to card ending {card_last4}"
         else:
@@ -109,18 +107,19 @@ class BillingActivities:
                 non_retryable=True,
             )
         record = await asyncio.to_thread(
-            self._store.bill,
-            workflow_key(),
-            bill.order_number,
-            bill.customer_id,
-            bill.amount,
-            bill.description,
+            functools.partial(
+                self._store.bill,
+                EffectKey(key=bill.order_number, step=BILL_STEP, owner=bill.execution),
+                customer_id=bill.customer_id,
+                amount=bill.amount,
+                description=bill.description,
+            )
         )
         activity.logger.info(
             "Bill %s sent for order %s", record.confirmation_number, bill.order_number
         )
         return BillReceipt(
             confirmation_number=record.confirmation_number,
-            billing_timestamp=int(as_utc(record.created_at).timestamp()),
+            billing_timestamp=int(record.created_at.timestamp()),
             amount=record.amount,
         )

@@ -13,6 +13,8 @@ class ChargeRequest:
     holder_name: str
     card_number: str
     amount: int
+    execution: str
+    """The order's execution (Saga.execution): whose charge this is."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class RefundRequest:
     """Undo this order's charge, whatever it was."""
 
     order_number: str
+    execution: str
+    """The order's execution (Saga.execution): only its own charge is refunded."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class Bill:
     order_number: str
     description: str
     amount: int
+    execution: str
+    """The order's execution (Saga.execution): whose bill this is."""
 
 
 @dataclass(frozen=True)

@@ -1,60 +1,36 @@
-"""Charges, refunds and bills, in the store database. No card number is ever stored."""
+"""Charges, refunds and bills, made once per order (see common/effects.py).
+
+No card number is ever stored: a charge keeps the card's last four digits.
+"""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    String,
-    UniqueConstraint,
-    bindparam,
-    insert,
-    select,
-    update,
-)
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Engine, String, UniqueConstraint, insert, select
+from sqlalchemy.orm import Mapped, mapped_column
 
-from pizza_saga.common.db import Base, utcnow
+from pizza_saga.common.db import Base, as_utc, utcnow
+from pizza_saga.common.effects import Detail, EffectKey, EffectLog
 
 CHARGE = "charge"
 REFUND = "refund"
 
 
 class Payment(Base):
-    """A charge or a refund of one order; at most one of each per workflow.
-
-    A refund row with amount 0 marks a rollback that found nothing to refund; it stays so
-    that a charge arriving late for the same workflow is refused instead of kept.
-    """
+    """A money movement: an order's charge, or the refund of it (at most one of each)."""
 
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("workflow_id", "kind"),)
+    __table_args__ = (UniqueConstraint("order_number", "kind"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    workflow_id: Mapped[str] = mapped_column(String(200))
+    order_number: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))
-    order_number: Mapped[str] = mapped_column(String(40))
     amount: Mapped[int]
-    card_last4: Mapped[str | None] = mapped_column(String(4))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class BillRecord(Base):
-    """A bill sent to a customer; at most one per workflow."""
-
-    __tablename__ = "bills"
-
-    workflow_id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    order_number: Mapped[str] = mapped_column(String(40))
-    customer_id: Mapped[int]
-    amount: Mapped[int]
-    description: Mapped[str] = mapped_column(String(200))
-    confirmation_number: Mapped[str] = mapped_column(String(40))
+    card_last4: Mapped[str] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -65,24 +41,22 @@ class PaymentEntry:
     order_number: str
     kind: str
     amount: int
-    card_last4: str | None
+    card_last4: str
     created_at: datetime
 
 
-PAYMENT_COLUMNS = (
-    Payment.order_number,
-    Payment.kind,
-    Payment.amount,
-    Payment.card_last4,
-    Payment.created_at,
-)
+@dataclass(frozen=True)
+class Charged:
+    """A charge as it was recorded: what a refund gives back."""
+
+    amount: int
+    card_last4: str
 
 
 @dataclass(frozen=True)
 class BillEntry:
     """A bill as it was recorded."""
 
-    workflow_id: str
     order_number: str
     customer_id: int
     amount: int
@@ -91,145 +65,83 @@ class BillEntry:
     created_at: datetime
 
 
-BILL_COLUMNS = (
-    BillRecord.workflow_id,
-    BillRecord.order_number,
-    BillRecord.customer_id,
-    BillRecord.amount,
-    BillRecord.description,
-    BillRecord.confirmation_number,
-    BillRecord.created_at,
-)
-
-
 _ADD_PAYMENT = insert(Payment)
-_PAYMENT = select(*PAYMENT_COLUMNS).where(
-    Payment.workflow_id == bindparam("wf"), Payment.kind == bindparam("kind")
+_PAYMENTS = (
+    select(
+        Payment.order_number, Payment.kind, Payment.amount, Payment.card_last4, Payment.created_at
+    )
+    .where(Payment.amount > 0)
+    .order_by(Payment.id)
 )
-_RECORD_REFUNDED = (
-    update(Payment)
-    .where(Payment.workflow_id == bindparam("wf"), Payment.kind == REFUND)
-    .values(amount=bindparam("refunded"), card_last4=bindparam("last4"))
-)
-_ADD_BILL = insert(BillRecord)
-_BILL = select(*BILL_COLUMNS).where(BillRecord.workflow_id == bindparam("wf"))
-
-
-class AlreadyRefunded(Exception):
-    """The order was rolled back before its charge arrived; charging now would keep money."""
 
 
 class PaymentStore:
-    """Charge, refund and bill, each at most once per workflow."""
+    """Charge, refund and bill, each at most once per order."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._effects = EffectLog(engine)
 
-    # The writes below run prebuilt Core statements on a connection: they run in every
-    # order's activities, where building statements (or the ORM's unit of work) cost several
-    # times the CPU SQLite takes to run them.
+    def charge(self, effect: EffectKey, amount: int, card_last4: str) -> int:
+        """Record this order's charge once; returns the amount charged (the first call's).
 
-    def charge(self, workflow_id: str, order_number: str, amount: int, card_last4: str) -> int:
-        """Record this workflow's charge once; returns the amount charged (first call's)."""
+        Raises EffectRefused when the order's charge was rolled back first or belongs to
+        another execution.
+        """
         if not (len(card_last4) == 4 and card_last4.isascii() and card_last4.isdigit()):
             raise ValueError("only a card's last four digits may be stored")
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    _ADD_PAYMENT,
-                    {
-                        "workflow_id": workflow_id,
-                        "kind": CHARGE,
-                        "order_number": order_number,
-                        "amount": amount,
-                        "card_last4": card_last4,
-                    },
-                )
-                if self._payment(conn, workflow_id, REFUND) is not None:
-                    raise AlreadyRefunded(
-                        f"order of workflow {workflow_id} was already rolled back"
-                    )
-                return amount
-        except IntegrityError:
-            with self._engine.connect() as conn:
-                earlier = self._payment(conn, workflow_id, CHARGE)
-                assert earlier is not None
-                return earlier.amount
+        with self._engine.begin() as conn:
+            detail = {"amount": amount, "card_last4": card_last4}
+            earlier = self._effects.do(conn, effect, detail)
+            if earlier is not None:
+                return int(earlier["amount"])
+            conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
+            return amount
 
-    def charge_of(self, workflow_id: str) -> PaymentEntry | None:
-        """This workflow's charge, if one was recorded."""
-        with self._engine.connect() as conn:
-            return self._payment(conn, workflow_id, CHARGE)
+    def refund(
+        self, effect: EffectKey, *, authorize: Callable[[Charged], None] = lambda _: None
+    ) -> Charged | None:
+        """Refund this order's charge once; what was refunded, None if nothing was charged.
 
-    def refund(self, workflow_id: str, order_number: str) -> tuple[int, str | None]:
-        """Refund this workflow's charge once; (amount, card_last4), (0, None) if none."""
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(
-                    _ADD_PAYMENT,
-                    {
-                        "workflow_id": workflow_id,
-                        "kind": REFUND,
-                        "order_number": order_number,
-                        "amount": 0,
-                        "card_last4": None,
-                    },
-                )
-                charged = self._payment(conn, workflow_id, CHARGE)
-                if charged is None:
-                    return 0, None
-                conn.execute(
-                    _RECORD_REFUNDED,
-                    {"wf": workflow_id, "refunded": charged.amount, "last4": charged.card_last4},
-                )
-                return charged.amount, charged.card_last4
-        except IntegrityError:
-            with self._engine.connect() as conn:
-                done = self._payment(conn, workflow_id, REFUND)
-                assert done is not None
-                return done.amount, done.card_last4
+        ``authorize`` asks the card processor first; if it raises, nothing is recorded and
+        the refund can be tried again.
+        """
+
+        def give_back(detail: Detail) -> None:
+            charged = Charged(amount=detail["amount"], card_last4=detail["card_last4"])
+            authorize(charged)
+            conn.execute(
+                _ADD_PAYMENT,
+                {"order_number": effect.key, "kind": REFUND, **detail},
+            )
+
+        with self._engine.begin() as conn:
+            undone = self._effects.undo(conn, effect, give_back)
+        return Charged(amount=undone["amount"], card_last4=undone["card_last4"]) if undone else None
 
     def bill(
-        self,
-        workflow_id: str,
-        order_number: str,
-        customer_id: int,
-        amount: int,
-        description: str,
+        self, effect: EffectKey, *, customer_id: int, amount: int, description: str
     ) -> BillEntry:
-        """Record this workflow's bill once; returns it (the first call's on a retry)."""
-        try:
-            with self._engine.begin() as conn:
-                entry = BillEntry(
-                    workflow_id=workflow_id,
-                    order_number=order_number,
-                    customer_id=customer_id,
-                    amount=amount,
-                    description=description,
-                    confirmation_number=f"BILL-{uuid.uuid4().hex[:12].upper()}",
-                    created_at=utcnow(),
-                )
-                conn.execute(_ADD_BILL, asdict(entry))
-                return entry
-        except IntegrityError:
-            with self._engine.connect() as conn:
-                row = conn.execute(_BILL, {"wf": workflow_id}).one()
-                return BillEntry(*row)
+        """Record this order's bill once; returns it (the first call's on a retry)."""
+        entry: Detail = {
+            "customer_id": customer_id,
+            "amount": amount,
+            "description": description,
+            "confirmation_number": f"BILL-{uuid.uuid4().hex[:12].upper()}",
+            "created_at": utcnow().isoformat(),
+        }
+        with self._engine.begin() as conn:
+            recorded = self._effects.do(conn, effect, entry) or entry
+        return BillEntry(
+            order_number=effect.key,
+            customer_id=recorded["customer_id"],
+            amount=recorded["amount"],
+            description=recorded["description"],
+            confirmation_number=recorded["confirmation_number"],
+            created_at=as_utc(datetime.fromisoformat(recorded["created_at"])),
+        )
 
     def payments(self) -> list[PaymentEntry]:
         """Every money movement (charges, and refunds that returned money), oldest first."""
-        with Session(self._engine) as session:
-            rows = session.scalars(
-                select(Payment).where(Payment.amount > 0).order_by(Payment.id)
-            ).all()
-            return [
-                PaymentEntry(r.order_number, r.kind, r.amount, r.card_last4, r.created_at)
-                for r in rows
-            ]
-
-    @staticmethod
-    def _payment(conn: Connection, workflow_id: str, kind: str) -> PaymentEntry | None:
-        row = conn.execute(
-            select(*PAYMENT_COLUMNS).where(Payment.workflow_id == workflow_id, Payment.kind == kind)
-        ).first()
-        return PaymentEntry(*row) if row else None
+        with self._engine.connect() as conn:
+            return [PaymentEntry(*row) for row in conn.execute(_PAYMENTS)]

@@ -1,25 +1,31 @@
-"""The store database: one SQLAlchemy engine for inventory, payments and bills.
+"""The store database: one SQLAlchemy engine, SQLite by default or PostgreSQL.
 
-SQLite files under PIZZA_HOME by default; any SQLAlchemy URL (Postgres, say) through
-PIZZA_DATABASE_URL. Every write that must happen once is keyed by a unique idempotency
-key and made in one transaction with the change it records.
+SQLite files under PIZZA_HOME by default; PostgreSQL through PIZZA_DATABASE_URL
+(``postgresql+psycopg://user@host/db``, extra ``pizza-saga[postgres]``). Tables are created
+and changed by migrations (pizza_saga.migrations), never by whichever process starts first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import URL, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase
+
+SUPPORTED_BACKENDS = ("sqlite", "postgresql")
+POOL_OVERFLOW = 5
+"""Connections beyond the pool's size a burst may open (CLI reads beside the activities)."""
 
 
 class Base(DeclarativeBase):
     """Declarative base of every store table."""
+
+
+class StoreError(Exception):
+    """The store database cannot be used as configured; the message says why and what to do."""
 
 
 def utcnow() -> datetime:
@@ -27,45 +33,71 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-T = TypeVar("T")
-
-SETUP_ATTEMPTS = 5
-
-
-def retry_set_up(setup: Callable[[], T]) -> T:
-    """Run an idempotent set-up step that another process may be running at the same time.
-
-    Creating tables or first stock checks for rows, then inserts them: two processes that
-    open a new database together (a worker and `pizza inventory`, say) both see nothing and
-    one of them fails on the other's rows. Run again, the step finds them and does nothing.
-    """
-    for _ in range(SETUP_ATTEMPTS - 1):
-        try:
-            return setup()
-        except DatabaseError:
-            continue
-    return setup()
-
-
 def as_utc(moment: datetime) -> datetime:
     """A stored timestamp as aware UTC (SQLite hands them back naive)."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def open_database(url: str) -> Engine:
-    """Open (and create, on first use) the store database at ``url``."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
-    # Importing the store modules registers their tables on Base.metadata.
-    import pizza_saga.billing.store
-    import pizza_saga.inventory.store  # noqa: F401
+def shown(url: URL) -> str:
+    """The URL as it may be printed: without its password."""
+    return url.render_as_string(hide_password=True)
 
-    retry_set_up(lambda: Base.metadata.create_all(engine))
+
+def parse_url(url: str) -> URL:
+    """The store URL, checked: StoreError naming PIZZA_DATABASE_URL if it cannot be used."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            "PIZZA_DATABASE_URL: not a database URL; expected sqlite:///path/to/file.db "
+            "or postgresql+psycopg://user@host:5432/database"
+        ) from None
+    if parsed.get_backend_name() not in SUPPORTED_BACKENDS:
+        raise StoreError(
+            f"PIZZA_DATABASE_URL: unsupported database {parsed.get_backend_name()!r}; "
+            "use sqlite:///... or postgresql+psycopg://..."
+        )
+    return parsed
+
+
+def open_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for the store database at ``url``, its pool sized for ``pool_size`` users.
+
+    Checks that the database answers; StoreError (one line: what is wrong, what to do) if not.
+    """
+    parsed = parse_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(
+                parsed,
+                connect_args={"timeout": 30},
+                pool_size=pool_size,
+                max_overflow=POOL_OVERFLOW,
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(
+                parsed, pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_pre_ping=True
+            )
+    except NoSuchModuleError:
+        raise StoreError(
+            f"PIZZA_DATABASE_URL: no driver {parsed.drivername!r}; for PostgreSQL use "
+            "postgresql+psycopg://... and install pizza-saga[postgres]"
+        ) from None
+    except ImportError as err:
+        raise StoreError(
+            f"PIZZA_DATABASE_URL: the driver for {parsed.drivername} is not installed "
+            f"({err.name}); install pizza-saga[postgres]"
+        ) from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as err:
+        engine.dispose()
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise StoreError(f"cannot reach the store database {shown(parsed)}: {reason}") from None
     return engine
 
 

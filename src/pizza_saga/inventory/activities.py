@@ -7,14 +7,21 @@ import asyncio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pizza_saga.common.activity_keys import workflow_key
+from pizza_saga.common.effects import EffectKey, EffectRefused
 from pizza_saga.inventory.models import StockReleased, StockRequest
-from pizza_saga.inventory.store import AlreadyReleased, InventoryStore, OutOfStock
+from pizza_saga.inventory.store import InventoryStore, OutOfStock
 from pizza_saga.saga import CompensationContext, StepOutcome
+
+STEP = "update_inventory"
+"""The saga step whose effect (per order) the reservation is."""
+
+
+def _effect(request: StockRequest) -> EffectKey:
+    return EffectKey(key=request.order_number, step=STEP, owner=request.execution)
 
 
 class InventoryActivities:
-    """Activities over one InventoryStore; idempotent per workflow id."""
+    """Activities over one InventoryStore; idempotent per order."""
 
     def __init__(self, store: InventoryStore) -> None:
         self._store = store
@@ -22,17 +29,12 @@ class InventoryActivities:
     @activity.defn
     async def update_inventory(self, request: StockRequest) -> None:
         """Reserve the order's pizzas. Out of stock is final: retrying will not bake more."""
-        workflow_id = workflow_key()
         try:
-            await asyncio.to_thread(
-                self._store.reserve, workflow_id, request.order_number, request.items
-            )
+            await asyncio.to_thread(self._store.reserve, _effect(request), request.items)
         except OutOfStock as err:
             raise ApplicationError(str(err), type="OutOfStockError", non_retryable=True) from None
-        except AlreadyReleased as err:
-            raise ApplicationError(
-                str(err), type="AlreadyRolledBackError", non_retryable=True
-            ) from None
+        except EffectRefused as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
         activity.logger.info("Inventory updated for order %s", request.order_number)
 
     @activity.defn
@@ -41,11 +43,10 @@ class InventoryActivities:
     ) -> StockReleased:
         """Compensation of update_inventory: put back whatever this order took, if anything.
 
-        Whatever the step's outcome, the store decides from its record of this workflow:
+        Whatever the step's outcome, the store decides from its record of this order:
         an "unknown" reservation is put back if and only if it happened.
         """
-        workflow_id = workflow_key()
-        released = await asyncio.to_thread(self._store.release, workflow_id, request.order_number)
+        released = await asyncio.to_thread(self._store.release, _effect(request))
         if not released and context.outcome is StepOutcome.SUCCEEDED:
             raise ApplicationError(
                 f"update_inventory succeeded for order {request.order_number} "

@@ -12,6 +12,8 @@ class StockRequest:
     order_number: str
     items: dict[str, int]
     """Menu item -> how many."""
+    execution: str
+    """The order's execution (Saga.execution): whose reservation this is."""
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ class PizzaOrderWorkflow:
     async def _order(self, request: OrderRequest) -> OrderConfirmation:
         saga, order = self._saga, request.order
         price = price_order(pizza.price for pizza in order.items)
+        expected_id = workflow_id_for(order.order_number)
+        if workflow.info().workflow_id != expected_id:
+            # The stores would refuse a second execution of the order anyway; this says why
+            # before anything is attempted.
+            raise ApplicationError(
+                f"workflow id {workflow.info().workflow_id!r} does not belong to order "
+                f"{order.order_number}: start it as {expected_id!r}",
+                type="WrongWorkflowIdError",
+                non_retryable=True,
+            )
+        execution = saga.execution
 
         if order.is_delivery:
             distance = await saga.step("get_distance", get_distance, order.address)
@@ -116,6 +127,7 @@ class PizzaOrderWorkflow:
         stock = StockRequest(
             order_number=order.order_number,
             items=dict(Counter(pizza.description for pizza in order.items)),
+            execution=execution,
         )
         await saga.step(
             "update_inventory",
@@ -132,9 +144,10 @@ class PizzaOrderWorkflow:
                 holder_name=order.credit_card_info.holder_name,
                 card_number=order.credit_card_info.number,
                 amount=price.total,
+                execution=execution,
             ),
             compensation=BillingActivities.refund_customer,
-            compensation_arg=RefundRequest(order_number=order.order_number),
+            compensation_arg=RefundRequest(order_number=order.order_number, execution=execution),
         )
         # No compensation of its own, but inside the saga: a bill that cannot be sent
         # refunds the charge and puts the pizzas back.
@@ -147,6 +160,7 @@ class PizzaOrderWorkflow:
                 order_number=order.order_number,
                 description="Pizza",
                 amount=charge.amount,
+                execution=execution,
             ),
         )
 

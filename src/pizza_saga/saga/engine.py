@@ -146,6 +146,17 @@ class Saga:
         self._operator_flag = False
 
     @property
+    def execution(self) -> str:
+        """This saga's execution: the workflow id and the first run id of its chain.
+
+        Stable across activity retries, worker crashes, resets and continue-as-new; new for
+        every new start, even of the same workflow id. Activities record their effects as
+        this execution's, so another execution of the same business key cannot reuse them.
+        """
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.first_execution_run_id}"
+
+    @property
     def ledger(self) -> list[StepRecord]:
         """Every step so far, in the order it started."""
         return list(self._records)
