@@ -32,7 +32,7 @@ COMMAND_TIMEOUT = 90
 
 
 class Pizza:
-    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS)."""
+    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS, a task queue)."""
 
     def __init__(self, home: Path, port: int, ui_port: int) -> None:
         self.home, self.port, self.ui_port = home, port, ui_port
@@ -42,6 +42,7 @@ class Pizza:
             "PIZZA_HOME": str(home),
             "TEMPORAL_ADDRESS": f"localhost:{port}",
             "TEMPORAL_NAMESPACE": "default",
+            "PIZZA_TASK_QUEUE": f"cli-{uuid.uuid4().hex}",
             "PIZZA_PREP_SECONDS": "0",
             "PIZZA_DRIVER_SECONDS": "0",
             "PIZZA_UI_URL": f"http://localhost:{ui_port}",

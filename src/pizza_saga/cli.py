@@ -241,12 +241,10 @@ def codec_server(
 
 @app.command()
 def worker() -> None:
-    """Run the worker for orders on task queue pizza-tasks, until Ctrl-C."""
-
-    from pizza_saga import TASK_QUEUE
+    """Run the worker for orders on task queue PIZZA_TASK_QUEUE, until Ctrl-C."""
     from pizza_saga.common.faults import CrashAt
     from pizza_saga.common.logmask import install_card_masking
-    from pizza_saga.worker import build_worker, open_stores, prepare_namespace
+    from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -257,8 +255,10 @@ def worker() -> None:
         stores = open_stores(settings)
         await prepare_namespace(client)
         faults = [CrashAt(settings.crash_at)] if settings.crash_at else []
-        out.print(f"Worker polling {TASK_QUEUE}; state in {settings.home} (Ctrl-C to stop)")
-        await build_worker(client, stores, interceptors=faults).run()
+        out.print(
+            f"Worker polling {settings.task_queue}; state in {settings.home} (Ctrl-C to stop)"
+        )
+        await build_worker_for(client, stores, settings, interceptors=faults).run()
 
     _run(run())
 
@@ -341,7 +341,9 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
 
     client = await _client(settings)
     try:
-        handle = await place_order(client, order_request(pizza_order, settings))
+        handle = await place_order(
+            client, order_request(pizza_order, settings), task_queue=settings.task_queue
+        )
     except OrderAlreadyPlaced:
         _fail(
             f"order {pizza_order.order_number} was already placed; "
