@@ -61,6 +61,17 @@ class Pizza:
             stdin=subprocess.DEVNULL,
         )
 
+    def spawn(self, log: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a long-running `pizza` command (server, worker), its output into ``log``."""
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                self.command(*args),
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
     def json(self, *args: str) -> Any:
         done = self.run(*args, "--json")
         assert done.stdout, done.stderr
@@ -110,10 +121,7 @@ def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
             ),
             ("worker", ["worker"]),
         ):
-            with (logs / f"{name}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(cli.command(*args), env=cli.env, stdout=log, stderr=log)
-                )
+            processes.append(cli.spawn(logs / f"{name}.log", *args))
             if name == "server":
                 asyncio.run(wait_until_ready(f"localhost:{cli.port}"))
         yield cli
