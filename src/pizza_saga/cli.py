@@ -235,14 +235,28 @@ def server(
         int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
     ] = 8081,
 ) -> None:
-    """Run the Temporal dev server, its Web UI and the UI's codec server, until Ctrl-C."""
+    """Run the Temporal dev server, its Web UI and the UI's codec server, until Ctrl-C.
+
+    Exits 3 if a port is taken, 1 if the dev server dies under it.
+    """
     from pizza_saga.common.codec_server import serving, ui_origins
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
-    from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+    from pizza_saga.common.devserver import (
+        DevServerConfig,
+        PortInUse,
+        describe_exit,
+        ensure_free,
+        running_dev_server,
+    )
     from pizza_saga.common.temporal import key_ring
     from pizza_saga.worker import SEARCH_ATTRIBUTES
 
     settings = _settings()
+    ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
+    for option, number in ports.items():
+        clash = [other for other, n in ports.items() if n == number and other != option]
+        if clash:
+            _fail(f"{option}: {number} is also {clash[0]}; give each its own port")
     config = DevServerConfig(
         db_filename=db_filename or settings.server_db,
         port=port,
@@ -250,6 +264,11 @@ def server(
         search_attributes=SEARCH_ATTRIBUTES,
         codec_endpoint=f"http://localhost:{codec_port}",
     )
+    log_file = settings.home / "temporal-server.log"
+    try:
+        ensure_free(ports)
+    except PortInUse as e:
+        _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
     try:
         codec = EncryptionCodec(key_ring(settings, config.address))
     except KeyRingError as e:
@@ -259,18 +278,28 @@ def server(
         try:
             async with (
                 serving(codec, codec_port, ui_origins(ui_port)),
-                running_dev_server(config, settings.home / "temporal-server.log"),
+                running_dev_server(config, log_file) as dev,
             ):
                 out.print(
                     f"Temporal dev server on {config.address}, Web UI {config.ui_url} "
                     f"(decoding through the codec server on port {codec_port}), "
                     f"state in {config.db_filename} (Ctrl-C to stop)"
                 )
-                await asyncio.Event().wait()
+                returncode = await dev.exited()
+        except PortInUse as e:  # taken between the check and the start
+            _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+        except TimeoutError as e:
+            _fail(f"{e}; see {log_file}", EXIT_UNAVAILABLE)
         except OSError as e:
-            _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
+            _fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
         except RuntimeError as e:
-            _fail(str(e), 3)
+            _fail(str(e), EXIT_UNAVAILABLE)
+        # The codec server has stopped with the block: nothing of ours is left listening.
+        _fail(
+            f"the Temporal dev server stopped unexpectedly ({describe_exit(returncode)}); "
+            f"see {log_file}",
+            EXIT_FAILED,
+        )
 
     _run(run())
 
@@ -716,7 +745,7 @@ def demo(
 
     On a terminal it keeps serving the Web UI until Ctrl-C; otherwise it exits when done.
     """
-    from pizza_saga.common.devserver import DevServerConfig
+    from pizza_saga.common.devserver import DevServerConfig, PortInUse
     from pizza_saga.demo import run_demo
 
     settings = _settings()
@@ -733,6 +762,8 @@ def demo(
     async def run() -> None:
         try:
             await run_demo(settings, server, codec_port, out, interactive=interactive)
+        except PortInUse as e:
+            _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
         except OSError as e:
             _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
         except RuntimeError as e:  # the dev server did not start
