@@ -305,9 +305,8 @@ def test_server_refuses_a_port_that_is_taken_and_names_it(tmp_path: Path, option
 
 
 async def test_server_does_not_talk_to_another_temporal_on_its_port(tmp_path: Path) -> None:
-    pizza = Pizza(tmp_path / "home", free_port(), free_port())
     other = DevServerConfig.private(tmp_path / "other.db")
-    pizza.port = other.port
+    pizza = Pizza(tmp_path / "home", other.port, free_port())
 
     async with running_dev_server(other, tmp_path / "other.log"):
         done = await asyncio.to_thread(pizza.run, *_server_command(pizza))
