@@ -10,7 +10,6 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.order.example import example_order
 from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
@@ -34,13 +33,15 @@ def new_order(**changes: object) -> PizzaOrder:
     return PizzaOrder.model_validate(data)
 
 
-async def start(client: Client, order: PizzaOrder, **request: Any) -> OrderHandle:
-    """Start the order's workflow; ``request`` sets OrderRequest fields (waits, policy)."""
+async def start(
+    client: Client, order: PizzaOrder, *, task_queue: str, **request: Any
+) -> OrderHandle:
+    """Start the order's workflow on ``task_queue``; ``request`` sets OrderRequest fields."""
     return await client.start_workflow(
         PizzaOrderWorkflow.run,
         OrderRequest.model_validate({"order": order, **request}),
         id=workflow_id_for(order.order_number),
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
     )
 
 

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.common.temporal import binary, connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
@@ -120,7 +119,7 @@ async def test_no_card_number_is_written_anywhere_in_plain_text(
         "PizzaOrderWorkflow",
         {"order": bad},
         id=workflow_id_for(bad["order_number"]),
-        task_queue=TASK_QUEUE,
+        task_queue=pizza.settings.task_queue,
     )
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), 60)

@@ -32,7 +32,7 @@ COMMAND_TIMEOUT = 90
 
 
 class Pizza:
-    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS)."""
+    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS, a task queue)."""
 
     def __init__(self, home: Path, port: int, ui_port: int) -> None:
         self.home, self.port, self.ui_port = home, port, ui_port
@@ -42,6 +42,7 @@ class Pizza:
             "PIZZA_HOME": str(home),
             "TEMPORAL_ADDRESS": f"localhost:{port}",
             "TEMPORAL_NAMESPACE": "default",
+            "PIZZA_TASK_QUEUE": f"cli-{uuid.uuid4().hex}",
             "PIZZA_PREP_SECONDS": "0",
             "PIZZA_DRIVER_SECONDS": "0",
             "PIZZA_UI_URL": f"http://localhost:{ui_port}",
@@ -59,6 +60,17 @@ class Pizza:
             timeout=COMMAND_TIMEOUT,
             stdin=subprocess.DEVNULL,
         )
+
+    def spawn(self, log: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start a long-running `pizza` command (server, worker), its output into ``log``."""
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                self.command(*args),
+                env={**self.env, **env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
 
     def json(self, *args: str) -> Any:
         done = self.run(*args, "--json")
@@ -109,10 +121,7 @@ def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
             ),
             ("worker", ["worker"]),
         ):
-            with (logs / f"{name}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(cli.command(*args), env=cli.env, stdout=log, stderr=log)
-                )
+            processes.append(cli.spawn(logs / f"{name}.log", *args))
             if name == "server":
                 asyncio.run(wait_until_ready(f"localhost:{cli.port}"))
         yield cli

@@ -115,6 +115,7 @@ async def test_order_survives_a_worker_killed_mid_step(
     cluster: Cluster,
     workers: list[subprocess.Popen[bytes]],
     tmp_path: Path,
+    task_queue: str,
     crash_at: str,
     changes: dict[str, object],
     expected: OrderStatus,
@@ -125,12 +126,16 @@ async def test_order_survives_a_worker_killed_mid_step(
     order = new_order(**changes)
     client = await connect(settings, cluster.address)
 
-    workers.append(cluster.worker(tmp_path / "crashing.log", PIZZA_CRASH_AT=crash_at))
-    await place_order(client, order_request(order, settings))
+    workers.append(
+        cluster.worker(
+            tmp_path / "crashing.log", PIZZA_CRASH_AT=crash_at, PIZZA_TASK_QUEUE=task_queue
+        )
+    )
+    await place_order(client, order_request(order, settings), task_queue=task_queue)
     code = await asyncio.to_thread(workers[0].wait, OUTCOME_TIMEOUT)
     assert code == -signal.SIGKILL, (tmp_path / "crashing.log").read_text()
 
-    workers.append(cluster.worker(tmp_path / "healthy.log"))
+    workers.append(cluster.worker(tmp_path / "healthy.log", PIZZA_TASK_QUEUE=task_queue))
     outcome = await asyncio.wait_for(order_outcome(client, order.order_number), OUTCOME_TIMEOUT)
 
     assert outcome.status is expected, outcome

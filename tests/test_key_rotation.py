@@ -42,15 +42,17 @@ def client_with(env: WorkflowEnvironment, ring: KeyRing) -> Client:
 
 
 async def test_order_started_under_the_old_key_finishes_under_the_new_one(
-    dev_env: WorkflowEnvironment, stores: Stores
+    dev_env: WorkflowEnvironment, stores: Stores, task_queue: str
 ) -> None:
     old = KeyRing.generate("key-1")
     new = old.with_new_primary("key-2")
     order = new_order()
     before_rotation = client_with(dev_env, old)
 
-    async with build_worker(before_rotation, stores):
-        handle = await start(before_rotation, order, waits={"prep_seconds": 1})
+    async with build_worker(before_rotation, stores, task_queue=task_queue):
+        handle = await start(
+            before_rotation, order, task_queue=task_queue, waits={"prep_seconds": 1}
+        )
         async with asyncio.timeout(RESULT_TIMEOUT):
             while not any(  # noqa: ASYNC110
                 e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
@@ -60,7 +62,7 @@ async def test_order_started_under_the_old_key_finishes_under_the_new_one(
 
     # Key 2 becomes primary; key 1 stays in the ring to read what was written under it.
     after_rotation = client_with(dev_env, new)
-    async with build_worker(after_rotation, stores):
+    async with build_worker(after_rotation, stores, task_queue=task_queue):
         rotated = after_rotation.get_workflow_handle_for(
             PizzaOrderWorkflow.run, workflow_id_for(order.order_number)
         )

@@ -57,9 +57,11 @@ def pause() -> PausePoint:
 
 @pytest.fixture
 async def client(
-    time_skipping_env: WorkflowEnvironment, stores: Stores, pause: PausePoint
+    time_skipping_env: WorkflowEnvironment, stores: Stores, pause: PausePoint, task_queue: str
 ) -> AsyncIterator[Client]:
-    async with build_worker(time_skipping_env.client, stores, interceptors=[pause]):
+    async with build_worker(
+        time_skipping_env.client, stores, task_queue=task_queue, interceptors=[pause]
+    ):
         yield time_skipping_env.client
 
 
@@ -95,12 +97,17 @@ SIDE_EFFECTS = ["update_inventory", "process_credit_card", "send_bill"]
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("activity_type", ["get_distance", *SIDE_EFFECTS, "notify_delivery_driver"])
 async def test_cancelling_at_any_step_puts_stock_and_money_back(
-    client: Client, stores: Stores, pause: PausePoint, activity_type: str, when: str
+    client: Client,
+    task_queue: str,
+    stores: Stores,
+    pause: PausePoint,
+    activity_type: str,
+    when: str,
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
     pause.arm(activity_type, when)
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
     await asyncio.wait_for(pause.reached.wait(), RESULT_TIMEOUT)
 
     await handle.cancel()
@@ -118,11 +125,11 @@ async def test_cancelling_at_any_step_puts_stock_and_money_back(
 
 
 async def test_cancelling_during_the_prep_timer_changes_nothing(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
-    handle = await start(client, order, waits={"prep_seconds": 600})
+    handle = await start(client, order, task_queue=task_queue, waits={"prep_seconds": 600})
     await history_has(handle, EventType.EVENT_TYPE_TIMER_STARTED)
 
     await handle.cancel()
@@ -133,12 +140,12 @@ async def test_cancelling_during_the_prep_timer_changes_nothing(
 
 
 async def test_cancelling_during_a_rollback_finishes_the_rollback(
-    client: Client, stores: Stores, pause: PausePoint
+    client: Client, task_queue: str, stores: Stores, pause: PausePoint
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order(customer__email="bounce@example.com")
     pause.arm("refund_customer", "after")  # the refund is done, the revert not yet
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
     await asyncio.wait_for(pause.reached.wait(), RESULT_TIMEOUT)
 
     await handle.cancel()
@@ -155,11 +162,11 @@ async def test_cancelling_during_a_rollback_finishes_the_rollback(
 
 
 async def test_ten_simultaneous_submits_make_one_order_and_one_charge(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
     attempts = await asyncio.gather(
-        *(place_order(client, OrderRequest(order=order)) for _ in range(10)),
+        *(place_order(client, OrderRequest(order=order), task_queue=task_queue) for _ in range(10)),
         return_exceptions=True,
     )
 
@@ -168,21 +175,21 @@ async def test_ten_simultaneous_submits_make_one_order_and_one_charge(
     assert (len(placed), len(refused)) == (1, 9)
     await result_of(placed[0])
     with pytest.raises(OrderAlreadyPlaced):  # ...and again once it finished
-        await place_order(client, OrderRequest(order=order))
+        await place_order(client, OrderRequest(order=order), task_queue=task_queue)
     charges = [p for p in stores.payments.payments() if p.order_number == order.order_number]
     assert [(p.kind, p.amount) for p in charges] == [("charge", 3500)]
 
 
 @pytest.mark.parametrize("decision", ["retry", "skip"])
 async def test_refund_that_keeps_failing_waits_for_an_operator(
-    client: Client, stores: Stores, decision: str
+    client: Client, task_queue: str, stores: Stores, decision: str
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order(
         customer__email="bounce@example.com",
         credit_card_info__number=cards.REFUND_FAILING_CARD,
     )
-    handle = await start(client, order, policy=FAST_ROLLBACK)
+    handle = await start(client, order, task_queue=task_queue, policy=FAST_ROLLBACK)
 
     stuck = await ledger_until(handle, "process_credit_card", CompensationState.NEEDS_OPERATOR)
     assert stuck.compensation_attempts == 5
@@ -221,22 +228,28 @@ async def test_refund_that_keeps_failing_waits_for_an_operator(
     assert described.typed_search_attributes.get(NEEDS_OPERATOR_ATTRIBUTE) is False
 
 
-async def test_resolving_an_order_that_needs_nothing_is_refused(client: Client) -> None:
+async def test_resolving_an_order_that_needs_nothing_is_refused(
+    client: Client, task_queue: str
+) -> None:
     order = new_order()
-    await result_of(await start(client, order))
+    await result_of(await start(client, order, task_queue=task_queue))
 
     with pytest.raises(ValueError, match=r"the order has finished \(COMPLETED\)"):
         await resolve_order(client, order.order_number, OperatorDecision(OperatorAction.RETRY))
 
 
 async def test_order_past_its_deadline_is_rolled_back_and_says_so(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
     # The driver takes longer than the whole order may: the deadline cuts that step short.
     handle = await start(
-        client, order, waits={"driver_seconds": 30}, policy={"deadline_seconds": 2}
+        client,
+        order,
+        task_queue=task_queue,
+        waits={"driver_seconds": 30},
+        policy={"deadline_seconds": 2},
     )
     with pytest.raises(WorkflowFailureError):
         await result_of(handle)

@@ -205,8 +205,8 @@ def name(status: WorkflowExecutionStatus | None) -> str:
 class Run:
     """Runs scenarios on one worker and records every invariant they break."""
 
-    def __init__(self, client: Client, stores: Stores, pause: PausePoint) -> None:
-        self.client, self.stores, self.pause = client, stores, pause
+    def __init__(self, client: Client, task_queue: str, stores: Stores, pause: PausePoint) -> None:
+        self.client, self.task_queue, self.stores, self.pause = client, task_queue, stores, pause
         self.violations: list[str] = []
         self.orders: list[tuple[Scenario, OrderHandle]] = []
         self.expected_stock = stores.inventory.on_hand()
@@ -228,7 +228,9 @@ class Run:
         )
         if scenario.cancel_at is not None:
             pause.arm(*scenario.cancel_at)
-        handle = await start(self.client, order, waits=NO_WAITS, policy=FAST_ROLLBACK)
+        handle = await start(
+            self.client, order, task_queue=self.task_queue, waits=NO_WAITS, policy=FAST_ROLLBACK
+        )
         self.orders.append((scenario, handle))
         try:
             if scenario.cancel_at is not None:
@@ -328,7 +330,7 @@ class Run:
 
 
 async def test_random_orders_keep_the_saga_invariants(
-    time_skipping_env: WorkflowEnvironment, stores: Stores
+    time_skipping_env: WorkflowEnvironment, stores: Stores, task_queue: str
 ) -> None:
     run_seed = int(os.environ.get("PIZZA_HYPOTHESIS_SEED") or random.getrandbits(32))
     drawn = draw_scenarios(run_seed)
@@ -336,8 +338,10 @@ async def test_random_orders_keep_the_saga_invariants(
     assert stores.inventory.on_hand() == dict.fromkeys(MENU, INITIAL_STOCK)
 
     pause = PausePoint()
-    run = Run(time_skipping_env.client, stores, pause)
-    async with build_worker(time_skipping_env.client, stores, interceptors=[pause]):
+    run = Run(time_skipping_env.client, task_queue, stores, pause)
+    async with build_worker(
+        time_skipping_env.client, stores, task_queue=task_queue, interceptors=[pause]
+    ):
         for number, scenario in enumerate(drawn):
             try:
                 await run.scenario(number, scenario)

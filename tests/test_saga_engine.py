@@ -42,7 +42,6 @@ with workflow.unsafe.imports_passed_through():
         StepState,
     )
 
-TASK_QUEUE = "saga-engine-tests"
 WAIT = 30.0  # seconds; a run or a ledger state not reached by then fails the test
 
 calls: list[str] = []
@@ -143,21 +142,29 @@ class ToySaga:
 ToyHandle = WorkflowHandle[ToySaga, list[str]]
 
 
+@dataclass(frozen=True)
+class Toys:
+    """Starts toy sagas on the task queue of this test's own worker."""
+
+    client: Client
+    task_queue: str
+
+    async def start(self, plan: Plan) -> ToyHandle:
+        """Start a toy saga that runs ``plan``."""
+        return await self.client.start_workflow(
+            ToySaga.run, plan, id=f"toy-{uuid.uuid4()}", task_queue=self.task_queue
+        )
+
+
 @pytest.fixture
-async def client(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Client]:
+async def toys(time_skipping_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Toys]:
     calls.clear()
     contexts.clear()
     hanging.clear()
     async with Worker(
-        time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[ToySaga], activities=[do, undo]
+        time_skipping_env.client, task_queue=task_queue, workflows=[ToySaga], activities=[do, undo]
     ):
-        yield time_skipping_env.client
-
-
-async def start(client: Client, plan: Plan) -> ToyHandle:
-    return await client.start_workflow(
-        ToySaga.run, plan, id=f"toy-{uuid.uuid4()}", task_queue=TASK_QUEUE
-    )
+        yield Toys(time_skipping_env.client, task_queue)
 
 
 async def outcome(handle: ToyHandle) -> list[str] | BaseException:
@@ -200,8 +207,8 @@ def error_type(result: object) -> str | None:
     return result.type if isinstance(result, ApplicationError) else None
 
 
-async def test_all_steps_succeed_and_nothing_is_undone(client: Client) -> None:
-    handle = await start(client, Plan(["a", "b"]))
+async def test_all_steps_succeed_and_nothing_is_undone(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "b"]))
 
     assert await outcome(handle) == ["a done", "b done"]
     assert calls == ["do a", "do b"]
@@ -209,8 +216,8 @@ async def test_all_steps_succeed_and_nothing_is_undone(client: Client) -> None:
     assert [r.compensation_state for r in ledger] == [CompensationState.REGISTERED] * 2
 
 
-async def test_failure_undoes_every_registered_step_newest_first(client: Client) -> None:
-    handle = await start(client, Plan(["a", "b", "fail-c", "d"]))
+async def test_failure_undoes_every_registered_step_newest_first(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "b", "fail-c", "d"]))
 
     assert error_type(await outcome(handle)) == "StepError"
     # fail-c's own compensation runs too: it was registered before the step, and the
@@ -228,10 +235,10 @@ async def test_failure_undoes_every_registered_step_newest_first(client: Client)
 
 
 async def test_compensation_failing_twice_then_succeeding_is_retried_with_backoff(
-    client: Client, time_skipping_env: WorkflowEnvironment
+    toys: Toys, time_skipping_env: WorkflowEnvironment
 ) -> None:
     backoff = 20.0
-    handle = await start(client, Plan(["flaky2-a", "fail-b"], attempts=3, backoff_seconds=backoff))
+    handle = await toys.start(Plan(["flaky2-a", "fail-b"], attempts=3, backoff_seconds=backoff))
 
     retrying = CompensationState.RETRYING
     ledger = await until(
@@ -253,8 +260,8 @@ async def test_compensation_failing_twice_then_succeeding_is_retried_with_backof
     assert [c.attempt for c in contexts["flaky2-a"]] == [1, 2, 3]
 
 
-async def test_compensation_that_never_succeeds_waits_for_an_operator(client: Client) -> None:
-    handle = await start(client, Plan(["a", "broken-b", "fail-c"], attempts=2))
+async def test_compensation_that_never_succeeds_waits_for_an_operator(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "broken-b", "fail-c"], attempts=2))
 
     ledger = await until(
         handle,
@@ -297,8 +304,8 @@ async def test_compensation_that_never_succeeds_waits_for_an_operator(client: Cl
     assert await needs_operator_flag(handle) is False
 
 
-async def test_operator_retry_that_succeeds_ends_with_the_original_error(client: Client) -> None:
-    handle = await start(client, Plan(["flaky3-a", "fail-b"], attempts=2))
+async def test_operator_retry_that_succeeds_ends_with_the_original_error(toys: Toys) -> None:
+    handle = await toys.start(Plan(["flaky3-a", "fail-b"], attempts=2))
     await until(handle, lambda lg: lg[0].compensation_state is CompensationState.NEEDS_OPERATOR)
 
     first = await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.RETRY))
@@ -316,8 +323,8 @@ async def test_operator_retry_that_succeeds_ends_with_the_original_error(client:
     assert error_type(await outcome(handle)) == "StepError"
 
 
-async def test_operator_decisions_that_cannot_apply_are_rejected(client: Client) -> None:
-    handle = await start(client, Plan(["broken-a", "fail-b"], attempts=1))
+async def test_operator_decisions_that_cannot_apply_are_rejected(toys: Toys) -> None:
+    handle = await toys.start(Plan(["broken-a", "fail-b"], attempts=1))
     await until(handle, lambda lg: lg[0].compensation_state is CompensationState.NEEDS_OPERATOR)
 
     for bad in (
@@ -332,8 +339,8 @@ async def test_operator_decisions_that_cannot_apply_are_rejected(client: Client)
     assert error_type(await outcome(handle)) == COMPENSATION_ERROR
 
 
-async def test_parallel_compensation_starts_every_undo_at_once(client: Client) -> None:
-    handle = await start(client, Plan(["a", "b", "c", "fail-d"], parallel=True))
+async def test_parallel_compensation_starts_every_undo_at_once(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "b", "c", "fail-d"], parallel=True))
 
     assert error_type(await outcome(handle)) == "StepError"
     history = await handle.fetch_history()
@@ -354,8 +361,8 @@ async def test_parallel_compensation_starts_every_undo_at_once(client: Client) -
     }
 
 
-async def test_cancellation_during_a_step_undoes_it_and_ends_cancelled(client: Client) -> None:
-    handle = await start(client, Plan(["a", "hang-b", "c"]))
+async def test_cancellation_during_a_step_undoes_it_and_ends_cancelled(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "hang-b", "c"]))
     await asyncio.wait_for(hanging.wait(), WAIT)
 
     await handle.cancel()
@@ -370,10 +377,10 @@ async def test_cancellation_during_a_step_undoes_it_and_ends_cancelled(client: C
 
 
 async def test_cancellation_during_compensation_does_not_skip_the_rest(
-    client: Client, time_skipping_env: WorkflowEnvironment
+    toys: Toys, time_skipping_env: WorkflowEnvironment
 ) -> None:
     minute = 60.0  # the longest backoff the engine waits
-    handle = await start(client, Plan(["a", "flaky1-b", "fail-c"], backoff_seconds=minute))
+    handle = await toys.start(Plan(["a", "flaky1-b", "fail-c"], backoff_seconds=minute))
     await until(handle, lambda lg: lg[1].compensation_state is CompensationState.RETRYING)
 
     await handle.cancel()
@@ -387,16 +394,16 @@ async def test_cancellation_during_compensation_does_not_skip_the_rest(
     }
 
 
-async def test_deadline_during_a_step_rolls_back_with_a_deadline_error(client: Client) -> None:
-    handle = await start(client, Plan(["a", "hang-b"], deadline_seconds=2))
+async def test_deadline_during_a_step_rolls_back_with_a_deadline_error(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "hang-b"], deadline_seconds=2))
 
     assert error_type(await outcome(handle)) == DEADLINE_ERROR
     assert calls == ["do a", "do hang-b", "undo hang-b", "undo a"]
     assert [c.outcome for c in contexts["hang-b"]] == [StepOutcome.UNKNOWN]
 
 
-async def test_deadline_cuts_a_saga_sleep_short(client: Client) -> None:
-    handle = await start(client, Plan(["a"], deadline_seconds=60, sleep_seconds=3600))
+async def test_deadline_cuts_a_saga_sleep_short(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a"], deadline_seconds=60, sleep_seconds=3600))
 
     assert error_type(await outcome(handle)) == DEADLINE_ERROR
     assert calls == []

@@ -15,7 +15,6 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.bench.run import billable_actions
 from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, example_order
@@ -35,16 +34,20 @@ from tests.orders import (
 
 
 @pytest.fixture
-async def client(time_skipping_env: WorkflowEnvironment, stores: Stores) -> AsyncIterator[Client]:
-    """A client whose orders a real worker (real activities, real stores) is serving."""
-    async with build_worker(time_skipping_env.client, stores):
+async def client(
+    time_skipping_env: WorkflowEnvironment, stores: Stores, task_queue: str
+) -> AsyncIterator[Client]:
+    """A client whose orders on ``task_queue`` a real worker (real activities, stores) serves."""
+    async with build_worker(time_skipping_env.client, stores, task_queue=task_queue):
         yield time_skipping_env.client
 
 
-async def test_seed_order_completes_charging_what_it_bills(client: Client, stores: Stores) -> None:
+async def test_seed_order_completes_charging_what_it_bills(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
 
     confirmation = await result_of(handle)
 
@@ -128,6 +131,7 @@ async def test_seed_order_completes_charging_what_it_bills(client: Client, store
 )
 async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse(
     client: Client,
+    task_queue: str,
     stores: Stores,
     case: str,
     changes: dict[str, object],
@@ -137,7 +141,7 @@ async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse
     stores.inventory.stock_up({"Small, with pepperoni": 3}, overwrite=True)
     before = stores.inventory.on_hand()
     order = new_order(**changes)
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
 
     error = await fail_of(handle)
 
@@ -162,9 +166,11 @@ async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse
         assert record.compensation_state is expected, record
 
 
-async def test_bill_failure_refunds_the_charge_it_made(client: Client, stores: Stores) -> None:
+async def test_bill_failure_refunds_the_charge_it_made(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
     order = new_order(customer__email="bounce@example.com")
-    await fail_of(await start(client, order))
+    await fail_of(await start(client, order, task_queue=task_queue))
 
     payments = [p for p in stores.payments.payments() if p.order_number == order.order_number]
     assert [(p.kind, p.amount, p.card_last4) for p in payments] == [
@@ -174,10 +180,10 @@ async def test_bill_failure_refunds_the_charge_it_made(client: Client, stores: S
 
 
 async def test_card_failing_transiently_is_retried_and_charged_once(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order(credit_card_info__number=cards.FLAKY_CARD)
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
 
     confirmation = await result_of(handle)
 
@@ -194,27 +200,27 @@ async def test_card_failing_transiently_is_retried_and_charged_once(
 
 
 async def test_no_driver_is_a_delivery_failure_not_a_rollback(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order(address__postal_code="00000")
-    confirmation = await result_of(await start(client, order))
+    confirmation = await result_of(await start(client, order, task_queue=task_queue))
 
     assert confirmation.status == "DELIVERY FAILURE"
     assert net_money(stores, order.order_number) == 3500
 
 
-async def test_pickup_skips_distance_and_driver(client: Client) -> None:
+async def test_pickup_skips_distance_and_driver(client: Client, task_queue: str) -> None:
     order = new_order(
         is_delivery=False, address__line1="1 Very Long Boulevard of the Outer Suburbs"
     )
-    handle = await start(client, order)
+    handle = await start(client, order, task_queue=task_queue)
 
     assert (await result_of(handle)).status == "SUCCESS"
     assert await activities_run(handle) == ["update_inventory", "process_credit_card", "send_bill"]
 
 
 async def test_invalid_input_from_another_client_fails_the_run_at_once(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     # Another client, without our models, sends a negative price.
     raw = {"order": example_order(order_number=f"T{uuid.uuid4().hex[:10]}").model_dump()}
@@ -224,7 +230,7 @@ async def test_invalid_input_from_another_client_fails_the_run_at_once(
         "PizzaOrderWorkflow",
         raw,
         id=workflow_id_for(raw["order"]["order_number"]),
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
     )
 
     with pytest.raises(WorkflowFailureError) as failure:
@@ -236,13 +242,13 @@ async def test_invalid_input_from_another_client_fails_the_run_at_once(
     assert stores.inventory.on_hand() == before
 
 
-async def test_prep_time_is_a_durable_timer(client: Client) -> None:
+async def test_prep_time_is_a_durable_timer(client: Client, task_queue: str) -> None:
     order = new_order()
     handle = await client.start_workflow(
         PizzaOrderWorkflow.run,
         OrderRequest.model_validate({"order": order, "waits": {"prep_seconds": 3}}),
         id=workflow_id_for(order.order_number),
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
     )
     await result_of(handle)
 
@@ -259,10 +265,10 @@ LOCAL = {"local_activities": True}
 
 
 async def test_local_mode_completes_the_same_order_with_fewer_actions(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
-    handle = await start(client, order, policy=LOCAL)
+    handle = await start(client, order, task_queue=task_queue, policy=LOCAL)
 
     confirmation = await result_of(handle)
 
@@ -275,10 +281,12 @@ async def test_local_mode_completes_the_same_order_with_fewer_actions(
     assert [r.state for r in ledger] == [StepState.SUCCEEDED] * 5
 
 
-async def test_local_mode_rolls_back_the_same_way(client: Client, stores: Stores) -> None:
+async def test_local_mode_rolls_back_the_same_way(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
     before = stores.inventory.on_hand()
     order = new_order(customer__email="bounce@example.com")
-    handle = await start(client, order, policy=LOCAL)
+    handle = await start(client, order, task_queue=task_queue, policy=LOCAL)
 
     error = await fail_of(handle)
 

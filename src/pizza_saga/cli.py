@@ -7,10 +7,11 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -39,6 +40,12 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+
+CONNECT_RETRY_FIRST_SECONDS = 0.5
+CONNECT_RETRY_MAX_SECONDS = 10.0
+"""`pizza worker` waits for Temporal: retries 0.5 s apart, doubling up to 10 s."""
+
+log = logging.getLogger("pizza_saga.cli")
 
 
 class UserError(Exception):
@@ -115,7 +122,48 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         sys.exit(130)
 
 
-async def _client(settings: Settings) -> Any:
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:
+    """Run ``main(stop)``: SIGTERM or Ctrl-C sets ``stop`` for a graceful end; a second
+    signal ends the process at once (exit 130)."""
+
+    async def runner() -> T:
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            if stop.is_set():
+                log.warning("second stop signal: exiting now")
+                _exit(130)
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        return await main(stop)
+
+    return asyncio.run(runner())
+
+
+def _retry_delays() -> Iterator[float]:
+    """Seconds between attempts to reach Temporal: 0.5, 1, 2, 4, 8, then 10 for ever."""
+    delay = CONNECT_RETRY_FIRST_SECONDS
+    while True:
+        yield delay
+        delay = min(delay * 2, CONNECT_RETRY_MAX_SECONDS)
+
+
+def _unreachable_reason(error: Exception) -> str:
+    """The operating system's words for a failed connect ("Connection refused"), if given."""
+    found = re.search(r'message: "([^"]+)"', str(error))
+    return found.group(1) if found else " ".join(str(error).split())
+
+
+async def _client(settings: Settings, *, retry_until: asyncio.Event | None = None) -> Any:
+    """A client of the configured Temporal namespace.
+
+    Bad configuration exits 2 at once. Temporal unreachable exits 3; with ``retry_until``
+    it is retried with exponential backoff, logging each attempt, until it answers, or
+    until the event is set (then None).
+    """
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
     from temporalio.service import RPCError, RPCStatusCode
 
@@ -130,27 +178,46 @@ async def _client(settings: Settings) -> Any:
     host, _, port = str(address).rpartition(":")
     if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
         _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address")
-    try:
-        client = await connect(settings)
-    except KeyRingError as e:
-        _fail(str(e))
-    except ValueError as e:
-        _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address ({e})")
-    except RuntimeError as e:
-        _fail(
-            f"cannot reach Temporal at {address}: {e}. "
-            "Start it with `pizza server` or set TEMPORAL_ADDRESS.",
-            EXIT_UNAVAILABLE,
+    delays = _retry_delays()
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            client = await connect(settings)
+            await client.workflow_service.describe_namespace(
+                DescribeNamespaceRequest(namespace=namespace)
+            )
+            return client
+        except KeyRingError as e:
+            _fail(str(e))
+        except ValueError as e:
+            _fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address ({e})")
+        except RuntimeError as e:
+            if retry_until is None:
+                _fail(
+                    f"cannot reach Temporal at {address}: {e}. "
+                    "Start it with `pizza server` or set TEMPORAL_ADDRESS.",
+                    EXIT_UNAVAILABLE,
+                )
+            reason = _unreachable_reason(e)
+        except RPCError as e:
+            if e.status is RPCStatusCode.NOT_FOUND:
+                _fail(f"TEMPORAL_NAMESPACE: namespace {namespace!r} does not exist at {address}")
+            if retry_until is None or e.status is not RPCStatusCode.UNAVAILABLE:
+                raise
+            reason = e.message
+        delay = next(delays)
+        log.warning(
+            "cannot reach Temporal at %s (attempt %d: %s); retrying in %.1f s",
+            address,
+            attempt,
+            reason,
+            delay,
         )
-    try:
-        await client.workflow_service.describe_namespace(
-            DescribeNamespaceRequest(namespace=namespace)
-        )
-    except RPCError as e:
-        if e.status is RPCStatusCode.NOT_FOUND:
-            _fail(f"TEMPORAL_NAMESPACE: namespace {namespace!r} does not exist at {address}")
-        raise
-    return client
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(retry_until.wait(), delay)
+        if retry_until.is_set():
+            return None
 
 
 def _ui_url(settings: Settings) -> tuple[str, str]:
@@ -176,14 +243,28 @@ def server(
         int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
     ] = 8081,
 ) -> None:
-    """Run the Temporal dev server, its Web UI and the UI's codec server, until Ctrl-C."""
+    """Run the Temporal dev server, its Web UI and the UI's codec server, until Ctrl-C.
+
+    Exits 3 if a port is taken, 1 if the dev server dies under it.
+    """
     from pizza_saga.common.codec_server import serving, ui_origins
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
-    from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+    from pizza_saga.common.devserver import (
+        DevServerConfig,
+        PortInUse,
+        describe_exit,
+        ensure_free,
+        running_dev_server,
+    )
     from pizza_saga.common.temporal import key_ring
     from pizza_saga.worker import SEARCH_ATTRIBUTES
 
     settings = _settings()
+    ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
+    for option, number in ports.items():
+        clash = [other for other, n in ports.items() if n == number and other != option]
+        if clash:
+            _fail(f"{option}: {number} is also {clash[0]}; give each its own port")
     config = DevServerConfig(
         db_filename=db_filename or settings.server_db,
         port=port,
@@ -191,6 +272,11 @@ def server(
         search_attributes=SEARCH_ATTRIBUTES,
         codec_endpoint=f"http://localhost:{codec_port}",
     )
+    log_file = settings.home / "temporal-server.log"
+    try:
+        ensure_free(ports)
+    except PortInUse as e:
+        _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
     try:
         codec = EncryptionCodec(key_ring(settings, config.address))
     except KeyRingError as e:
@@ -200,18 +286,28 @@ def server(
         try:
             async with (
                 serving(codec, codec_port, ui_origins(ui_port)),
-                running_dev_server(config, settings.home / "temporal-server.log"),
+                running_dev_server(config, log_file) as dev,
             ):
                 out.print(
                     f"Temporal dev server on {config.address}, Web UI {config.ui_url} "
                     f"(decoding through the codec server on port {codec_port}), "
                     f"state in {config.db_filename} (Ctrl-C to stop)"
                 )
-                await asyncio.Event().wait()
+                returncode = await dev.exited()
+        except PortInUse as e:  # taken between the check and the start
+            _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+        except TimeoutError as e:
+            _fail(f"{e}; see {log_file}", EXIT_UNAVAILABLE)
         except OSError as e:
-            _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
+            _fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
         except RuntimeError as e:
-            _fail(str(e), 3)
+            _fail(str(e), EXIT_UNAVAILABLE)
+        # The codec server has stopped with the block: nothing of ours is left listening.
+        _fail(
+            f"the Temporal dev server stopped unexpectedly ({describe_exit(returncode)}); "
+            f"see {log_file}",
+            EXIT_FAILED,
+        )
 
     _run(run())
 
@@ -249,26 +345,53 @@ def codec_server(
 
 @app.command()
 def worker() -> None:
-    """Run the worker for orders on task queue pizza-tasks, until Ctrl-C."""
+    """Run the worker for orders on task queue PIZZA_TASK_QUEUE, until Ctrl-C or SIGTERM.
 
-    from pizza_saga import TASK_QUEUE
+    Waits for Temporal if it is not up yet. On SIGTERM or Ctrl-C it stops taking tasks and
+    lets running activities finish (at most PIZZA_SHUTDOWN_GRACE_SECONDS), then exits 0.
+    """
     from pizza_saga.common.faults import CrashAt
     from pizza_saga.common.logmask import install_card_masking
-    from pizza_saga.worker import build_worker, open_stores, prepare_namespace
+    from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     install_card_masking()
 
-    async def run() -> None:
-        client = await _client(settings)
+    async def run(stop: asyncio.Event) -> None:
+        client = await _client(settings, retry_until=stop)
+        if client is None:
+            log.info("stopped before Temporal answered")
+            return
         stores = open_stores(settings)
         await prepare_namespace(client)
+        if stop.is_set():
+            return
         faults = [CrashAt(settings.crash_at)] if settings.crash_at else []
-        out.print(f"Worker polling {TASK_QUEUE}; state in {settings.home} (Ctrl-C to stop)")
-        await build_worker(client, stores, interceptors=faults).run()
+        worker = build_worker_for(client, stores, settings, interceptors=faults)
+        out.print(
+            f"Worker polling {settings.task_queue} with {settings.activity_slots} activity and "
+            f"{settings.workflow_slots} workflow task slots; state in {settings.home} "
+            "(Ctrl-C or SIGTERM to stop)",
+            soft_wrap=True,
+        )
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not running.done():
+            log.info(
+                "stopping: polling no more; running activities have up to %g s to finish",
+                settings.shutdown_grace_seconds,
+            )
+            await worker.shutdown()
+        try:
+            await running
+        except Exception as e:  # the SDK's fatal worker errors (namespace gone, ...)
+            _fail(f"the worker stopped: {e}", EXIT_FAILED)
+        log.info("worker stopped")
 
-    _run(run())
+    _run_until_signal(run)
 
 
 def new_order_number() -> str:
@@ -349,7 +472,9 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
 
     client = await _client(settings)
     try:
-        handle = await place_order(client, order_request(pizza_order, settings))
+        handle = await place_order(
+            client, order_request(pizza_order, settings), task_queue=settings.task_queue
+        )
     except OrderAlreadyPlaced:
         _fail(
             f"order {pizza_order.order_number} was already placed; "
@@ -628,7 +753,7 @@ def demo(
 
     On a terminal it keeps serving the Web UI until Ctrl-C; otherwise it exits when done.
     """
-    from pizza_saga.common.devserver import DevServerConfig
+    from pizza_saga.common.devserver import DevServerConfig, PortInUse
     from pizza_saga.demo import run_demo
 
     settings = _settings()
@@ -645,6 +770,8 @@ def demo(
     async def run() -> None:
         try:
             await run_demo(settings, server, codec_port, out, interactive=interactive)
+        except PortInUse as e:
+            _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
         except OSError as e:
             _fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
         except RuntimeError as e:  # the dev server did not start

@@ -19,7 +19,7 @@ from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect, key_ring
 from pizza_saga.order.client import OrderOutcome, order_outcome, order_request, place_order
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
-from pizza_saga.worker import build_worker, open_stores, prepare_namespace
+from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
 
 async def run_demo(
@@ -47,14 +47,16 @@ async def run_demo(
     async with embedded:
         client = await connect(settings, server.address)
         await prepare_namespace(client)
-        async with build_worker(client, open_stores(settings)):
+        async with build_worker_for(client, open_stores(settings), settings):
             stamp = _stamp()
             orders = [
                 example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
                 example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
             ]
             for order in orders:
-                await place_order(client, order_request(order, settings))
+                await place_order(
+                    client, order_request(order, settings), task_queue=settings.task_queue
+                )
                 console.print(
                     f"Placed order {order.order_number} paid with card "
                     f"ending {order.credit_card_info.number[-4:]}"

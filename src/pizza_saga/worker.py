@@ -1,15 +1,15 @@
-"""The worker: hosts PizzaOrderWorkflow and its activities on the pizza-tasks queue."""
+"""The worker: hosts PizzaOrderWorkflow and its activities on the configured task queue."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
 from pizza_saga.common.db import open_engine
@@ -69,14 +69,25 @@ async def prepare_namespace(client: Client) -> None:
 
 
 def build_worker(
-    client: Client, stores: Stores, *, interceptors: Sequence[Interceptor] = ()
+    client: Client,
+    stores: Stores,
+    *,
+    task_queue: str,
+    activity_slots: int | None = None,
+    workflow_slots: int | None = None,
+    graceful_shutdown_timeout: timedelta = timedelta(),
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
-    """A worker for the order workflow and every activity it calls."""
+    """A worker for the order workflow and every activity it calls, polling ``task_queue``.
+
+    Slots left None take the SDK's default; ``graceful_shutdown_timeout`` is how long running
+    activities may go on after ``shutdown()`` before they are cancelled.
+    """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments)
     return Worker(
         client,
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
         workflows=[PizzaOrderWorkflow],
         activities=[
             get_distance,
@@ -87,5 +98,27 @@ def build_worker(
             billing.refund_customer,
             billing.send_bill,
         ],
+        max_concurrent_activities=activity_slots,
+        max_concurrent_workflow_tasks=workflow_slots,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
+        interceptors=interceptors,
+    )
+
+
+def build_worker_for(
+    client: Client,
+    stores: Stores,
+    settings: Settings,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+) -> Worker:
+    """The worker as a deployment configures it: its task queue, slots and grace period."""
+    return build_worker(
+        client,
+        stores,
+        task_queue=settings.task_queue,
+        activity_slots=settings.activity_slots,
+        workflow_slots=settings.workflow_slots,
+        graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         interceptors=interceptors,
     )

@@ -33,6 +33,8 @@ HERE = Path(__file__).parent
 TEST_KEYS = load_or_create_key_file(HERE / "key-ring.txt")
 """A test-only key ring, committed so that the replay test can decrypt the histories."""
 FAST = {"compensation_backoff_seconds": 0.05}
+TASK_QUEUE = "record-histories"
+"""The queue of the recording worker (the server is in memory and its own)."""
 
 
 async def _until(handle: OrderHandle, done: Callable[[Any], bool]) -> None:
@@ -42,19 +44,23 @@ async def _until(handle: OrderHandle, done: Callable[[Any], bool]) -> None:
 
 
 async def happy(client: Client) -> OrderHandle:
-    return await start(client, new_order(), waits={"prep_seconds": 1})
+    return await start(client, new_order(), task_queue=TASK_QUEUE, waits={"prep_seconds": 1})
 
 
 async def declined(client: Client) -> OrderHandle:
-    return await start(client, new_order(credit_card_info__number=cards.DECLINED_CARD))
+    return await start(
+        client, new_order(credit_card_info__number=cards.DECLINED_CARD), task_queue=TASK_QUEUE
+    )
 
 
 async def bill_failure(client: Client) -> OrderHandle:
-    return await start(client, new_order(customer__email="bounce@example.com"))
+    return await start(
+        client, new_order(customer__email="bounce@example.com"), task_queue=TASK_QUEUE
+    )
 
 
 async def cancelled(client: Client) -> OrderHandle:
-    handle = await start(client, new_order(), waits={"driver_seconds": 60})
+    handle = await start(client, new_order(), task_queue=TASK_QUEUE, waits={"driver_seconds": 60})
     await _until(handle, lambda ledger: ledger[-1].step == "notify_delivery_driver")
     await handle.cancel()
     return handle
@@ -64,7 +70,7 @@ async def operator_resolved(client: Client) -> OrderHandle:
     order = new_order(
         customer__email="bounce@example.com", credit_card_info__number=cards.REFUND_FAILING_CARD
     )
-    handle = await start(client, order, policy=FAST)
+    handle = await start(client, order, task_queue=TASK_QUEUE, policy=FAST)
     await _until(
         handle,
         lambda ledger: any(
@@ -92,7 +98,7 @@ async def main() -> None:
     )
     with tempfile.TemporaryDirectory() as home:
         stores = open_stores(Settings.model_validate({"PIZZA_HOME": home}))
-        async with env, build_worker(env.client, stores):
+        async with env, build_worker(env.client, stores, task_queue=TASK_QUEUE):
             for name, scenario in SCENARIOS.items():
                 handle = await scenario(env.client)
                 with contextlib.suppress(WorkflowFailureError):

@@ -22,7 +22,6 @@ from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
@@ -180,7 +179,9 @@ async def drive(
     return list(samples), time.perf_counter() - began
 
 
-async def run_order(client: Client, kind: str, prefix: str, index: int, local: bool) -> Sample:
+async def run_order(
+    client: Client, kind: str, prefix: str, index: int, *, local: bool, task_queue: str
+) -> Sample:
     number = f"{prefix}{index:05d}"
     request = OrderRequest(order=order_for(kind, number), policy=SagaPolicy(local_activities=local))
     started = time.perf_counter()
@@ -188,7 +189,7 @@ async def run_order(client: Client, kind: str, prefix: str, index: int, local: b
         PizzaOrderWorkflow.run,
         request,
         id=workflow_id_for(number),
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
     )
     return await _outcome(handle, started)
 
@@ -249,7 +250,9 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
         runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
             "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, local),
-            "orders": lambda kind, tag, i: run_order(client, kind, tag, i, local),
+            "orders": lambda kind, tag, i: run_order(
+                client, kind, tag, i, local=local, task_queue=settings.task_queue
+            ),
         }
 
         async def phase(

@@ -15,14 +15,14 @@ from temporalio.worker import Worker
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
-from pizza_saga.worker import build_worker, open_stores, prepare_namespace
+from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
 
 async def main() -> None:
     settings = Settings.from_env()
     client = await connect(settings)
     await prepare_namespace(client)
-    orders = build_worker(client, open_stores(settings))
+    orders = build_worker_for(client, open_stores(settings), settings)
     baseline = Worker(
         client,
         task_queue=BASELINE_TASK_QUEUE,

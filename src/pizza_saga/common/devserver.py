@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,14 @@ class DevServerConfig:
     def ui_url(self) -> str:
         return f"http://{self.ip}:{self.ui_port}"
 
+    @property
+    def ports(self) -> dict[str, int]:
+        """The ports the server listens on that it is told, by what they are for."""
+        ports = {"frontend port": self.port}
+        if not self.headless:
+            ports["Web UI port"] = self.ui_port
+        return ports
+
     def command(self) -> list[str]:
         """The `temporal server start-dev` command line."""
         args = [
@@ -95,6 +105,55 @@ class DevServerConfig:
         return args
 
 
+class PortInUse(Exception):
+    """A port a server of ours needs is already taken by another process."""
+
+    def __init__(self, what: str, port: int) -> None:
+        super().__init__(f"{what} {port} is already in use by another process")
+        self.what, self.port = what, port
+
+
+def ensure_free(ports: Mapping[str, int], host: str = "localhost") -> None:
+    """Raise PortInUse for the first of ``ports`` (what it is for -> port) that is taken.
+
+    Binds each as the servers will (SO_REUSEADDR, every address ``host`` resolves to), so a
+    port is taken exactly when something listens on it, not when old connections linger.
+    """
+    for what, port in ports.items():
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        ):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(address)
+                except OSError as err:
+                    if err.errno == errno.EADDRINUSE:
+                        raise PortInUse(what, port) from None
+                    raise
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, in words: "exit status 1", "killed by SIGKILL"."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-returncode).name}"
+        return f"killed by signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+@dataclass(frozen=True)
+class DevServer:
+    """A dev server process running under our supervision, and where it logs."""
+
+    process: asyncio.subprocess.Process
+    log_file: Path
+
+    async def exited(self) -> int:
+        """Wait until the process ends; its return code (negative: killed by that signal)."""
+        return await self.process.wait()
+
+
 def free_port() -> int:
     """A TCP port on localhost nobody listens on right now."""
     with socket.socket() as sock:
@@ -116,8 +175,14 @@ async def wait_until_ready(address: str, within: float = READY_TIMEOUT_SECONDS) 
 
 
 @contextlib.asynccontextmanager
-async def running_dev_server(config: DevServerConfig, log_file: Path) -> AsyncIterator[None]:
-    """Run the dev server for the duration of the block, then stop it and wait for it."""
+async def running_dev_server(config: DevServerConfig, log_file: Path) -> AsyncIterator[DevServer]:
+    """Run the dev server for the duration of the block, then stop it and wait for it.
+
+    Raises PortInUse if one of its ports is taken (rather than talk to whatever answers
+    there), RuntimeError if it exits before it is ready. The block can await
+    ``DevServer.exited()`` to hear of the server dying under it.
+    """
+    ensure_free(config.ports, config.ip)
     config.db_filename.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
@@ -125,16 +190,18 @@ async def running_dev_server(config: DevServerConfig, log_file: Path) -> AsyncIt
         )
     try:
         ready = asyncio.create_task(wait_until_ready(config.address))
-        while not ready.done():
-            if process.returncode is not None:
-                ready.cancel()
-                raise RuntimeError(
-                    f"the Temporal dev server exited with status {process.returncode}; "
-                    f"see {log_file}"
-                )
-            await asyncio.sleep(0.05)
+        exited = asyncio.create_task(process.wait())
+        await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+        if exited.done():  # ready or not, a server that is gone is not the one answering
+            raise RuntimeError(
+                f"the Temporal dev server exited ({describe_exit(exited.result())}) "
+                f"before it was ready; see {log_file}"
+            )
+        exited.cancel()
         await ready
-        yield
+        yield DevServer(process, log_file)
     finally:
         if process.returncode is None:
             process.terminate()

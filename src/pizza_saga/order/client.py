@@ -17,7 +17,6 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.models import (
     OrderConfirmation,
@@ -105,16 +104,16 @@ def order_request(order: PizzaOrder, settings: Settings) -> OrderRequest:
 
 
 async def place_order(
-    client: Client, request: OrderRequest
+    client: Client, request: OrderRequest, *, task_queue: str
 ) -> WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]:
-    """Start the order's workflow; raise OrderAlreadyPlaced if its number was used."""
+    """Start the order's workflow on ``task_queue``; OrderAlreadyPlaced if its number was used."""
     workflow_id = workflow_id_for(request.order.order_number)
     try:
         return await client.start_workflow(
             PizzaOrderWorkflow.run,
             request,
             id=workflow_id,
-            task_queue=TASK_QUEUE,
+            task_queue=task_queue,
             # One order number, one run, ever: a second submit must not charge again.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
