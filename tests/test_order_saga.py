@@ -16,7 +16,6 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.order.client import (
     OrderAlreadyPlaced,
@@ -266,15 +265,17 @@ async def test_order_past_its_deadline_is_rolled_back_and_says_so(
 
 
 async def test_a_rolled_back_order_started_again_under_its_id_is_refused_not_free(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     # The bill bounces after the charge: the order is refunded and its pizzas put back.
     order = new_order(customer__email="bounce@example.com")
     before = stores.inventory.on_hand()
-    assert (await fail_of(await start(client, order))).type == "BillDeliveryError"
+    assert (
+        await fail_of(await start(client, order, task_queue=task_queue))
+    ).type == "BillDeliveryError"
 
     # Another client starts the same workflow id again (the SDK's default reuse policy).
-    again = await start(client, order)
+    again = await start(client, order, task_queue=task_queue)
 
     error = await fail_of(again)
     assert error.type == "ProcessedByAnotherRunError", error
@@ -284,13 +285,13 @@ async def test_a_rolled_back_order_started_again_under_its_id_is_refused_not_fre
 
 
 async def test_a_completed_order_started_again_is_refused_and_charged_once(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
     before = stores.inventory.on_hand()
-    await result_of(await start(client, order))
+    await result_of(await start(client, order, task_queue=task_queue))
 
-    error = await fail_of(await start(client, order))
+    error = await fail_of(await start(client, order, task_queue=task_queue))
 
     assert error.type == "ProcessedByAnotherRunError", error
     assert net_money(stores, order.order_number) == 3500
@@ -298,17 +299,17 @@ async def test_a_completed_order_started_again_is_refused_and_charged_once(
 
 
 async def test_an_order_started_under_another_workflow_id_is_refused(
-    client: Client, stores: Stores
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
     before = stores.inventory.on_hand()
-    await result_of(await start(client, order))
+    await result_of(await start(client, order, task_queue=task_queue))
 
     other = await client.start_workflow(
         PizzaOrderWorkflow.run,
         OrderRequest(order=order),
         id=f"other-client-{order.order_number}",
-        task_queue=TASK_QUEUE,
+        task_queue=task_queue,
     )
 
     error = await fail_of(other)
