@@ -1,8 +1,9 @@
-"""Shared fixtures: a time-skipping Temporal test server, stores on a real SQLite file."""
+"""Shared fixtures: a time-skipping Temporal test server, stores on a real SQLite file, and a
+private PostgreSQL cluster with a fresh database per test (tests/postgres.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
 from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
+from tests.postgres import PostgresCluster, find_bindir, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +28,26 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster, one per session; skipped where PostgreSQL is missing."""
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable("no initdb under /usr/lib/postgresql/*/bin nor in pg_config --bindir")
+    cluster = PostgresCluster.start(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """URL of a fresh, empty database of its own on the session's cluster, dropped after."""
+    with postgres_cluster.database() as url:
+        yield url
 
 
 @pytest.fixture
