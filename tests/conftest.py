@@ -1,5 +1,9 @@
-"""Shared fixtures: a time-skipping Temporal test server, stores on a real SQLite file, and a
-private PostgreSQL cluster with a fresh database per test (tests/postgres.py)."""
+"""Shared fixtures: a time-skipping Temporal test server; stores on SQLite and on PostgreSQL.
+
+Every test that takes `settings` (or `stores`) runs twice, `[sqlite]` on a real SQLite
+file and `[postgres]` on a fresh database of a private PostgreSQL cluster (tests/postgres.py),
+unless it is marked `SQLITE_ONLY`.
+"""
 
 from __future__ import annotations
 
@@ -50,13 +54,24 @@ def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store database of one test: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return f"sqlite:///{tmp_path / 'pizza-home' / 'pizza.db'}"
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings with a fresh PIZZA_HOME under the test's temporary directory."""
-    return Settings.model_validate({"PIZZA_HOME": tmp_path / "pizza-home"})
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """Settings with a fresh PIZZA_HOME under the test's temporary directory and its store."""
+    return Settings.model_validate(
+        {"PIZZA_HOME": tmp_path / "pizza-home", "PIZZA_DATABASE_URL": store_url}
+    )
 
 
 @pytest.fixture
 def stores(settings: Settings) -> Stores:
-    """Fresh stores (a SQLite file), stocked with the initial stock."""
+    """Fresh stores on the test's store database, stocked with the initial stock."""
     return open_stores(settings)

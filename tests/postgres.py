@@ -40,6 +40,9 @@ SERVER_SETTINGS = {
 }
 """Loopback only; room for several workers' connection pools; no durability."""
 
+SQLITE_ONLY = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+"""Mark for a test (or `pytestmark` of a module) whose stores stay on SQLite only."""
+
 
 def _has_server(bindir: Path) -> bool:
     return all((bindir / name).is_file() for name in ("initdb", "pg_ctl", "postgres"))

@@ -1,4 +1,4 @@
-"""The stores' at-most-once guarantees, on a real SQLite file.
+"""The stores' at-most-once guarantees, on a real SQLite file and a real PostgreSQL database.
 
 Every activity may run more than once (retries) and compensations may race the steps they
 undo; the stores must still move stock and money exactly once per workflow.
@@ -22,6 +22,7 @@ from pizza_saga.inventory.store import AlreadyReleased, OutOfStock
 from pizza_saga.order.example import GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.worker import INITIAL_STOCK, Stores, open_stores
+from tests.postgres import SQLITE_ONLY
 
 LARGE, SMALL, MEDIUM = MENU
 WORKFLOW = "pizza-order-XD001"
@@ -200,6 +201,7 @@ def test_charge_api_takes_only_the_last_four_digits() -> None:
         assert not [name for name in inspect.signature(method).parameters if "card" in name]
 
 
+@SQLITE_ONLY  # reads the SQLite file and its WAL byte by byte
 def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settings) -> None:
     stores.inventory.reserve(WORKFLOW, ORDER, SEED_ITEMS)
     stores.payments.charge(WORKFLOW, ORDER, 3500, last4(GOOD_CARD))
