@@ -2,8 +2,9 @@
 
 The cluster runs from the server binaries of the machine's PostgreSQL (Debian's
 `postgresql` package): initdb into a temporary directory, trust authentication, loopback
-only, on a free port, with durability turned off (a test database outlives nothing).
-PostgreSQL refuses to run as root; as root, the server runs as the `postgres` user.
+only, on a free port, with durability turned off (a test database outlives nothing), in
+memory (/dev/shm) where there is room. PostgreSQL refuses to run as root; as root, the server
+runs as the `postgres` user.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ PREFERRED_VERSION = "15"
 SERVER_USER = "postgres"
 START_ATTEMPTS = 3
 """A free port can be taken by another process before the server binds it; try another."""
+MEMORY_DIR = Path("/dev/shm")
+MEMORY_DIR_ROOM = 1 << 30
+"""Free bytes /dev/shm needs to hold the cluster (a container's default 64 MiB is too few).
+
+Creating a database there takes about a tenth of the time it takes on disk,
+even without fsync.
+"""
 
 SERVER_SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -78,6 +86,15 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(message)
 
 
+def _scratch_dir() -> Path | None:
+    """Where the cluster's directory goes: /dev/shm if it has room, else the default."""
+    try:
+        roomy = shutil.disk_usage(MEMORY_DIR).free >= MEMORY_DIR_ROOM
+    except OSError:
+        return None
+    return MEMORY_DIR if roomy and os.access(MEMORY_DIR, os.W_OK | os.X_OK) else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -98,7 +115,7 @@ class PostgresCluster:
     def start(cls, bindir: Path) -> PostgresCluster:
         """initdb a cluster in a new temporary directory and start it on a free port."""
         as_user: list[str] = []
-        root = Path(tempfile.mkdtemp(prefix="pizza-postgres-"))
+        root = Path(tempfile.mkdtemp(prefix="pizza-postgres-", dir=_scratch_dir()))
         if os.geteuid() == 0:
             try:
                 owner = pwd.getpwnam(SERVER_USER)
