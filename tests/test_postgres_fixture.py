@@ -29,6 +29,7 @@ def test_a_database_is_dropped_even_with_connections_open(
         engine = create_engine(url)
         held = engine.connect()
         held.execute(text("SELECT 1"))
+    postgres_cluster.wait_for_drops()
     admin = create_engine(postgres_cluster.url("postgres"))
     try:
         with admin.connect() as connection:
