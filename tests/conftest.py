@@ -1,18 +1,25 @@
-"""Shared fixtures: a time-skipping Temporal test server, stores on a real SQLite file."""
+"""Shared fixtures: a time-skipping Temporal test server; stores on SQLite and on PostgreSQL.
+
+Every test that takes `settings` (or `stores`) runs twice, `[sqlite]` on a real SQLite
+file and `[postgres]` on a fresh database of a private PostgreSQL cluster (tests/postgres.py),
+unless it is marked `SQLITE_ONLY`.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.common.crypto import KeyRing
+from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
-from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
+from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores, upgrade_stores
+from tests.postgres import PostgresCluster, find_bindir, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +36,19 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A private PostgreSQL cluster, one per session; skipped where PostgreSQL is missing."""
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable("no initdb under /usr/lib/postgresql/*/bin nor in pg_config --bindir")
+    cluster = PostgresCluster.start(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def task_queue() -> str:
     """A task queue of this test's own: no other test's worker takes its orders."""
@@ -36,12 +56,37 @@ def task_queue() -> str:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings with a fresh PIZZA_HOME under the test's temporary directory."""
-    return Settings.model_validate({"PIZZA_HOME": tmp_path / "pizza-home"})
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """URL of a fresh, empty database of its own on the session's cluster, dropped after."""
+    with postgres_cluster.database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store database of one test: a new SQLite file, or a new PostgreSQL database.
+
+    The PostgreSQL one is upgraded first, as an operator does with `pizza db upgrade`; the
+    SQLite file sets itself up on first use.
+    """
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        engine = open_engine(url, pool_size=1)
+        upgrade_stores(engine)
+        engine.dispose()
+        return url
+    return f"sqlite:///{tmp_path / 'pizza-home' / 'pizza.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str) -> Settings:
+    """Settings with a fresh PIZZA_HOME under the test's temporary directory and its store."""
+    return Settings.model_validate(
+        {"PIZZA_HOME": tmp_path / "pizza-home", "PIZZA_DATABASE_URL": store_url}
+    )
 
 
 @pytest.fixture
 def stores(settings: Settings) -> Stores:
-    """Fresh stores (a SQLite file), stocked with the initial stock."""
+    """Fresh stores on the test's store database, stocked with the initial stock."""
     return open_stores(settings)

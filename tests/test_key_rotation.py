@@ -19,8 +19,9 @@ from pizza_saga.common.temporal import binary, data_converter
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, build_worker
 from tests.orders import RESULT_TIMEOUT, net_money, new_order, start
+from tests.postgres import SQLITE_ONLY
 
-pytestmark = pytest.mark.devserver
+pytestmark = [pytest.mark.devserver, SQLITE_ONLY]
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """The order saga under cancellation, duplicate submits and a refund that needs an operator.
 
-Real workflow, real activities, real SQLite stores, on the time-skipping test server. A
-pausing interceptor holds a chosen activity before or after its effect, so a cancellation
-lands exactly there.
+Real workflow, real activities, real stores (SQLite and PostgreSQL), on the time-skipping
+test server. A pausing interceptor holds a chosen activity before or after its effect, so a
+cancellation lands exactly there.
 """
 
 from __future__ import annotations

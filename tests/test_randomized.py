@@ -40,6 +40,10 @@ from pizza_saga.saga import CompensationState
 from pizza_saga.worker import INITIAL_STOCK, Stores, build_worker
 from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, result_of, start
 from tests.pausing import PausePoint
+from tests.postgres import SQLITE_ONLY
+
+# SQLite only: the order-saga and store tests are the ones that run on PostgreSQL too.
+pytestmark = SQLITE_ONLY
 
 SCENARIOS = int(os.environ.get("PIZZA_RANDOM_SCENARIOS") or 25)  # more for a longer hunt
 FAST_ROLLBACK = {"compensation_backoff_seconds": 0.01}

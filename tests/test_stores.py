@@ -1,4 +1,4 @@
-"""The stores' exactly-once guarantees, on a real database.
+"""The stores' exactly-once guarantees, on a real SQLite file and a real PostgreSQL database.
 
 Every activity may run more than once (retries), compensations may overlap the steps they
 undo (a step that timed out is still running somewhere), and another execution of the same
@@ -25,6 +25,7 @@ from pizza_saga.order.example import GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.worker import INITIAL_STOCK, Stores, open_stores
 from tests.holding import StatementHold, wait_until_blocked
+from tests.postgres import SQLITE_ONLY
 
 LARGE, SMALL, MEDIUM = MENU
 ORDER = "XD001"
@@ -217,6 +218,7 @@ def test_charge_api_takes_only_the_last_four_digits() -> None:
         assert not [name for name in inspect.signature(method).parameters if "card" in name]
 
 
+@SQLITE_ONLY  # reads the SQLite file and its WAL byte by byte
 def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settings) -> None:
     stores.inventory.reserve(STOCK, SEED_ITEMS)
     stores.payments.charge(CHARGED, 3500, last4(GOOD_CARD))
