@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores, upgrade_stores
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
-from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores, upgrade_stores
 from tests.postgres import PostgresCluster, find_bindir, unavailable
 
 

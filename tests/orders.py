@@ -10,10 +10,10 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from pizza_saga.app import Stores
 from pizza_saga.order.example import example_order
 from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.worker import Stores
 
 RESULT_TIMEOUT = 60  # seconds; a stuck workflow fails the test instead of hanging it
 

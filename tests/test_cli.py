@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
+from pizza_saga.app import Stores, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.example import BROKEN_CARD
-from pizza_saga.worker import Stores, open_stores
 
 pytestmark = pytest.mark.devserver
 

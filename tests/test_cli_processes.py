@@ -22,6 +22,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
 
+from pizza_saga.app import SEARCH_ATTRIBUTES
 from pizza_saga.common.devserver import (
     DevServerConfig,
     PortInUse,
@@ -33,7 +34,6 @@ from pizza_saga.common.devserver import (
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for
-from pizza_saga.worker import SEARCH_ATTRIBUTES
 from tests.test_cli import Pizza, _processes_mentioning, new_number
 
 pytestmark = pytest.mark.devserver

@@ -14,10 +14,10 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_worker
 from pizza_saga.common.crypto import KEY_ID, KeyRing, KeyRingError
 from pizza_saga.common.temporal import binary, data_converter
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, build_worker
 from tests.orders import RESULT_TIMEOUT, net_money, new_order, start
 from tests.postgres import SQLITE_ONLY
 

@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import Stores, build_worker
 from pizza_saga.billing import cards
 from pizza_saga.order.client import (
     OrderAlreadyPlaced,
@@ -33,7 +34,6 @@ from pizza_saga.saga import (
     OperatorDecision,
     StepRecord,
 )
-from pizza_saga.worker import Stores, build_worker
 from tests.orders import (
     RESULT_TIMEOUT,
     OrderHandle,

@@ -31,13 +31,13 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import INITIAL_STOCK, Stores, build_worker
 from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
 from pizza_saga.saga import CompensationState
-from pizza_saga.worker import INITIAL_STOCK, Stores, build_worker
 from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, result_of, start
 from tests.pausing import PausePoint
 from tests.postgres import SQLITE_ONLY

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
+from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
@@ -31,7 +32,6 @@ from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
-from pizza_saga.worker import SEARCH_ATTRIBUTES, Stores, open_stores
 from tests.orders import new_order
 from tests.postgres import PostgresCluster
 

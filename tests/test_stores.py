@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import pytest
 
+from pizza_saga.app import INITIAL_STOCK, Stores, open_stores
 from pizza_saga.billing.cards import last4
 from pizza_saga.billing.store import CHARGE, REFUND, Charged, PaymentStore
 from pizza_saga.common.effects import AlreadyUndone, EffectKey, OwnedByAnotherExecution
@@ -23,7 +24,6 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import OutOfStock
 from pizza_saga.order.example import GOOD_CARD
 from pizza_saga.order.menu import MENU
-from pizza_saga.worker import INITIAL_STOCK, Stores, open_stores
 from tests.holding import StatementHold, wait_until_blocked
 from tests.postgres import SQLITE_ONLY
 

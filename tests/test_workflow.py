@@ -15,13 +15,13 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import Stores, build_worker
 from pizza_saga.bench.run import billable_actions
 from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, example_order
 from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from pizza_saga.saga import CompensationState, StepState
-from pizza_saga.worker import Stores, build_worker
 from tests.orders import (
     activities_run,
     activity_results,

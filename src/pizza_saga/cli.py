@@ -247,6 +247,7 @@ def server(
 
     Exits 3 if a port is taken, 1 if the dev server dies under it.
     """
+    from pizza_saga.app import SEARCH_ATTRIBUTES
     from pizza_saga.common.codec_server import serving, ui_origins
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
     from pizza_saga.common.devserver import (
@@ -257,7 +258,6 @@ def server(
         running_dev_server,
     )
     from pizza_saga.common.temporal import key_ring
-    from pizza_saga.worker import SEARCH_ATTRIBUTES
 
     settings = _settings()
     ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
@@ -350,9 +350,9 @@ def worker() -> None:
     Waits for Temporal if it is not up yet. On SIGTERM or Ctrl-C it stops taking tasks and
     lets running activities finish (at most PIZZA_SHUTDOWN_GRACE_SECONDS), then exits 0.
     """
+    from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
     from pizza_saga.common.faults import CrashAt
     from pizza_saga.common.logmask import install_card_masking
-    from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -392,6 +392,34 @@ def worker() -> None:
         log.info("worker stopped")
 
     _run_until_signal(run)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the HTTP API (/api, /docs) and the order pages, until Ctrl-C."""
+    import uvicorn
+
+    from pizza_saga.app import build_api, build_service, open_stores
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    async def run() -> None:
+        client = await _client(settings)
+        service = build_service(client, open_stores(settings), settings)
+        ui_url, namespace = _ui_url(settings)
+        web = build_api(service, ui_url=ui_url, namespace=namespace)
+        config = uvicorn.Config(web, host=host, port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        out.print(f"API and pages on http://{host}:{port} (docs: /docs; Ctrl-C to stop)")
+        await server.serve()
+        if not server.started:
+            _fail(f"--port {port}: cannot listen on {host}:{port}", EXIT_UNAVAILABLE)
+
+    _run(run())
 
 
 def new_order_number() -> str:
@@ -649,9 +677,9 @@ def inventory(
     ] = None,
 ) -> None:
     """Pizzas on hand (and, with --set, restock)."""
+    from pizza_saga.app import open_stores
     from pizza_saga.order.menu import MENU
     from pizza_saga.render import stock_table
-    from pizza_saga.worker import open_stores
 
     settings = _settings()
     changes: dict[str, int] = {}
@@ -677,8 +705,8 @@ def payments(
     as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
 ) -> None:
     """Every charge and refund, oldest first (amounts in cents, only the card's last 4)."""
+    from pizza_saga.app import open_stores
     from pizza_saga.render import payments_table
-    from pizza_saga.worker import open_stores
 
     entries = open_stores(_settings()).payments.payments()
     if as_json:
@@ -757,7 +785,7 @@ def demo(
     from pizza_saga.demo import run_demo
 
     settings = _settings()
-    from pizza_saga.worker import SEARCH_ATTRIBUTES
+    from pizza_saga.app import SEARCH_ATTRIBUTES
 
     server = DevServerConfig(
         db_filename=settings.server_db,
@@ -787,8 +815,8 @@ def db_upgrade() -> None:
     Run once per deployment before starting workers on a shared (PostgreSQL) database; the
     embedded SQLite default does this by itself.
     """
+    from pizza_saga.app import upgrade_stores
     from pizza_saga.common.db import open_engine, shown
-    from pizza_saga.worker import upgrade_stores
 
     settings = _settings()
     engine = open_engine(settings.store_url)

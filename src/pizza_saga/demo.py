@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
 from pizza_saga.common.codec_server import serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
@@ -19,7 +20,6 @@ from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect, key_ring
 from pizza_saga.order.client import OrderOutcome, order_outcome, order_request, place_order
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
-from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
 
 async def run_demo(

@@ -19,6 +19,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from pizza_saga.app import SEARCH_ATTRIBUTES, build_worker, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.settings import Settings
@@ -26,7 +27,6 @@ from pizza_saga.common.temporal import binary, data_converter
 from pizza_saga.order.client import resolve_order
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from pizza_saga.saga import CompensationState, OperatorAction, OperatorDecision
-from pizza_saga.worker import SEARCH_ATTRIBUTES, build_worker, open_stores
 from tests.orders import OrderHandle, new_order, start
 
 HERE = Path(__file__).parent

@@ -22,6 +22,7 @@ from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 
+from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
@@ -31,7 +32,6 @@ from pizza_saga.order.example import GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import OrderRequest, PizzaOrder, SagaPolicy
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.worker import SEARCH_ATTRIBUTES, open_stores
 
 ENGINE_PLANS = {
     # distance, inventory, charge, bill, driver (a regular activity in local mode too)

@@ -12,10 +12,10 @@ import logging
 
 from temporalio.worker import Worker
 
+from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
-from pizza_saga.worker import build_worker_for, open_stores, prepare_namespace
 
 
 async def main() -> None:

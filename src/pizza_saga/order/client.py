@@ -77,7 +77,7 @@ class OrderAlreadyPlaced(Exception):
     """An order with this number was placed before; each number is one order."""
 
 
-_STATUSES = {
+STATUS_OF: dict[WorkflowExecutionStatus, OrderStatus] = {
     WorkflowExecutionStatus.RUNNING: OrderStatus.RUNNING,
     WorkflowExecutionStatus.COMPLETED: OrderStatus.COMPLETED,
     WorkflowExecutionStatus.FAILED: OrderStatus.FAILED,
@@ -203,7 +203,7 @@ async def order_outcome(client: Client, order_number: str, *, wait: bool = True)
         )
         for p in description.raw_description.pending_activities
     ]
-    outcome.status = _STATUSES.get(description.status, OrderStatus.RUNNING)  # type: ignore[arg-type]
+    outcome.status = STATUS_OF.get(description.status, OrderStatus.RUNNING)  # type: ignore[arg-type]
     if not wait and outcome.status is not OrderStatus.RUNNING:
         await _settle(handle, outcome)
     try:

@@ -1,10 +1,15 @@
-"""The worker: hosts PizzaOrderWorkflow and its activities on the configured task queue."""
+"""The composition root: builds the stores, the worker, the order service and the API.
+
+Every process (`pizza worker`, `pizza api`, `pizza up`, the demo, the bench) composes itself
+from these functions and the settings; nothing else wires stores, activities or workflows.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -20,8 +25,12 @@ from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.menu import MENU
+from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
+
+if TYPE_CHECKING:  # the web framework is imported only by processes that serve HTTP
+    from fastapi import FastAPI
 
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""
@@ -122,3 +131,18 @@ def build_worker_for(
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         interceptors=interceptors,
     )
+
+
+def build_service(client: Client, stores: Stores, settings: Settings) -> OrderService:
+    """The order service over this client and these stores."""
+    return OrderService(
+        client=client, inventory=stores.inventory, payments=stores.payments, settings=settings
+    )
+
+
+def build_api(service: OrderService, *, ui_url: str, namespace: str) -> FastAPI:
+    """The HTTP API and pages over ``service``, linking orders to the Web UI at ``ui_url``."""
+    from pizza_saga.api import create_app
+    from pizza_saga.api.app import Links
+
+    return create_app(service, links=Links(ui_url=ui_url, namespace=namespace))

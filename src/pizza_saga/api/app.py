@@ -1,0 +1,32 @@
+"""Build the FastAPI app over an OrderService."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+
+from pizza_saga.api import health, problems
+from pizza_saga.order.service import OrderService
+
+
+@dataclass(frozen=True)
+class Links:
+    """Where the Temporal Web UI is, for links from orders to their workflows."""
+
+    ui_url: str
+    namespace: str
+
+
+def create_app(service: OrderService, *, links: Links) -> FastAPI:
+    """The API and the pages, over ``service``."""
+    app = FastAPI(
+        title="pizza-saga",
+        summary="Pizza orders that run as sagas on Temporal.",
+        version="0.1.0",
+    )
+    app.state.service = service
+    app.state.links = links
+    problems.install(app)
+    app.include_router(health.router)
+    return app

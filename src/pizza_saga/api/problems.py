@@ -1,0 +1,106 @@
+"""Every error as ``application/problem+json`` (RFC 9457), never a stack trace.
+
+The service's typed errors map to HTTP statuses here, once; validation errors name the
+field (a JSON pointer into the request) and the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from pizza_saga.order.service import (
+    AlreadyFinished,
+    InvalidInput,
+    NothingToResolve,
+    NoWorker,
+    OrderAlreadyPlaced,
+    OrderNotFound,
+    ServiceError,
+    TemporalUnavailable,
+)
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[ServiceError], int] = {
+    InvalidInput: 422,
+    OrderNotFound: 404,
+    OrderAlreadyPlaced: 409,
+    AlreadyFinished: 409,
+    NothingToResolve: 409,
+    TemporalUnavailable: 503,
+    NoWorker: 503,
+}
+TITLES = {
+    400: "Bad request",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Invalid input",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """An error a route answers with, as a problem document."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
+    """A problem response: type, title, status, detail, and any extension members."""
+    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    body["detail"] = detail
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
+
+
+def _pointer(location: tuple[Any, ...] | list[Any]) -> str:
+    """A JSON pointer (or parameter name) from pydantic's error location."""
+    where = list(location)
+    if where and where[0] == "body":
+        return "/" + "/".join(str(part) for part in where[1:])
+    return str(where[-1]) if where else ""
+
+
+def install(app: FastAPI) -> None:
+    """Answer every error of ``app`` as a problem document."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, err: ServiceError) -> JSONResponse:
+        status = next((code for kind, code in STATUS_OF.items() if isinstance(err, kind)), 500)
+        extra: dict[str, Any] = {}
+        if isinstance(err, InvalidInput) and err.field:
+            extra["errors"] = [{"field": err.field, "reason": err.reason}]
+        return problem(status, str(err), **extra)
+
+    @app.exception_handler(Problem)
+    async def route_problem(_: Request, err: Problem) -> JSONResponse:
+        return problem(err.status, err.detail, **err.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _pointer(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))}
+            for e in err.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        return problem(422, detail or "invalid request", errors=errors)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> JSONResponse:
+        return problem(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return problem(500, "the service failed unexpectedly; the error is in its log")
