@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from pizza_saga.app import Stores, open_stores
+from pizza_saga.app import Stores, build_service, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import BROKEN_CARD
 
 pytestmark = pytest.mark.devserver
@@ -124,11 +125,22 @@ def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
             processes.append(cli.spawn(logs / f"{name}.log", *args))
             if name == "server":
                 asyncio.run(wait_until_ready(f"localhost:{cli.port}"))
+        asyncio.run(wait_for_worker(cli))
         yield cli
     finally:
         for process in reversed(processes):
             process.terminate()
             process.wait(timeout=30)
+
+
+async def wait_for_worker(pizza: Pizza) -> None:
+    """Return once a worker polls the CLI's task queue (`pizza order` refuses to place before)."""
+    settings = pizza.settings
+    client = await connect(settings, f"localhost:{pizza.port}")
+    service = build_service(client, open_stores(settings), settings)
+    async with asyncio.timeout(COMMAND_TIMEOUT):
+        while not await service.worker_polling():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 def new_number() -> str:
@@ -353,6 +365,20 @@ def test_bad_order_files_are_rejected_with_the_field_and_the_reason(
         number = json.loads(text)["order_number"]
         unknown = pizza.run("status", number)
         assert unknown.returncode == 2 and "no order" in unknown.stderr
+
+
+def test_an_order_with_no_worker_on_its_queue_is_refused_at_once(pizza: Pizza) -> None:
+    before = pizza.stock()
+    number = f"XD{uuid.uuid4().hex[:8].upper()}"
+
+    done = pizza.run("order", "--order-number", number, PIZZA_TASK_QUEUE="nobody-polls-this")
+
+    assert done.returncode == 3, done.stderr
+    assert "no worker polls task queue nobody-polls-this" in done.stderr
+    assert "pizza worker" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert pizza.stock() == before
+    assert pizza.run("status", number).returncode == 2  # nothing was placed
 
 
 def test_unreachable_server_is_a_clear_error(pizza: Pizza) -> None:

@@ -328,7 +328,57 @@ def test_resolve_of_a_completed_order_says_it_has_finished(pizza: Pizza, orders:
 
     done = pizza.run("resolve", number, "--retry")  # refused: changes nothing
 
-    error = _one_line_error(done)
-    assert "has finished" in error
+    error = _one_line_error(done, code=4)
+    assert "has already finished" in error
     assert number in error
     assert pizza.net_charged(number) == 3500
+
+
+def test_cancel_of_a_finished_order_says_nothing_was_cancelled(
+    pizza: Pizza, orders: list[str]
+) -> None:
+    number = new_number()
+    orders.append(number)
+    assert _json(pizza.run("order", "--order-number", number, "--json"))["status"] == "COMPLETED"
+
+    done = pizza.run("cancel", number)
+
+    error = _one_line_error(done, code=4)
+    assert f"order {number} has already finished (COMPLETED): nothing cancelled" in error
+    assert pizza.net_charged(number) == 3500
+
+
+def test_an_order_whose_rollback_waits_for_an_operator_says_so_while_it_waits(
+    pizza: Pizza, orders: list[str], tmp_path: Path
+) -> None:
+    order = _json(pizza.run("order", "--example"))
+    order["customer"]["email"] = BOUNCING_EMAIL
+    order["credit_card_info"]["number"] = cards.REFUND_FAILING_CARD
+    number = order["order_number"] = new_number()
+    orders.append(number)
+    order_file = tmp_path / "order.json"
+    order_file.write_text(json.dumps(order), encoding="utf-8")
+    waiting = subprocess.Popen(
+        pizza.command("order", "--file", str(order_file)),
+        env={**pizza.env, "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.05"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert waiting.stderr is not None
+        said = waiting.stderr.readline()  # blocks until the command says something
+        assert f"Order {number} waits for an operator" in said, said
+        assert f"pizza resolve {number} --retry" in said
+        assert waiting.poll() is None, "it keeps waiting for the outcome"
+
+        assert _json(pizza.run("resolve", number, "--retry", "--json"))["compensation_state"] == (
+            "COMPENSATED"
+        )
+        assert waiting.wait(timeout=WAIT_SECONDS) == 1  # rolled back: failed, as the seed's
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert pizza.net_charged(number) == 0

@@ -34,7 +34,7 @@ from pizza_saga.common.devserver import (
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for
-from tests.test_cli import Pizza, _processes_mentioning, new_number
+from tests.test_cli import Pizza, _processes_mentioning, new_number, wait_for_worker
 
 pytestmark = pytest.mark.devserver
 
@@ -146,6 +146,7 @@ async def test_worker_started_before_temporal_keeps_trying_then_serves_orders(
     await until("two failed attempts in the worker's log", lambda: text(log).count(address) >= 2)
     assert worker.poll() is None, text(log)
     async with running_dev_server(dev_server_for(pizza), tmp_path / "server.log"):
+        await wait_for_worker(pizza)  # it reconnects by itself, within its backoff
         done = await asyncio.to_thread(pizza.run, "order", "--json")
 
     assert done.returncode == 0, (done.stderr, text(log))
@@ -204,6 +205,7 @@ async def test_sigterm_lets_the_running_activity_finish_then_the_worker_exits_0(
     async with running_dev_server(dev_server_for(pizza), tmp_path / "server.log"):
         client = await client_of(pizza)
         processes.append(first := pizza.spawn(first_log, "worker"))
+        await wait_for_worker(pizza)
         number = new_number()
         placed = await asyncio.to_thread(
             pizza.run, "order", "--order-number", number, "--no-wait", PIZZA_DRIVER_SECONDS="3"
@@ -248,6 +250,7 @@ async def test_activity_outlasting_the_grace_period_is_retried_by_another_worker
         processes.append(
             first := pizza.spawn(first_log, "worker", PIZZA_SHUTDOWN_GRACE_SECONDS="0.5")
         )
+        await wait_for_worker(pizza)
         number = new_number()
         placed = await asyncio.to_thread(
             pizza.run, "order", "--order-number", number, "--no-wait", PIZZA_DRIVER_SECONDS="3"

@@ -133,8 +133,8 @@ def build_worker_for(
     )
 
 
-def build_service(client: Client, stores: Stores, settings: Settings) -> OrderService:
-    """The order service over this client and these stores."""
+def build_service(client: Client | None, stores: Stores, settings: Settings) -> OrderService:
+    """The order service over this client and these stores (no client: stock and payments only)."""
     return OrderService(
         client=client, inventory=stores.inventory, payments=stores.payments, settings=settings
     )

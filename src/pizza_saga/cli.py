@@ -40,6 +40,8 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+EXIT_CONFLICT = 4
+"""The order is not in a state the command can act on (finished, nothing waits)."""
 
 CONNECT_RETRY_FIRST_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 10.0
@@ -61,6 +63,7 @@ def main() -> None:
     from temporalio.service import RPCError
 
     from pizza_saga.common.db import StoreError
+    from pizza_saga.order.service import ServiceError
 
     code: int = 0
     try:
@@ -73,11 +76,30 @@ def main() -> None:
     except StoreError as e:
         err.print(f"[red]error:[/] {escape(str(e))}")
         code = EXIT_INVALID
+    except ServiceError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        code = _exit_code(e)
     except RPCError as e:
         # The service said no (permissions, limits, outage): its words, not a traceback.
         err.print(f"[red]error:[/] Temporal refused the request: {e.message}")
         code = EXIT_UNAVAILABLE
     _exit(code)
+
+
+def _exit_code(error: Exception) -> int:
+    """The exit status of a service error (the API answers the same errors with HTTP codes)."""
+    from pizza_saga.order.service import (
+        AlreadyFinished,
+        NothingToResolve,
+        NoWorker,
+        TemporalUnavailable,
+    )
+
+    if isinstance(error, AlreadyFinished | NothingToResolve):
+        return EXIT_CONFLICT
+    if isinstance(error, TemporalUnavailable | NoWorker):
+        return EXIT_UNAVAILABLE
+    return EXIT_INVALID
 
 
 def _exit(code: int) -> NoReturn:
@@ -488,52 +510,63 @@ def order(
     raise typer.Exit(code)
 
 
+async def _service(settings: Settings, *, temporal: bool = True) -> Any:
+    """The order service over the configured stores (and Temporal, unless ``temporal=False``)."""
+    from pizza_saga.app import build_service, open_stores
+
+    client = await _client(settings) if temporal else None
+    return build_service(client, open_stores(settings), settings)
+
+
 async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: bool) -> int:
-    from pizza_saga.order.client import (
-        OrderAlreadyPlaced,
-        OrderStatus,
-        order_outcome,
-        order_request,
-        place_order,
-    )
+    from pizza_saga.order.client import OrderStatus
     from pizza_saga.render import print_outcome, workflow_url
 
-    client = await _client(settings)
-    try:
-        handle = await place_order(
-            client, order_request(pizza_order, settings), task_queue=settings.task_queue
-        )
-    except OrderAlreadyPlaced:
-        _fail(
-            f"order {pizza_order.order_number} was already placed; "
-            "give a new --order-number (see `pizza status`)"
-        )
+    service = await _service(settings)
+    placed = await service.place(pizza_order)
     ui_url, namespace = _ui_url(settings)
     if not wait:
         if as_json:
             _print_json(
-                json.dumps(
-                    {
-                        "order_number": pizza_order.order_number,
-                        "workflow_id": handle.id,
-                        "run_id": handle.result_run_id,
-                        "status": "RUNNING",
-                    }
-                )
+                placed.model_dump_json(include={"order_number", "workflow_id", "run_id", "status"})
             )
         else:
             out.print(
-                f"Order {pizza_order.order_number} placed: "
-                f"{workflow_url(ui_url, namespace, handle.id, handle.result_run_id)}",
+                f"Order {placed.order_number} placed: "
+                f"{workflow_url(ui_url, namespace, placed.workflow_id, placed.run_id)}",
                 soft_wrap=True,
             )
         return 0
-    outcome = await order_outcome(client, pizza_order.order_number)
+    outcome = await _follow(service, placed.order_number)
     if as_json:
         _print_json(outcome.model_dump_json())
     else:
         print_outcome(out, outcome, ui_url, namespace)
     return 0 if outcome.status is OrderStatus.COMPLETED else EXIT_FAILED
+
+
+async def _follow(service: Any, order_number: str) -> Any:
+    """The order's final outcome; says on stderr, once, when its rollback needs a person."""
+    from pizza_saga.saga import CompensationState
+
+    told: set[str] = set()
+    outcome = None
+    async for outcome in service.watch(order_number):
+        for record in outcome.ledger or []:
+            if (
+                record.compensation_state is CompensationState.NEEDS_OPERATOR
+                and record.step not in told
+            ):
+                told.add(record.step)
+                err.print(
+                    f"Order {order_number} waits for an operator: {record.compensation} "
+                    f"(undoing {record.step}) failed {record.compensation_attempts} times"
+                    f" ({escape(record.compensation_error or 'no error recorded')}). Run "
+                    f"`pizza resolve {order_number} --retry` or "
+                    f"`pizza resolve {order_number} --skip --reason TEXT`; still waiting..."
+                )
+    assert outcome is not None
+    return outcome
 
 
 @app.command()
@@ -542,21 +575,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """An order's outcome so far and its saga ledger."""
-    from temporalio.service import RPCError, RPCStatusCode
-
-    from pizza_saga.order.client import order_outcome
     from pizza_saga.render import print_outcome
 
     settings = _settings()
 
     async def run() -> None:
-        client = await _client(settings)
-        try:
-            outcome = await order_outcome(client, order_number, wait=False)
-        except RPCError as e:
-            if e.status is RPCStatusCode.NOT_FOUND:
-                _fail(f"no order {order_number!r} is known to Temporal")
-            raise
+        outcome = await (await _service(settings)).outcome(order_number)
         if as_json:
             _print_json(outcome.model_dump_json())
         else:
@@ -572,22 +596,22 @@ def cancel(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Ask, and return.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
-    """Cancel an order: what it did is undone, then it ends CANCELLED (exit 0)."""
-    from pizza_saga.order.client import NoSuchOrder, OrderStatus, cancel_order, order_outcome
+    """Cancel an order: what it did is undone, then it ends CANCELLED (exit 0).
+
+    Exit 4 when the order has already finished (nothing is cancelled).
+    """
+    from pizza_saga.order.client import OrderStatus
     from pizza_saga.render import print_outcome
 
     settings = _settings()
 
     async def run() -> int:
-        client = await _client(settings)
-        try:
-            await cancel_order(client, order_number)
-        except NoSuchOrder:
-            _fail(f"no order {order_number!r} is known to Temporal")
+        service = await _service(settings)
+        await service.cancel(order_number)
         if no_wait:
             out.print(f"Cancellation of order {order_number} requested")
             return 0
-        outcome = await order_outcome(client, order_number)
+        outcome = await _follow(service, order_number)
         if as_json:
             _print_json(outcome.model_dump_json())
         else:
@@ -610,32 +634,31 @@ def resolve(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the step as JSON.")] = False,
 ) -> None:
-    """Decide about a compensation that needs an operator (see `pizza needs-operator`)."""
+    """Decide about a compensation that needs an operator (see `pizza needs-operator`).
+
+    Exit 4 when nothing waits for that decision (or the order has finished).
+    """
     from pydantic import TypeAdapter
 
-    from pizza_saga.order.client import NoSuchOrder, resolve_order
     from pizza_saga.render import ledger_table
-    from pizza_saga.saga import OperatorAction, OperatorDecision, StepRecord
+    from pizza_saga.saga import OperatorAction, StepRecord
 
     if retry == skip:
         _fail("say either --retry or --skip")
-    if skip and not (reason or "").strip():
-        _fail("--reason: say why the compensation is skipped (it is kept in the ledger)")
-    if reason is not None and len(reason) > 500:
-        _fail("--reason: at most 500 characters")
-    decision = OperatorDecision(
-        action=OperatorAction.RETRY if retry else OperatorAction.SKIP, step=step, reason=reason
-    )
     settings = _settings()
 
     async def run() -> None:
-        client = await _client(settings)
+        from pizza_saga.order.service import InvalidInput
+
         try:
-            record = await resolve_order(client, order_number, decision)
-        except NoSuchOrder:
-            _fail(f"no order {order_number!r} is known to Temporal")
-        except ValueError as e:
-            _fail(f"order {order_number}: {e}")
+            record = await (await _service(settings)).resolve(
+                order_number,
+                action=OperatorAction.RETRY if retry else OperatorAction.SKIP,
+                step=step,
+                reason=reason,
+            )
+        except InvalidInput as e:
+            _fail(f"--{e.field}: {e.reason}" if e.field else str(e))
         if as_json:
             _print_json(TypeAdapter(StepRecord).dump_json(record).decode())
         else:
@@ -649,12 +672,18 @@ def needs_operator(
     as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
 ) -> None:
     """Orders whose rollback waits for an operator's decision."""
-    from pizza_saga.order.client import orders_needing_operator
-
     settings = _settings()
 
     async def run() -> None:
-        numbers = await orders_needing_operator(await _client(settings))
+        service = await _service(settings)
+        numbers: list[str] = []
+        token = None
+        while True:
+            page = await service.list_orders(needs_operator=True, page_token=token)
+            numbers += [summary.order_number for summary in page.orders]
+            token = page.next_page_token
+            if token is None:
+                break
         if as_json:
             _print_json(json.dumps(numbers))
         elif numbers:
@@ -677,23 +706,21 @@ def inventory(
     ] = None,
 ) -> None:
     """Pizzas on hand (and, with --set, restock)."""
-    from pizza_saga.app import open_stores
-    from pizza_saga.order.menu import MENU
+    from pizza_saga.order.service import InvalidInput
     from pizza_saga.render import stock_table
 
     settings = _settings()
     changes: dict[str, int] = {}
     for assignment in set_ or []:
         item, sep, quantity = assignment.rpartition("=")
-        if not sep or item not in MENU:
-            _fail(f"--set {assignment!r}: item must be on the menu: {', '.join(MENU)}")
-        if not quantity.isdigit() or int(quantity) > 1_000_000:
-            _fail(f"--set {assignment!r}: quantity must be a whole number from 0 to 1000000")
+        if not sep or not quantity.isdigit():
+            _fail(f"--set {assignment!r}: say ITEM=QUANTITY, with a whole number")
         changes[item] = int(quantity)
-    stores = open_stores(settings)
-    if changes:
-        stores.inventory.stock_up(changes, overwrite=True)
-    stock = stores.inventory.on_hand()
+    service = _run(_service(settings, temporal=False))
+    try:
+        stock = service.set_stock(changes) if changes else service.stock()
+    except InvalidInput as e:
+        _fail(f"--set: {e}")
     if as_json:
         _print_json(json.dumps(stock))
     else:
@@ -703,12 +730,15 @@ def inventory(
 @app.command()
 def payments(
     as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+    order_number: Annotated[
+        str | None, typer.Option(help="Only this order's charge and refund.")
+    ] = None,
 ) -> None:
     """Every charge and refund, oldest first (amounts in cents, only the card's last 4)."""
-    from pizza_saga.app import open_stores
     from pizza_saga.render import payments_table
 
-    entries = open_stores(_settings()).payments.payments()
+    service = _run(_service(_settings(), temporal=False))
+    entries = service.payments(order_number=order_number)
     if as_json:
         _print_json(
             json.dumps(

@@ -137,7 +137,7 @@ class OrderService:
     def __init__(
         self,
         *,
-        client: Client,
+        client: Client | None,
         inventory: InventoryStore,
         payments: PaymentStore,
         settings: Settings,
@@ -146,6 +146,13 @@ class OrderService:
         self._inventory = inventory
         self._payments = payments
         self._settings = settings
+
+    @property
+    def _temporal(self) -> Client:
+        """The Temporal client; stock and payments work without one (``client=None``)."""
+        if self._client is None:
+            raise TemporalUnavailable("this service was built without a Temporal client")
+        return self._client
 
     @property
     def task_queue(self) -> str:
@@ -163,7 +170,7 @@ class OrderService:
             raise NoWorker(self.task_queue)
         request = orders.order_request(order, self._settings)
         try:
-            handle = await orders.place_order(self._client, request, task_queue=self.task_queue)
+            handle = await orders.place_order(self._temporal, request, task_queue=self.task_queue)
         except orders.OrderAlreadyPlaced:
             raise OrderAlreadyPlaced(order.order_number) from None
         except RPCError as err:
@@ -205,7 +212,7 @@ class OrderService:
         if status is not OrderStatus.RUNNING:
             raise AlreadyFinished(order_number, status, "nothing cancelled")
         try:
-            await orders.cancel_order(self._client, order_number)
+            await orders.cancel_order(self._temporal, order_number)
         except orders.NoSuchOrder:
             raise OrderNotFound(order_number) from None
 
@@ -230,7 +237,7 @@ class OrderService:
         if status is not OrderStatus.RUNNING:
             raise AlreadyFinished(order_number, status, "nothing waits for an operator")
         try:
-            return await orders.resolve_order(self._client, order_number, decision)
+            return await orders.resolve_order(self._temporal, order_number, decision)
         except orders.NoSuchOrder:
             raise OrderNotFound(order_number) from None
         except ValueError as err:
@@ -256,7 +263,7 @@ class OrderService:
             token = bytes.fromhex(page_token) if page_token else None
         except ValueError:
             raise InvalidInput("not a page token from this service", field="page_token") from None
-        pages = self._client.list_workflows(
+        pages = self._temporal.list_workflows(
             " AND ".join(clauses), page_size=page_size, next_page_token=token
         )
         try:
@@ -316,9 +323,9 @@ class OrderService:
     async def worker_polling(self) -> bool:
         """Whether a worker has polled the order task queue lately (True if unknowable)."""
         try:
-            described = await self._client.workflow_service.describe_task_queue(
+            described = await self._temporal.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
-                    namespace=self._client.namespace,
+                    namespace=self._temporal.namespace,
                     task_queue=TaskQueue(name=self.task_queue),
                     task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
                 )
@@ -350,7 +357,7 @@ class OrderService:
     # --- Internals --------------------------------------------------------------------------
 
     async def _status(self, order_number: str) -> OrderStatus:
-        handle = self._client.get_workflow_handle(workflow_id_for(order_number))
+        handle = self._temporal.get_workflow_handle(workflow_id_for(order_number))
         try:
             description = await handle.describe()
         except RPCError as err:
@@ -362,7 +369,7 @@ class OrderService:
 
     async def _outcome(self, order_number: str, *, wait: bool) -> OrderOutcome:
         try:
-            return await orders.order_outcome(self._client, order_number, wait=wait)
+            return await orders.order_outcome(self._temporal, order_number, wait=wait)
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise OrderNotFound(order_number) from None
