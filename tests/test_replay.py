@@ -45,7 +45,9 @@ def test_every_scenario_has_a_recorded_history() -> None:
 @pytest.mark.parametrize("name", HISTORIES)
 async def test_recorded_history_replays_deterministically(name: str) -> None:
     history = WorkflowHistory.from_json(name, HISTORIES[name])
-    replayer = Replayer(workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS))
+    replayer = Replayer(
+        workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS, strict=True)
+    )
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
+    from pizza_saga.common.temporal import worker_client
     from pizza_saga.saga import (
         COMPENSATION_ERROR,
         DEADLINE_ERROR,
@@ -149,7 +150,10 @@ async def client(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[Client
     contexts.clear()
     hanging.clear()
     async with Worker(
-        time_skipping_env.client, task_queue=TASK_QUEUE, workflows=[ToySaga], activities=[do, undo]
+        worker_client(time_skipping_env.client),
+        task_queue=TASK_QUEUE,
+        workflows=[ToySaga],
+        activities=[do, undo],
     ):
         yield time_skipping_env.client
 

@@ -13,7 +13,7 @@ from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
 from pizza_saga.common.db import open_database
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import ensure_search_attributes
+from pizza_saga.common.temporal import ensure_search_attributes, worker_client
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
@@ -52,11 +52,14 @@ async def prepare_namespace(client: Client) -> None:
 def build_worker(
     client: Client, stores: Stores, *, interceptors: Sequence[Interceptor] = ()
 ) -> Worker:
-    """A worker for the order workflow and every activity it calls."""
+    """A worker for the order workflow and every activity it calls.
+
+    It reads payloads strictly: only what the product's codec encrypted (`worker_client`).
+    """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments)
     return Worker(
-        client,
+        worker_client(client),
         task_queue=TASK_QUEUE,
         workflows=[PizzaOrderWorkflow],
         activities=[

@@ -14,7 +14,7 @@ from temporalio.worker import Worker
 
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect
+from pizza_saga.common.temporal import connect, worker_client
 from pizza_saga.worker import build_worker, open_stores, prepare_namespace
 
 
@@ -24,7 +24,7 @@ async def main() -> None:
     await prepare_namespace(client)
     orders = build_worker(client, open_stores(settings))
     baseline = Worker(
-        client,
+        worker_client(client),
         task_queue=BASELINE_TASK_QUEUE,
         workflows=[BaselineWorkflow],
         activities=[noop, fail],
