@@ -87,12 +87,25 @@ async def failure_of(clients: Clients, workflow_id: str) -> ApplicationError:
     return error
 
 
+async def no_input(c: Clients) -> str:
+    return await start(c.plain)
+
+
+async def two_inputs(c: Clients) -> str:
+    request = OrderRequest(order=new_order())
+    return await start(c.product, request, request)
+
+
 async def two_plain_inputs(c: Clients) -> str:
     return await start(c.plain, order_json(), order_json())
 
 
 async def null_plain(c: Clients) -> str:
     return await start(c.plain, None)
+
+
+async def null_encrypted(c: Clients) -> str:
+    return await start(c.product, None)
 
 
 async def unknown_encoding_plain(c: Clients) -> str:
@@ -128,8 +141,15 @@ Case = Callable[[Clients], Awaitable[str]]
 @pytest.mark.parametrize(
     ("start_run", "error_type", "expected"),
     [
+        (
+            no_input,
+            "WorkflowArgumentError",
+            "PizzaOrderWorkflow takes 1 argument (request: OrderRequest); it was started with 0",
+        ),
+        (two_inputs, "WorkflowArgumentError", "it was started with 2"),
         (two_plain_inputs, "RejectedPayloadError", NOT_ENCRYPTED),
         (null_plain, "RejectedPayloadError", f"{NOT_ENCRYPTED} (encoding 'binary/null')"),
+        (null_encrypted, "WorkflowArgumentError", "needs an order request, not null"),
         (unknown_encoding_plain, "RejectedPayloadError", NOT_ENCRYPTED),
         (unknown_encoding_encrypted, "RejectedPayloadError", "encoding 'binary/x-pizza'"),
         (unknown_key, "RejectedPayloadError", "key 'x', which this worker does not have"),

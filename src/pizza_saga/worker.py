@@ -11,6 +11,7 @@ from temporalio.worker import Interceptor, Worker
 from pizza_saga import TASK_QUEUE
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
+from pizza_saga.common.arguments import WorkflowArgumentCheck
 from pizza_saga.common.db import open_database
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import ensure_search_attributes, worker_client
@@ -54,7 +55,8 @@ def build_worker(
 ) -> Worker:
     """A worker for the order workflow and every activity it calls.
 
-    It reads payloads strictly: only what the product's codec encrypted (`worker_client`).
+    It reads payloads strictly (only what the product's codec encrypted, see
+    `worker_client`) and fails a run started with the wrong number of arguments at once.
     """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments)
@@ -71,5 +73,5 @@ def build_worker(
             billing.refund_customer,
             billing.send_bill,
         ],
-        interceptors=interceptors,
+        interceptors=[WorkflowArgumentCheck(), *interceptors],
     )
