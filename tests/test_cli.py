@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from pizza_saga import TASK_QUEUE
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, connect
-from pizza_saga.order.example import BROKEN_CARD, example_order
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.workflow import workflow_id_for
 from pizza_saga.worker import Stores, open_stores
 
@@ -205,6 +206,67 @@ def _temporal(pizza: Pizza, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=COMMAND_TIMEOUT,
     )
+
+
+async def _failed(pizza: Pizza, number: str) -> None:
+    """Wait for the order's run to close Failed; a run still open after 30 s fails the test."""
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(client.get_workflow_handle(workflow_id_for(number)).result(), 30)
+
+
+async def test_status_of_an_order_whose_input_failed_validation_shows_the_failure(
+    pizza: Pizza,
+) -> None:
+    # Another client, with the product's codec, sends an order the workflow's models refuse;
+    # the validation error quotes the bad card number, which is shown masked only.
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    bad = example_order(order_number=new_number()).model_dump()
+    bad["credit_card_info"]["number"] = GOOD_CARD + "x"
+    number = bad["order_number"]
+    await client.start_workflow(
+        "PizzaOrderWorkflow", {"order": bad}, id=workflow_id_for(number), task_queue=TASK_QUEUE
+    )
+    await _failed(pizza, number)
+
+    shown = pizza.run("status", number)
+    as_json = pizza.run("status", number, "--json")
+
+    assert (shown.returncode, as_json.returncode) == (0, 0), shown.stderr + as_json.stderr
+    assert "Traceback" not in shown.stderr + as_json.stderr
+    assert f"Order {number}: FAILED ValidationError:" in shown.stdout
+    assert "credit_card_info.number" in shown.stdout
+    assert "input_value='424242******4242x'" in shown.stdout
+    outcome = json.loads(as_json.stdout)
+    assert (outcome["status"], outcome["error"]["type"]) == ("FAILED", "ValidationError")
+    assert "424242******4242x" in outcome["error"]["message"]
+    assert not outcome["ledger"]
+    assert GOOD_CARD not in shown.stdout + as_json.stdout
+
+
+async def test_plaintext_order_from_the_temporal_cli_is_refused_and_charges_nothing(
+    pizza: Pizza,
+) -> None:
+    request = {"order": example_order(order_number=new_number()).model_dump(mode="json")}
+    number = request["order"]["order_number"]
+    stock = pizza.stock()
+
+    started = _temporal(
+        pizza,
+        *("workflow", "start", "--task-queue", TASK_QUEUE, "--type", "PizzaOrderWorkflow"),
+        *("--workflow-id", workflow_id_for(number), "--input", json.dumps(request)),
+    )
+    assert started.returncode == 0, started.stderr
+    await _failed(pizza, number)
+    done = pizza.run("status", number, "--json")
+
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    outcome = json.loads(done.stdout)
+    assert (outcome["status"], outcome["error"]["type"]) == ("FAILED", "RejectedPayloadError")
+    assert "encrypt with the product's codec" in outcome["error"]["message"]
+    assert not outcome["ledger"]
+    assert pizza.net_charged(number) == 0
+    assert pizza.stock() == stock
 
 
 async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
