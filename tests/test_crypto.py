@@ -18,10 +18,12 @@ from pizza_saga.common.codec_server import build_app
 from pizza_saga.common.crypto import (
     ENCODING,
     KEY_ID,
+    REJECTED_ENCODING,
     EncryptionCodec,
     KeyRing,
     KeyRingError,
     load_or_create_key_file,
+    rejection_reason,
 )
 from pizza_saga.common.devserver import free_port
 from pizza_saga.common.logmask import install_card_masking, mask_card_numbers
@@ -73,6 +75,26 @@ async def test_tampered_payload_is_refused() -> None:
 async def test_unencrypted_payloads_pass_through_decode() -> None:
     codec = EncryptionCodec(KeyRing.generate())
     assert await codec.decode([plain("old")]) == [plain("old")]
+
+
+async def test_strict_codec_replaces_what_it_cannot_read_by_a_marker_without_the_data() -> None:
+    ring = KeyRing.generate("k1")
+    strict = EncryptionCodec(ring, strict=True)
+    [stranger] = await EncryptionCodec(KeyRing.generate("k9")).encode([plain(CARD)])
+    [tampered] = await EncryptionCodec(ring).encode([plain(CARD)])
+    tampered.data = tampered.data[:-1] + bytes([tampered.data[-1] ^ 1])
+    [good] = await EncryptionCodec(ring).encode([plain(CARD)])
+
+    decoded = await strict.decode([plain(CARD), stranger, tampered, good])
+
+    assert [p.metadata["encoding"] for p in decoded] == [REJECTED_ENCODING] * 3 + [b"json/plain"]
+    assert [rejection_reason(p).split(":")[0] for p in decoded[:3]] == [
+        "the payload was not encrypted (encoding 'json/plain')",
+        "payload encrypted with key 'k9', which this worker does not have",
+        "payload under key 'k1' does not decrypt",
+    ]
+    assert all(p.data == b"" and CARD.encode() not in p.SerializeToString() for p in decoded[:3])
+    assert decoded[3] == plain(CARD)
 
 
 @pytest.mark.parametrize(

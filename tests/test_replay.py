@@ -60,7 +60,9 @@ async def _workflow_id(history_json: str) -> str:
 @pytest.mark.parametrize("name", HISTORIES)
 async def test_recorded_history_replays_deterministically(name: str) -> None:
     history = WorkflowHistory.from_json(await _workflow_id(HISTORIES[name]), HISTORIES[name])
-    replayer = Replayer(workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS))
+    replayer = Replayer(
+        workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS, strict=True)
+    )
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
 

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
+    from pizza_saga.common.temporal import worker_client
     from pizza_saga.saga import (
         COMPENSATION_ERROR,
         DEADLINE_ERROR,
@@ -162,7 +163,10 @@ async def toys(time_skipping_env: WorkflowEnvironment, task_queue: str) -> Async
     contexts.clear()
     hanging.clear()
     async with Worker(
-        time_skipping_env.client, task_queue=task_queue, workflows=[ToySaga], activities=[do, undo]
+        worker_client(time_skipping_env.client),
+        task_queue=task_queue,
+        workflows=[ToySaga],
+        activities=[do, undo],
     ):
         yield Toys(time_skipping_env.client, task_queue)
 

@@ -17,9 +17,10 @@ from temporalio.worker import Interceptor, Worker
 
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
+from pizza_saga.common.arguments import WorkflowArgumentCheck
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import ensure_search_attributes
+from pizza_saga.common.temporal import ensure_search_attributes, worker_client
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
@@ -89,13 +90,15 @@ def build_worker(
 ) -> Worker:
     """A worker for the order workflow and every activity it calls, polling ``task_queue``.
 
-    Slots left None take the SDK's default; ``graceful_shutdown_timeout`` is how long running
-    activities may go on after ``shutdown()`` before they are cancelled.
+    It reads payloads strictly (only what the product's codec encrypted, see `worker_client`)
+    and fails a run started with the wrong number of arguments at once. Slots left None take
+    the SDK's default; ``graceful_shutdown_timeout`` is how long running activities may go on
+    after ``shutdown()`` before they are cancelled.
     """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments)
     return Worker(
-        client,
+        worker_client(client),
         task_queue=task_queue,
         workflows=[PizzaOrderWorkflow],
         activities=[
@@ -110,7 +113,7 @@ def build_worker(
         max_concurrent_activities=activity_slots,
         max_concurrent_workflow_tasks=workflow_slots,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
-        interceptors=interceptors,
+        interceptors=[WorkflowArgumentCheck(), *interceptors],
     )
 
 

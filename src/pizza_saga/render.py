@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pizza_saga.billing.store import PaymentEntry
@@ -47,7 +48,7 @@ def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespac
             f"bill {c.confirmation_number}"
         )
     if outcome.error is not None:
-        line += f" [red]{outcome.error.type}: {outcome.error.message}[/]"
+        line += f" [red]{escape(outcome.error.type)}: {escape(outcome.error.message)}[/]"
     console.print(line, highlight=False)
     if outcome.ledger is not None:
         console.print(ledger_table(outcome.ledger))
@@ -64,13 +65,17 @@ def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespac
                 f'{outcome.order_number} --skip --reason "..."`.'
             )
     else:
-        console.print("[dim]ledger unavailable: no worker answered (start `pizza worker`)[/]")
+        console.print(f"[dim]ledger unavailable: {outcome.ledger_unavailable}[/]")
     url = workflow_url(ui_url, namespace, outcome.workflow_id, outcome.run_id)
     for pending in outcome.pending_activities:
         if pending.attempt > 1:
             console.print(
                 f"[yellow]{pending.activity_id}: attempt {pending.attempt}[/]"
-                + (f", last failure: {pending.last_failure}" if pending.last_failure else "")
+                + (
+                    f", last failure: {escape(pending.last_failure)}"
+                    if pending.last_failure
+                    else ""
+                )
             )
     console.print(f"Web UI: {url}", highlight=False, soft_wrap=True)
 

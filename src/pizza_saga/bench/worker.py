@@ -15,7 +15,7 @@ from temporalio.worker import Worker
 from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect
+from pizza_saga.common.temporal import connect, worker_client
 
 
 async def main() -> None:
@@ -24,7 +24,7 @@ async def main() -> None:
     await prepare_namespace(client)
     orders = build_worker_for(client, open_stores(settings), settings)
     baseline = Worker(
-        client,
+        worker_client(client),
         task_queue=BASELINE_TASK_QUEUE,
         workflows=[BaselineWorkflow],
         activities=[noop, fail],

@@ -26,11 +26,17 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
+REJECTED_ENCODING = b"binary/rejected"
+"""A strict codec's marker in place of a payload it refused (see EncryptionCodec)."""
+REJECTED_REASON = "rejected-reason"
+MAX_SHOWN = 40
+"""Characters of a client-chosen name (an encoding, a key id) quoted in a rejection."""
 NONCE_BYTES = 12
 KEY_BYTES = 32
 
@@ -112,14 +118,24 @@ def load_or_create_key_file(path: Path) -> KeyRing:
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM over whole serialized payloads; the key id travels in the metadata."""
+    """AES-256-GCM over whole serialized payloads; the key id travels in the metadata.
 
-    def __init__(self, ring: KeyRing) -> None:
-        self._ring = ring
+    Lenient (clients, the codec server): a payload that is not encrypted passes through
+    decode, and a key the ring lacks or a payload that does not decrypt raises KeyRingError.
+    Strict (workers): decode never raises, since an error there fails the workflow task and
+    Temporal retries it forever; a payload the codec did not encrypt, or cannot decrypt, is
+    replaced by a rejection marker (encoding ``binary/rejected``, the reason in its metadata,
+    none of the original data), which the data converter turns into a non-retryable error
+    where the payload is read.
+    """
+
+    def __init__(self, ring: KeyRing, *, strict: bool = False) -> None:
+        self.ring = ring
+        self.strict = strict
         self._ciphers = {key_id: AESGCM(key) for key_id, key in ring.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        key_id = self._ring.primary
+        key_id = self.ring.primary
         cipher = self._ciphers[key_id]
         encoded = []
         for payload in payloads:
@@ -135,23 +151,47 @@ class EncryptionCodec(PayloadCodec):
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        decoded = []
-        for payload in payloads:
-            if payload.metadata.get("encoding") != ENCODING:
-                decoded.append(payload)  # not ours (e.g. written before encryption)
-                continue
-            key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise KeyRingError(
-                    f"payload encrypted with key {key_id!r}, which is not configured"
+        return [self._decode(payload) for payload in payloads]
+
+    def _decode(self, payload: Payload) -> Payload:
+        encoding = payload.metadata.get("encoding")
+        if encoding != ENCODING:
+            if not self.strict:
+                return payload  # not ours (e.g. written before encryption)
+            shown = _shown(encoding.decode(errors="replace")) if encoding is not None else "none"
+            return rejected(
+                f"the payload was not encrypted (encoding {shown}): this service reads only "
+                "payloads its codec encrypted, so the client must encrypt with the product's "
+                "codec: pizza_saga.common.temporal.data_converter with the shared key ring, "
+                "or the codec server's /encode (README, Card data)"
+            )
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            if self.strict:
+                return rejected(
+                    f"payload encrypted with key {_shown(key_id)}, which this worker does not have"
                 )
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            try:
-                plain = cipher.decrypt(nonce, sealed, key_id.encode())
-            except InvalidTag:
-                raise KeyRingError(
-                    f"payload under key {key_id!r} does not decrypt: tampered or a wrong key"
-                ) from None
-            decoded.append(Payload.FromString(plain))
-        return decoded
+            raise KeyRingError(f"payload encrypted with key {key_id!r}, which is not configured")
+        nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+        try:
+            return Payload.FromString(cipher.decrypt(nonce, sealed, key_id.encode()))
+        except (InvalidTag, DecodeError):
+            reason = f"payload under key {_shown(key_id)} does not decrypt: tampered or a wrong key"
+            if self.strict:
+                return rejected(reason)
+            raise KeyRingError(reason) from None
+
+
+def _shown(name: str) -> str:
+    return repr(name[:MAX_SHOWN])
+
+
+def rejected(reason: str) -> Payload:
+    """The marker a strict codec puts in place of a payload it refuses."""
+    return Payload(metadata={"encoding": REJECTED_ENCODING, REJECTED_REASON: reason.encode()})
+
+
+def rejection_reason(payload: Payload) -> str:
+    """Why a strict codec refused the payload this marker replaced."""
+    return payload.metadata.get(REJECTED_REASON, b"refused by the codec").decode(errors="replace")

@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sysconfig
 from collections.abc import Sequence
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.common import RawValue, SearchAttributeKey
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    EncodingPayloadConverter,
+)
 from temporalio.envconfig import ClientConfigProfile
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.common.crypto import (
+    MAX_SHOWN,
+    REJECTED_ENCODING,
     EncryptionCodec,
     KeyRing,
     KeyRingError,
     load_or_create_key_file,
+    rejection_reason,
 )
 from pizza_saga.common.settings import Settings
 
@@ -35,17 +44,79 @@ DEFAULT_NAMESPACE = "default"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
-def data_converter(ring: KeyRing) -> DataConverter:
+REJECTED_PAYLOAD_ERROR = "RejectedPayloadError"
+"""Error type of a payload the worker refuses to read (not encrypted, unknown key or encoding)."""
+
+
+class _RejectedPayloadConverter(EncodingPayloadConverter):
+    """Reads the strict codec's rejection marker as the error it stands for."""
+
+    @property
+    def encoding(self) -> str:
+        return REJECTED_ENCODING.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None  # never writes one
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        raise _rejection(rejection_reason(payload))
+
+
+class ProductPayloadConverter(PydanticPayloadConverter):
+    """Pydantic models as JSON; a refused payload, or one of an encoding this service does
+    not write, is a non-retryable RejectedPayloadError where it is read.
+
+    In a workflow that error fails the run at once (an ApplicationError raised while its
+    arguments are converted fails the workflow, not its task) instead of hanging it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        rejected = _RejectedPayloadConverter()
+        self.converters = {**self.converters, rejected.encoding.encode(): rejected}
+
+    def from_payloads(
+        self, payloads: Sequence[Payload], type_hints: list[type] | None = None
+    ) -> list[Any]:
+        for payload, hint in zip_longest(payloads, type_hints or []):
+            encoding = payload.metadata.get("encoding", b"")
+            if hint is not RawValue and encoding not in self.converters:
+                shown = encoding.decode(errors="replace")[:MAX_SHOWN]
+                raise _rejection(f"payload encoding {shown!r} is not one this service reads")
+        return super().from_payloads(payloads, type_hints)
+
+
+def _rejection(reason: str) -> ApplicationError:
+    return ApplicationError(reason, type=REJECTED_PAYLOAD_ERROR, non_retryable=True)
+
+
+def data_converter(ring: KeyRing, *, strict: bool = False) -> DataConverter:
     """The converter of every client and worker the product makes.
 
     Pydantic models and dataclasses as JSON, then encrypted (payloads, and failure messages
-    and stack traces, which the failure converter moves into an encoded payload).
+    and stack traces, which the failure converter moves into an encoded payload). ``strict``
+    is for workers: a payload the codec did not encrypt, or cannot decrypt, is refused with a
+    RejectedPayloadError instead of being read (see EncryptionCodec).
     """
-    return dataclasses.replace(
-        pydantic_data_converter,
-        payload_codec=EncryptionCodec(ring),
+    return DataConverter(
+        payload_converter_class=ProductPayloadConverter,
+        payload_codec=EncryptionCodec(ring, strict=strict),
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
+
+
+def worker_client(client: Client) -> Client:
+    """``client``'s connection with the strict data converter a worker needs.
+
+    ``client`` must encrypt with the product's codec (a client from `connect` or any client
+    made with `data_converter`): its key ring is the worker's.
+    """
+    codec = client.data_converter.payload_codec
+    if not isinstance(codec, EncryptionCodec):
+        raise TypeError("a worker needs a client encrypting with the product's codec")
+    config = client.config()
+    config["data_converter"] = data_converter(codec.ring, strict=True)
+    return Client(**config)
 
 
 def key_ring(settings: Settings, target_host: str) -> KeyRing:

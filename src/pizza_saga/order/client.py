@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from pizza_saga.common.logmask import mask_card_numbers
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.models import (
     OrderConfirmation,
@@ -43,10 +45,18 @@ class OrderStatus(StrEnum):
 
 
 class OrderError(BaseModel):
-    """Why an order did not complete: the root cause's type and message."""
+    """Why an order did not complete: the root cause's type and message.
+
+    Card numbers in the message (a validation error quotes the input) are masked.
+    """
 
     type: str
     message: str
+
+    @field_validator("message")
+    @classmethod
+    def _masked(cls, message: str) -> str:
+        return mask_card_numbers(message)
 
 
 class PendingActivity(BaseModel):
@@ -68,7 +78,8 @@ class OrderOutcome(BaseModel):
     error: OrderError | None = None
     confirmation: OrderConfirmation | None = None
     ledger: list[StepRecord] | None = None
-    """None when no worker answered the ledger query."""
+    """None when the ledger query got no answer; ``ledger_unavailable`` says why."""
+    ledger_unavailable: str | None = None
     pending_activities: list[PendingActivity] = []
     """For a running order: what is in flight, with its attempt (a step being retried)."""
 
@@ -199,7 +210,11 @@ async def order_outcome(client: Client, order_number: str, *, wait: bool = True)
             activity_id=p.activity_id,
             activity_type=p.activity_type.name,
             attempt=p.attempt,
-            last_failure=p.last_failure.message or None if p.HasField("last_failure") else None,
+            last_failure=(
+                mask_card_numbers(p.last_failure.message) or None
+                if p.HasField("last_failure")
+                else None
+            ),
         )
         for p in description.raw_description.pending_activities
     ]
@@ -210,8 +225,15 @@ async def order_outcome(client: Client, order_number: str, *, wait: bool = True)
         outcome.ledger = await handle.query(
             PizzaOrderWorkflow.ledger, rpc_timeout=LEDGER_QUERY_TIMEOUT
         )
+    except WorkflowQueryFailedError:
+        # A worker answered, but could not rebuild the run: one whose input was refused
+        # never got as far as its saga.
+        outcome.ledger_unavailable = (
+            "the worker could not rebuild the order to answer (an order refused for its input "
+            "has no ledger)"
+        )
     except RPCError:
-        outcome.ledger = None
+        outcome.ledger_unavailable = "no worker answered (start `pizza worker`)"
     return outcome
 
 

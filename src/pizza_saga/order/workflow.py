@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
 
     from pizza_saga.billing.activities import BillingActivities
     from pizza_saga.billing.models import Bill, ChargeRequest, RefundRequest
+    from pizza_saga.common.arguments import argument_error
     from pizza_saga.inventory.activities import InventoryActivities
     from pizza_saga.inventory.models import StockRequest
     from pizza_saga.order.activities import get_distance, notify_delivery_driver
@@ -50,15 +51,43 @@ def workflow_id_for(order_number: str) -> str:
 
 
 # A payload that does not decode into OrderRequest (another client's bad input) fails the
-# run at once instead of retrying the workflow task forever.
+# run at once instead of retrying the workflow task forever. The saga is made in `run`, not
+# in a `workflow.init` constructor: a constructor's arguments are used before any interceptor
+# can check them, so a start with a wrong argument count would retry forever.
 @workflow.defn(name="PizzaOrderWorkflow", failure_exception_types=[ValidationError])
 class PizzaOrderWorkflow:
     """One pizza order, run as a saga."""
 
-    @workflow.init
-    def __init__(self, request: OrderRequest) -> None:
+    def __init__(self) -> None:
+        self._saga: Saga | None = None
+
+    @workflow.query
+    def ledger(self) -> list[StepRecord]:
+        """Each saga step so far, with its compensation and their states."""
+        return self._saga.ledger if self._saga is not None else []
+
+    @workflow.update
+    async def resolve(self, decision: OperatorDecision) -> StepRecord:
+        """An operator's decision about a compensation that needs one (`pizza resolve`)."""
+        return await self._started().decide(decision)
+
+    @resolve.validator
+    def _validate_resolve(self, decision: OperatorDecision) -> None:
+        self._started().validate_decision(decision)
+
+    def _started(self) -> Saga:
+        if self._saga is None:
+            raise ValueError("the order has not started: nothing waits for an operator")
+        return self._saga
+
+    @workflow.run
+    async def run(self, request: OrderRequest) -> OrderConfirmation:
+        # The pydantic converter reads a null payload as None whatever the type.
+        if not isinstance(request, OrderRequest):
+            given = "null" if request is None else type(request).__name__
+            raise argument_error(f"PizzaOrderWorkflow needs an order request, not {given}")
         policy = request.policy
-        self._saga = Saga(
+        self._saga = saga = Saga(
             SagaOptions(
                 # Every activity here takes milliseconds; a lost one (a worker that died
                 # mid-step) is retried after this long.
@@ -72,31 +101,14 @@ class PizzaOrderWorkflow:
                 local_activities=policy.local_activities,
             )
         )
-
-    @workflow.query
-    def ledger(self) -> list[StepRecord]:
-        """Each saga step so far, with its compensation and their states."""
-        return self._saga.ledger
-
-    @workflow.update
-    async def resolve(self, decision: OperatorDecision) -> StepRecord:
-        """An operator's decision about a compensation that needs one (`pizza resolve`)."""
-        return await self._saga.decide(decision)
-
-    @resolve.validator
-    def _validate_resolve(self, decision: OperatorDecision) -> None:
-        self._saga.validate_decision(decision)
-
-    @workflow.run
-    async def run(self, request: OrderRequest) -> OrderConfirmation:
         try:
-            return await self._saga.run(lambda: self._order(request))
+            return await saga.run(lambda: self._order(saga, request))
         finally:
             # An operator's `resolve` gets its answer before the run closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
 
-    async def _order(self, request: OrderRequest) -> OrderConfirmation:
-        saga, order = self._saga, request.order
+    async def _order(self, saga: Saga, request: OrderRequest) -> OrderConfirmation:
+        order = request.order
         price = price_order(pizza.price for pizza in order.items)
         expected_id = workflow_id_for(order.order_number)
         if workflow.info().workflow_id != expected_id:
@@ -165,7 +177,7 @@ class PizzaOrderWorkflow:
         )
 
         status = "SUCCESS"
-        if order.is_delivery and not await self._driver_accepted(request):
+        if order.is_delivery and not await self._driver_accepted(saga, request):
             status = "DELIVERY FAILURE"
         return OrderConfirmation(
             order_number=order.order_number,
@@ -176,9 +188,9 @@ class PizzaOrderWorkflow:
             card_last4=charge.card_last4,
         )
 
-    async def _driver_accepted(self, request: OrderRequest) -> bool:
+    async def _driver_accepted(self, saga: Saga, request: OrderRequest) -> bool:
         try:
-            answer = await self._saga.step(
+            answer = await saga.step(
                 "notify_delivery_driver",
                 notify_delivery_driver,
                 DeliveryRequest(
