@@ -21,6 +21,9 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
 from tests.postgres import PostgresCluster, find_bindir, unavailable
 
+TEST_VAULT_KEYS = KeyRing.generate("test-vault").to_json()
+"""The card vault's keys for tests on a PostgreSQL store."""
+
 
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
@@ -81,9 +84,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, store_url: str) -> Settings:
     """Settings with a fresh PIZZA_HOME under the test's temporary directory and its store."""
-    return Settings.model_validate(
-        {"PIZZA_HOME": tmp_path / "pizza-home", "PIZZA_DATABASE_URL": store_url}
-    )
+    values: dict[str, object] = {
+        "PIZZA_HOME": tmp_path / "pizza-home",
+        "PIZZA_DATABASE_URL": store_url,
+    }
+    if not store_url.startswith("sqlite"):
+        # A shared store database: its card vault key must be configured, as in production.
+        values["PIZZA_VAULT_KEYS"] = TEST_VAULT_KEYS
+    return Settings.model_validate(values)
 
 
 @pytest.fixture

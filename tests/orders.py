@@ -11,8 +11,9 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from pizza_saga.app import Stores
+from pizza_saga.billing.vault import CardVault
 from pizza_saga.order.example import example_order
-from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder
+from pizza_saga.order.models import OrderConfirmation, OrderRequest, PizzaOrder, PlacedOrder
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 
 RESULT_TIMEOUT = 60  # seconds; a stuck workflow fails the test instead of hanging it
@@ -33,13 +34,20 @@ def new_order(**changes: object) -> PizzaOrder:
     return PizzaOrder.model_validate(data)
 
 
+def placed(order: PizzaOrder, vault: CardVault) -> PlacedOrder:
+    """The order as the edge hands it to the workflow: its card number a vault token."""
+    card = vault.tokenize(order.credit_card_info.number, order_number=order.order_number)
+    return order.placed(card)
+
+
 async def start(
-    client: Client, order: PizzaOrder, *, task_queue: str, **request: Any
+    client: Client, order: PizzaOrder, *, task_queue: str, vault: CardVault, **request: Any
 ) -> OrderHandle:
-    """Start the order's workflow on ``task_queue``; ``request`` sets OrderRequest fields."""
+    """Start the order's workflow on ``task_queue`` as the edge does (card tokenized in
+    ``vault``); ``request`` sets OrderRequest fields."""
     return await client.start_workflow(
         PizzaOrderWorkflow.run,
-        OrderRequest.model_validate({"order": order, **request}),
+        OrderRequest.model_validate({"order": placed(order, vault), **request}),
         id=workflow_id_for(order.order_number),
         task_queue=task_queue,
     )

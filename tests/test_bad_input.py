@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,15 +24,20 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.app import Stores, build_worker
+from pizza_saga.billing.models import CardToken
 from pizza_saga.common.crypto import EncryptionCodec, KeyRing
 from pizza_saga.common.temporal import data_converter
 from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import workflow_id_for
-from tests.orders import new_order
+from tests.orders import new_order, placed
 
 FAIL_WITHIN = 15  # seconds; a run still open by then is retrying its workflow task forever
 
 TASK_QUEUE = f"bad-input-{uuid.uuid4().hex}"
+UNUSED_CARD = CardToken(
+    token="tok_" + "0" * 32, brand="visa", last4="4242", expires_at=datetime.now(UTC)
+)
+"""A token no vault knows: never charged, since each of these runs must fail first."""
 """This module's own task queue: no other test's worker takes its runs."""
 
 
@@ -57,9 +63,15 @@ async def clients(time_skipping_env: WorkflowEnvironment, stores: Stores) -> Asy
         yield Clients(product=product, plain=plain, codec=codec)
 
 
+def good_request() -> OrderRequest:
+    """A good order request, its card a token (these runs must fail before any charge)."""
+    return OrderRequest(order=new_order().placed(UNUSED_CARD))
+
+
 def order_json() -> dict[str, Any]:
-    """A good order request as plain JSON, as another program would write it."""
-    return OrderRequest(order=new_order()).model_dump(mode="json")
+    """A good-looking order as plain JSON, card number and all, as another program would
+    write it without the product's client."""
+    return {"order": new_order().model_dump(mode="json")}
 
 
 def plain_payload(encoding: bytes, data: bytes) -> Payload:
@@ -94,7 +106,7 @@ async def no_input(c: Clients) -> str:
 
 
 async def two_inputs(c: Clients) -> str:
-    request = OrderRequest(order=new_order())
+    request = good_request()
     return await start(c.product, request, request)
 
 
@@ -122,7 +134,7 @@ async def unknown_encoding_encrypted(c: Clients) -> str:
 async def unknown_key(c: Clients) -> str:
     config = c.product.config()
     config["data_converter"] = data_converter(KeyRing.generate("x"))
-    return await start(Client(**config), OrderRequest(order=new_order()))
+    return await start(Client(**config), good_request())
 
 
 async def tampered(c: Clients) -> str:
@@ -134,6 +146,11 @@ async def tampered(c: Clients) -> str:
 
 async def plaintext_order(c: Clients) -> str:
     return await start(c.plain, order_json())
+
+
+async def raw_card_number(c: Clients) -> str:
+    """Encrypted with the product's codec, but the card number was never tokenized."""
+    return await start(c.product, order_json())
 
 
 NOT_ENCRYPTED = "was not encrypted"
@@ -157,6 +174,7 @@ Case = Callable[[Clients], Awaitable[str]]
         (unknown_key, "RejectedPayloadError", "key 'x', which this worker does not have"),
         (tampered, "RejectedPayloadError", "does not decrypt"),
         (plaintext_order, "RejectedPayloadError", "encrypt with the product's codec"),
+        (raw_card_number, "ValidationError", "must never be sent to the order workflow"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
 )
@@ -188,7 +206,7 @@ async def test_what_the_platform_writes_unencrypted_is_still_served(
 ) -> None:
     # An encrypted order with a plain memo (as `temporal workflow start --memo` writes it),
     # then the SDK's built-in stack-trace query (the Web UI's), which takes no payload.
-    request = OrderRequest(order=new_order())
+    request = OrderRequest(order=placed(new_order(), stores.vault))
     [sealed] = await clients.product.data_converter.encode([request])
     handle = await clients.plain.start_workflow(
         "PizzaOrderWorkflow",

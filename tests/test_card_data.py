@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import WorkflowFailureError
 
@@ -127,10 +128,41 @@ async def test_no_card_number_is_written_anywhere_in_plain_text(
     assert scan(pizza, numbers, outputs) == []
 
 
+def web_ui_payload_data(node: Any, codec_url: str) -> list[bytes]:
+    """Every payload of a history's JSON as the Web UI shows it: decoded by the codec server."""
+    payloads = list(_payload_nodes(node))
+    answer = httpx.post(
+        f"{codec_url}/decode",
+        json={"payloads": payloads},
+        headers={"X-Namespace": "default", **codec_auth()},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    return [base64.b64decode(p.get("data", "")) for p in answer.json()["payloads"]]
+
+
+def _payload_nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "metadata" in node and "encoding" in node["metadata"]:
+            yield node
+        else:
+            for value in node.values():
+                yield from _payload_nodes(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _payload_nodes(value)
+
+
+def codec_auth() -> dict[str, str]:
+    """The credentials the codec server asks of a caller (none while it asks none)."""
+    return {}
+
+
 def scan(
     pizza: Pizza, numbers: list[str], outputs: list[subprocess.CompletedProcess[str]]
 ) -> list[str]:
-    """Every place a test card number appears in plain text."""
+    """Every place a test card number appears, in plain text or decrypted as the Web UI
+    shows it."""
     found: list[str] = []
     for done in outputs:
         found += findings(done.stdout.encode() + done.stderr.encode(), "CLI output")
@@ -150,6 +182,10 @@ def scan(
         found += findings(shown.stdout, f"history of {number} (raw JSON)")
         for data in decoded_payload_data(history):
             found += findings(data, f"history of {number} (payload data)")
+        decrypted = web_ui_payload_data(history, f"http://localhost:{pizza.codec_port}")
+        assert decrypted, number
+        for data in decrypted:
+            found += findings(data, f"history of {number} (decrypted, as the Web UI shows it)")
     files = [p for p in pizza.home.rglob("*") if p.is_file()]
     assert {"temporal.db", "pizza.db", "worker.log"} <= {p.name for p in files}
     for path in files:

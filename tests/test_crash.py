@@ -26,7 +26,7 @@ from pizza_saga.common.effects import EffectRow, EffectState
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
-from tests.orders import new_order
+from tests.orders import new_order, placed
 
 pytestmark = pytest.mark.devserver
 
@@ -131,7 +131,9 @@ async def test_order_survives_a_worker_killed_mid_step(
             tmp_path / "crashing.log", PIZZA_CRASH_AT=crash_at, PIZZA_TASK_QUEUE=task_queue
         )
     )
-    await place_order(client, order_request(order, settings), task_queue=task_queue)
+    await place_order(
+        client, order_request(placed(order, stores.vault), settings), task_queue=task_queue
+    )
     code = await asyncio.to_thread(workers[0].wait, OUTCOME_TIMEOUT)
     assert code == -signal.SIGKILL, (tmp_path / "crashing.log").read_text()
 

@@ -52,7 +52,11 @@ async def test_order_started_under_the_old_key_finishes_under_the_new_one(
 
     async with build_worker(before_rotation, stores, task_queue=task_queue):
         handle = await start(
-            before_rotation, order, task_queue=task_queue, waits={"prep_seconds": 1}
+            before_rotation,
+            order,
+            task_queue=task_queue,
+            vault=stores.vault,
+            waits={"prep_seconds": 1},
         )
         async with asyncio.timeout(RESULT_TIMEOUT):
             while not any(  # noqa: ASYNC110

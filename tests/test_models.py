@@ -258,3 +258,36 @@ def test_database_url_overrides_pizza_home(tmp_path: Path) -> None:
         {"PIZZA_HOME": str(tmp_path), "PIZZA_DATABASE_URL": "postgresql://db/pizza"}
     )
     assert settings.store_url == "postgresql://db/pizza"
+
+
+@pytest.mark.parametrize("field", ["cvv", "CVC", "security_code", "cvv2"])
+def test_an_order_carrying_a_security_code_is_refused_saying_not_to_send_it(field: str) -> None:
+    data = example_order().model_dump()
+    data["credit_card_info"][field] = "123"
+
+    with pytest.raises(ValidationError) as refused:
+        PizzaOrder.model_validate(data)
+
+    message = describe_validation_error(refused.value, "order")
+    assert f"do not send the card's security code ({field})" in message
+    assert "123" not in message
+
+
+def test_the_workflow_input_carries_a_token_never_a_card_number() -> None:
+    from datetime import UTC, datetime
+
+    from pizza_saga.billing.models import CardToken
+    from pizza_saga.order.models import OrderRequest, PlacedOrder
+
+    card = CardToken(
+        token="tok_" + "a" * 32, brand="visa", last4="4242", expires_at=datetime.now(UTC)
+    )
+    placed = example_order().placed(card)
+    assert GOOD_CARD not in placed.model_dump_json()
+    assert placed.card.token == card and placed.card.holder_name == "Lisa Anderson"
+
+    raw = {"order": example_order().model_dump()}
+    with pytest.raises(ValidationError, match="must never be sent to the order workflow"):
+        OrderRequest.model_validate(raw)
+    with pytest.raises(ValidationError):
+        PlacedOrder.model_validate(example_order().model_dump())

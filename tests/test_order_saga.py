@@ -41,6 +41,7 @@ from tests.orders import (
     fail_of,
     net_money,
     new_order,
+    placed,
     result_of,
     start,
 )
@@ -106,7 +107,7 @@ async def test_cancelling_at_any_step_puts_stock_and_money_back(
     before = stores.inventory.on_hand()
     order = new_order()
     pause.arm(activity_type, when)
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
     await asyncio.wait_for(pause.reached.wait(), RESULT_TIMEOUT)
 
     await handle.cancel()
@@ -128,7 +129,9 @@ async def test_cancelling_during_the_prep_timer_changes_nothing(
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
-    handle = await start(client, order, task_queue=task_queue, waits={"prep_seconds": 600})
+    handle = await start(
+        client, order, task_queue=task_queue, vault=stores.vault, waits={"prep_seconds": 600}
+    )
     await history_has(handle, EventType.EVENT_TYPE_TIMER_STARTED)
 
     await handle.cancel()
@@ -144,7 +147,7 @@ async def test_cancelling_during_a_rollback_finishes_the_rollback(
     before = stores.inventory.on_hand()
     order = new_order(customer__email="bounce@example.com")
     pause.arm("refund_customer", "after")  # the refund is done, the revert not yet
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
     await asyncio.wait_for(pause.reached.wait(), RESULT_TIMEOUT)
 
     await handle.cancel()
@@ -164,17 +167,18 @@ async def test_ten_simultaneous_submits_make_one_order_and_one_charge(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
+    request = OrderRequest(order=placed(order, stores.vault))
     attempts = await asyncio.gather(
-        *(place_order(client, OrderRequest(order=order), task_queue=task_queue) for _ in range(10)),
+        *(place_order(client, request, task_queue=task_queue) for _ in range(10)),
         return_exceptions=True,
     )
 
-    placed = [a for a in attempts if not isinstance(a, BaseException)]
+    started = [a for a in attempts if not isinstance(a, BaseException)]
     refused = [a for a in attempts if isinstance(a, OrderAlreadyPlaced)]
-    assert (len(placed), len(refused)) == (1, 9)
-    await result_of(placed[0])
+    assert (len(started), len(refused)) == (1, 9)
+    await result_of(started[0])
     with pytest.raises(OrderAlreadyPlaced):  # ...and again once it finished
-        await place_order(client, OrderRequest(order=order), task_queue=task_queue)
+        await place_order(client, request, task_queue=task_queue)
     charges = [p for p in stores.payments.payments() if p.order_number == order.order_number]
     assert [(p.kind, p.amount) for p in charges] == [("charge", 3500)]
 
@@ -188,7 +192,9 @@ async def test_refund_that_keeps_failing_waits_for_an_operator(
         customer__email="bounce@example.com",
         credit_card_info__number=cards.REFUND_FAILING_CARD,
     )
-    handle = await start(client, order, task_queue=task_queue, policy=FAST_ROLLBACK)
+    handle = await start(
+        client, order, task_queue=task_queue, vault=stores.vault, policy=FAST_ROLLBACK
+    )
 
     stuck = await ledger_until(handle, "process_credit_card", CompensationState.NEEDS_OPERATOR)
     assert stuck.compensation_attempts == 5
@@ -228,10 +234,10 @@ async def test_refund_that_keeps_failing_waits_for_an_operator(
 
 
 async def test_resolving_an_order_that_needs_nothing_is_refused(
-    client: Client, task_queue: str
+    client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
-    await result_of(await start(client, order, task_queue=task_queue))
+    await result_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
 
     with pytest.raises(ValueError, match=r"the order has finished \(COMPLETED\)"):
         await resolve_order(client, order.order_number, OperatorDecision(OperatorAction.RETRY))
@@ -247,6 +253,7 @@ async def test_order_past_its_deadline_is_rolled_back_and_says_so(
         client,
         order,
         task_queue=task_queue,
+        vault=stores.vault,
         waits={"driver_seconds": 30},
         policy={"deadline_seconds": 2},
     )
@@ -271,11 +278,11 @@ async def test_a_rolled_back_order_started_again_under_its_id_is_refused_not_fre
     order = new_order(customer__email="bounce@example.com")
     before = stores.inventory.on_hand()
     assert (
-        await fail_of(await start(client, order, task_queue=task_queue))
+        await fail_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
     ).type == "BillDeliveryError"
 
     # Another client starts the same workflow id again (the SDK's default reuse policy).
-    again = await start(client, order, task_queue=task_queue)
+    again = await start(client, order, task_queue=task_queue, vault=stores.vault)
 
     error = await fail_of(again)
     assert error.type == "ProcessedByAnotherRunError", error
@@ -289,9 +296,9 @@ async def test_a_completed_order_started_again_is_refused_and_charged_once(
 ) -> None:
     order = new_order()
     before = stores.inventory.on_hand()
-    await result_of(await start(client, order, task_queue=task_queue))
+    await result_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
 
-    error = await fail_of(await start(client, order, task_queue=task_queue))
+    error = await fail_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
 
     assert error.type == "ProcessedByAnotherRunError", error
     assert net_money(stores, order.order_number) == 3500
@@ -303,11 +310,11 @@ async def test_an_order_started_under_another_workflow_id_is_refused(
 ) -> None:
     order = new_order()
     before = stores.inventory.on_hand()
-    await result_of(await start(client, order, task_queue=task_queue))
+    await result_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
 
     other = await client.start_workflow(
         PizzaOrderWorkflow.run,
-        OrderRequest(order=order),
+        OrderRequest(order=placed(order, stores.vault)),
         id=f"other-client-{order.order_number}",
         task_queue=task_queue,
     )

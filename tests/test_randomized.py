@@ -233,7 +233,12 @@ class Run:
         if scenario.cancel_at is not None:
             pause.arm(*scenario.cancel_at)
         handle = await start(
-            self.client, order, task_queue=self.task_queue, waits=NO_WAITS, policy=FAST_ROLLBACK
+            self.client,
+            order,
+            task_queue=self.task_queue,
+            vault=self.stores.vault,
+            waits=NO_WAITS,
+            policy=FAST_ROLLBACK,
         )
         self.orders.append((scenario, handle))
         try:

@@ -26,13 +26,14 @@ from temporalio.client import Client
 
 from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores
 from pizza_saga.billing import cards
+from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
-from tests.orders import new_order
+from tests.orders import new_order, placed
 from tests.postgres import PostgresCluster
 
 pytestmark = pytest.mark.devserver
@@ -87,6 +88,8 @@ async def shop(tmp_path: Path, shop_database: str) -> AsyncIterator[Shop]:
         "PIZZA_DRIVER_SECONDS": "0",
         "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.1",
         "PIZZA_WORKER_ACTIVITY_SLOTS": "10",
+        # A shared store: every process is given the same card vault key.
+        "PIZZA_VAULT_KEYS": KeyRing.generate("vault-test").to_json(),
     }
     upgrade = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pizza_saga", "db", "upgrade", env=env, stderr=subprocess.PIPE
@@ -143,7 +146,11 @@ async def test_orders_stay_exactly_once_across_workers_killed_and_restarted(shop
 
     await asyncio.gather(
         *(
-            place_order(client, order_request(order, settings), task_queue=settings.task_queue)
+            place_order(
+                client,
+                order_request(placed(order, stores.vault), settings),
+                task_queue=settings.task_queue,
+            )
             for order in orders
         )
     )

@@ -28,6 +28,7 @@ from tests.orders import (
     fail_of,
     net_money,
     new_order,
+    placed,
     result_of,
     start,
 )
@@ -47,7 +48,7 @@ async def test_seed_order_completes_charging_what_it_bills(
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order()
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
 
     confirmation = await result_of(handle)
 
@@ -141,7 +142,7 @@ async def test_failing_step_runs_exactly_the_registered_compensations_in_reverse
     stores.inventory.stock_up({"Small, with pepperoni": 3}, overwrite=True)
     before = stores.inventory.on_hand()
     order = new_order(**changes)
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
 
     error = await fail_of(handle)
 
@@ -170,7 +171,7 @@ async def test_bill_failure_refunds_the_charge_it_made(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order(customer__email="bounce@example.com")
-    await fail_of(await start(client, order, task_queue=task_queue))
+    await fail_of(await start(client, order, task_queue=task_queue, vault=stores.vault))
 
     payments = [p for p in stores.payments.payments() if p.order_number == order.order_number]
     assert [(p.kind, p.amount, p.card_last4) for p in payments] == [
@@ -183,7 +184,7 @@ async def test_card_failing_transiently_is_retried_and_charged_once(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order(credit_card_info__number=cards.FLAKY_CARD)
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
 
     confirmation = await result_of(handle)
 
@@ -203,17 +204,21 @@ async def test_no_driver_is_a_delivery_failure_not_a_rollback(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order(address__postal_code="00000")
-    confirmation = await result_of(await start(client, order, task_queue=task_queue))
+    confirmation = await result_of(
+        await start(client, order, task_queue=task_queue, vault=stores.vault)
+    )
 
     assert confirmation.status == "DELIVERY FAILURE"
     assert net_money(stores, order.order_number) == 3500
 
 
-async def test_pickup_skips_distance_and_driver(client: Client, task_queue: str) -> None:
+async def test_pickup_skips_distance_and_driver(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
     order = new_order(
         is_delivery=False, address__line1="1 Very Long Boulevard of the Outer Suburbs"
     )
-    handle = await start(client, order, task_queue=task_queue)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault)
 
     assert (await result_of(handle)).status == "SUCCESS"
     assert await activities_run(handle) == ["update_inventory", "process_credit_card", "send_bill"]
@@ -222,8 +227,9 @@ async def test_pickup_skips_distance_and_driver(client: Client, task_queue: str)
 async def test_invalid_input_from_another_client_fails_the_run_at_once(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
-    # Another client, without our models, sends a negative price.
-    raw = {"order": example_order(order_number=f"T{uuid.uuid4().hex[:10]}").model_dump()}
+    # Another client, without our models, sends a negative price (its card a vault token).
+    order = placed(example_order(order_number=f"T{uuid.uuid4().hex[:10]}"), stores.vault)
+    raw = {"order": order.model_dump(mode="json")}
     raw["order"]["items"][0]["price"] = -1500
     before = stores.inventory.on_hand()
     handle: WorkflowHandle[Any, Any] = await client.start_workflow(
@@ -242,11 +248,15 @@ async def test_invalid_input_from_another_client_fails_the_run_at_once(
     assert stores.inventory.on_hand() == before
 
 
-async def test_prep_time_is_a_durable_timer(client: Client, task_queue: str) -> None:
+async def test_prep_time_is_a_durable_timer(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
     order = new_order()
     handle = await client.start_workflow(
         PizzaOrderWorkflow.run,
-        OrderRequest.model_validate({"order": order, "waits": {"prep_seconds": 3}}),
+        OrderRequest.model_validate(
+            {"order": placed(order, stores.vault), "waits": {"prep_seconds": 3}}
+        ),
         id=workflow_id_for(order.order_number),
         task_queue=task_queue,
     )
@@ -268,7 +278,7 @@ async def test_local_mode_completes_the_same_order_with_fewer_actions(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     order = new_order()
-    handle = await start(client, order, task_queue=task_queue, policy=LOCAL)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault, policy=LOCAL)
 
     confirmation = await result_of(handle)
 
@@ -286,7 +296,7 @@ async def test_local_mode_rolls_back_the_same_way(
 ) -> None:
     before = stores.inventory.on_hand()
     order = new_order(customer__email="bounce@example.com")
-    handle = await start(client, order, task_queue=task_queue, policy=LOCAL)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault, policy=LOCAL)
 
     error = await fail_of(handle)
 

@@ -17,7 +17,9 @@ from temporalio.worker import Interceptor, Worker
 
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
+from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.arguments import WorkflowArgumentCheck
+from pizza_saga.common.crypto import KeyRing, KeyRingError, load_or_create_key_file, read_key_file
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import ensure_search_attributes, worker_client
@@ -47,6 +49,7 @@ class Stores:
     engine: Engine
     inventory: InventoryStore
     payments: PaymentStore
+    vault: CardVault
 
 
 def open_stores(settings: Settings) -> Stores:
@@ -60,7 +63,34 @@ def open_stores(settings: Settings) -> Stores:
         upgrade_stores(engine)
     else:
         check_current(engine)
-    return Stores(engine=engine, inventory=InventoryStore(engine), payments=PaymentStore(engine))
+    vault = CardVault(
+        engine,
+        vault_key_ring(settings, shared=engine.dialect.name != "sqlite"),
+        ttl=timedelta(seconds=settings.card_token_ttl_seconds),
+    )
+    return Stores(
+        engine=engine,
+        inventory=InventoryStore(engine),
+        payments=PaymentStore(engine),
+        vault=vault,
+    )
+
+
+def vault_key_ring(settings: Settings, *, shared: bool) -> KeyRing:
+    """The card vault's keys: PIZZA_VAULT_KEYS, else PIZZA_VAULT_KEY_FILE, else (for a store
+    on this machine only) a ring generated once into PIZZA_HOME. KeyRingError says why not.
+    """
+    if settings.vault_keys:
+        return KeyRing.from_json(settings.vault_keys, "PIZZA_VAULT_KEYS")
+    if settings.vault_key_file is not None:
+        return read_key_file(settings.vault_key_file, "PIZZA_VAULT_KEY_FILE")
+    if shared:
+        raise KeyRingError(
+            "no card vault key configured for a shared store database: set "
+            "PIZZA_VAULT_KEY_FILE or PIZZA_VAULT_KEYS, the same for every process "
+            "(README, section Card data)"
+        )
+    return load_or_create_key_file(settings.default_vault_key_file)
 
 
 def upgrade_stores(engine: Engine) -> tuple[str | None, str]:
@@ -96,7 +126,7 @@ def build_worker(
     after ``shutdown()`` before they are cancelled.
     """
     inventory = InventoryActivities(stores.inventory)
-    billing = BillingActivities(stores.payments)
+    billing = BillingActivities(stores.payments, stores.vault)
     return Worker(
         worker_client(client),
         task_queue=task_queue,
@@ -139,7 +169,11 @@ def build_worker_for(
 def build_service(client: Client | None, stores: Stores, settings: Settings) -> OrderService:
     """The order service over this client and these stores (no client: stock and payments only)."""
     return OrderService(
-        client=client, inventory=stores.inventory, payments=stores.payments, settings=settings
+        client=client,
+        inventory=stores.inventory,
+        payments=stores.payments,
+        vault=stores.vault,
+        settings=settings,
     )
 
 

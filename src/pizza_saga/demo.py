@@ -10,14 +10,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
+from pizza_saga.app import build_service, build_worker_for, open_stores, prepare_namespace
 from pizza_saga.common.codec_server import serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
 from pizza_saga.common.logmask import install_card_masking
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect, key_ring
-from pizza_saga.order.client import OrderOutcome, order_outcome, order_request, place_order
+from pizza_saga.order.client import OrderOutcome, order_outcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
 
@@ -47,16 +47,18 @@ async def run_demo(
     async with embedded:
         client = await connect(settings, server.address)
         await prepare_namespace(client)
-        async with build_worker_for(client, open_stores(settings), settings):
+        stores = open_stores(settings)
+        service = build_service(client, stores, settings)
+        async with build_worker_for(client, stores, settings):
+            while not await service.worker_polling():  # noqa: ASYNC110 (polls the server)
+                await asyncio.sleep(0.05)
             stamp = _stamp()
             orders = [
                 example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
                 example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
             ]
             for order in orders:
-                await place_order(
-                    client, order_request(order, settings), task_queue=settings.task_queue
-                )
+                await service.place(order)
                 console.print(
                     f"Placed order {order.order_number} paid with card "
                     f"ending {order.credit_card_info.number[-4:]}"

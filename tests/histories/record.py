@@ -19,7 +19,7 @@ from typing import Any
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, build_worker, open_stores
+from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_worker, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.settings import Settings
@@ -43,34 +43,44 @@ async def _until(handle: OrderHandle, done: Callable[[Any], bool]) -> None:
             await asyncio.sleep(0.05)
 
 
-async def happy(client: Client) -> OrderHandle:
-    return await start(client, new_order(), task_queue=TASK_QUEUE, waits={"prep_seconds": 1})
-
-
-async def declined(client: Client) -> OrderHandle:
+async def happy(client: Client, stores: Stores) -> OrderHandle:
     return await start(
-        client, new_order(credit_card_info__number=cards.DECLINED_CARD), task_queue=TASK_QUEUE
+        client, new_order(), task_queue=TASK_QUEUE, vault=stores.vault, waits={"prep_seconds": 1}
     )
 
 
-async def bill_failure(client: Client) -> OrderHandle:
+async def declined(client: Client, stores: Stores) -> OrderHandle:
     return await start(
-        client, new_order(customer__email="bounce@example.com"), task_queue=TASK_QUEUE
+        client,
+        new_order(credit_card_info__number=cards.DECLINED_CARD),
+        task_queue=TASK_QUEUE,
+        vault=stores.vault,
     )
 
 
-async def cancelled(client: Client) -> OrderHandle:
-    handle = await start(client, new_order(), task_queue=TASK_QUEUE, waits={"driver_seconds": 60})
+async def bill_failure(client: Client, stores: Stores) -> OrderHandle:
+    return await start(
+        client,
+        new_order(customer__email="bounce@example.com"),
+        task_queue=TASK_QUEUE,
+        vault=stores.vault,
+    )
+
+
+async def cancelled(client: Client, stores: Stores) -> OrderHandle:
+    handle = await start(
+        client, new_order(), task_queue=TASK_QUEUE, vault=stores.vault, waits={"driver_seconds": 60}
+    )
     await _until(handle, lambda ledger: ledger[-1].step == "notify_delivery_driver")
     await handle.cancel()
     return handle
 
 
-async def operator_resolved(client: Client) -> OrderHandle:
+async def operator_resolved(client: Client, stores: Stores) -> OrderHandle:
     order = new_order(
         customer__email="bounce@example.com", credit_card_info__number=cards.REFUND_FAILING_CARD
     )
-    handle = await start(client, order, task_queue=TASK_QUEUE, policy=FAST)
+    handle = await start(client, order, task_queue=TASK_QUEUE, vault=stores.vault, policy=FAST)
     await _until(
         handle,
         lambda ledger: any(
@@ -81,7 +91,7 @@ async def operator_resolved(client: Client) -> OrderHandle:
     return handle
 
 
-SCENARIOS: dict[str, Callable[[Client], Awaitable[OrderHandle]]] = {
+SCENARIOS: dict[str, Callable[[Client, Stores], Awaitable[OrderHandle]]] = {
     "happy": happy,
     "declined": declined,
     "bill_failure": bill_failure,
@@ -100,7 +110,7 @@ async def main() -> None:
         stores = open_stores(Settings.model_validate({"PIZZA_HOME": home}))
         async with env, build_worker(env.client, stores, task_queue=TASK_QUEUE):
             for name, scenario in SCENARIOS.items():
-                handle = await scenario(env.client)
+                handle = await scenario(env.client, stores)
                 with contextlib.suppress(WorkflowFailureError):
                     await handle.result()
                 history = await handle.fetch_history()

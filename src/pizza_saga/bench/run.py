@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import os
 import random
@@ -25,6 +26,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, Work
 from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
 from pizza_saga.billing import cards
+from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
@@ -180,10 +182,22 @@ async def drive(
 
 
 async def run_order(
-    client: Client, kind: str, prefix: str, index: int, *, local: bool, task_queue: str
+    client: Client,
+    vault: CardVault,
+    kind: str,
+    prefix: str,
+    index: int,
+    *,
+    local: bool,
+    task_queue: str,
 ) -> Sample:
     number = f"{prefix}{index:05d}"
-    request = OrderRequest(order=order_for(kind, number), policy=SagaPolicy(local_activities=local))
+    order = order_for(kind, number)
+    # As the edge does: the card number becomes a vault token before the workflow starts.
+    card = await asyncio.to_thread(
+        functools.partial(vault.tokenize, order.credit_card_info.number, order_number=number)
+    )
+    request = OrderRequest(order=order.placed(card), policy=SagaPolicy(local_activities=local))
     started = time.perf_counter()
     handle = await client.start_workflow(
         PizzaOrderWorkflow.run,
@@ -239,9 +253,8 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             env["TEMPORAL_ADDRESS"] = config.address
         settings = Settings.from_env(env)
         # Enough stock for every order: the bench measures speed, not running out.
-        open_stores(settings).inventory.stock_up(
-            dict.fromkeys(MENU, 10 * bench.orders), overwrite=True
-        )
+        stores = open_stores(settings)
+        stores.inventory.stock_up(dict.fromkeys(MENU, 10 * bench.orders), overwrite=True)
         # A process of its own, so that its CPU and memory are the worker's alone.
         worker = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
             [sys.executable, "-m", "pizza_saga.bench.worker"], env=env, stdin=subprocess.DEVNULL
@@ -251,7 +264,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
             "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, local),
             "orders": lambda kind, tag, i: run_order(
-                client, kind, tag, i, local=local, task_queue=settings.task_queue
+                client, stores.vault, kind, tag, i, local=local, task_queue=settings.task_queue
             ),
         }
 

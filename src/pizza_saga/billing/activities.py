@@ -18,6 +18,7 @@ from pizza_saga.billing.models import (
     RefundRequest,
 )
 from pizza_saga.billing.store import Charged, PaymentStore
+from pizza_saga.billing.vault import CardTokenError, CardVault
 from pizza_saga.common.effects import EffectKey, EffectRefused
 from pizza_saga.saga import CompensationContext, StepOutcome
 
@@ -30,17 +31,36 @@ BILL_STEP = "send_bill"
 
 
 class BillingActivities:
-    """Activities over one PaymentStore; idempotent per order."""
+    """Activities over one PaymentStore and the card vault; idempotent per order."""
 
-    def __init__(self, store: PaymentStore) -> None:
+    def __init__(self, store: PaymentStore, vault: CardVault) -> None:
         self._store = store
+        self._vault = vault
 
     @activity.defn
     async def process_credit_card(self, request: ChargeRequest) -> ChargeReceipt:
-        """Authorize the card and record the charge, once per order."""
+        """Authorize the card and record the charge, once per order.
+
+        The only activity that sees a card number: it takes it from the vault for this
+        order's token, and destroys it once the charge is recorded.
+        """
         info = activity.info()
+        effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
+        earlier = await asyncio.to_thread(self._store.charged, effect)
+        if earlier is not None:  # a retry after the charge was recorded: the number is gone
+            return ChargeReceipt(amount=earlier.amount, card_last4=earlier.card_last4)
         try:
-            cards.authorize(request.card_number, info.attempt)
+            number = await asyncio.to_thread(
+                functools.partial(
+                    self._vault.detokenize,
+                    request.card.token,
+                    order_number=request.order_number,
+                )
+            )
+        except CardTokenError as err:
+            raise ApplicationError(str(err), type="CardTokenError", non_retryable=True) from None
+        try:
+            cards.authorize(number, info.attempt)
         except cards.InvalidCard as err:
             raise ApplicationError(
                 str(err), type="CreditCardProcessingError", non_retryable=True
@@ -49,12 +69,15 @@ class BillingActivities:
             raise ApplicationError(str(err), type="CardDeclinedError", non_retryable=True) from None
         except cards.ProcessorUnavailable as err:
             raise ApplicationError(str(err), type="ProcessorUnavailableError") from None
-        card_last4 = cards.last4(request.card_number)
-        effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
+        card_last4 = cards.last4(number)
+        del number
         try:
             amount = await asyncio.to_thread(self._store.charge, effect, request.amount, card_last4)
         except EffectRefused as err:
             raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
+        await asyncio.to_thread(
+            functools.partial(self._vault.destroy, order_number=request.order_number)
+        )
         activity.logger.info(
             "Charged %d cents to card ending %s for order %s",
             amount,
@@ -88,6 +111,10 @@ class BillingActivities:
                 type="CompensationInconsistencyError",
                 non_retryable=True,
             )
+        # Rolled back: the card number, if still kept, is no longer needed by anyone.
+        await asyncio.to_thread(
+            functools.partial(self._vault.destroy, order_number=request.order_number)
+        )
         amount = refunded.amount if refunded else 0
         card_last4 = refunded.card_last4 if refunded else None
         if amount:

@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+
+@dataclass(frozen=True)
+class CardToken:
+    """A card number exchanged at the edge for an opaque token (billing/vault.py).
+
+    Only the charging activity turns it back into the number, for this order alone,
+    until it expires or the order is charged or rolled back.
+    """
+
+    token: str
+    """``tok_`` and 32 random characters: says nothing about the card."""
+    brand: str
+    last4: str
+    expires_at: Annotated[datetime, Field(strict=False)]
+    """When the charge can no longer use it (read from JSON text, even in strict models)."""
 
 
 @dataclass(frozen=True)
 class ChargeRequest:
-    """Charge ``amount`` to a card for an order."""
+    """Charge ``amount`` to a tokenized card for an order."""
 
     order_number: str
     holder_name: str
-    card_number: str
+    card: CardToken
     amount: int
     execution: str
     """The order's execution (Saga.execution): whose charge this is."""

@@ -98,6 +98,12 @@ class PaymentStore:
             conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
             return amount
 
+    def charged(self, effect: EffectKey) -> Charged | None:
+        """This execution's charge of the order, if it was recorded (and not refunded)."""
+        with self._engine.connect() as conn:
+            done = self._effects.done(conn, effect)
+        return Charged(amount=done["amount"], card_last4=done["card_last4"]) if done else None
+
     def refund(
         self, effect: EffectKey, *, authorize: Callable[[Charged], None] = lambda _: None
     ) -> Charged | None:
@@ -141,7 +147,13 @@ class PaymentStore:
             created_at=as_utc(datetime.fromisoformat(recorded["created_at"])),
         )
 
-    def payments(self) -> list[PaymentEntry]:
-        """Every money movement (charges, and refunds that returned money), oldest first."""
+    def payments(self, *, order_number: str | None = None) -> list[PaymentEntry]:
+        """Every money movement (charges, and refunds that returned money), oldest first;
+        only one order's with ``order_number``."""
+        query = (
+            _PAYMENTS
+            if order_number is None
+            else _PAYMENTS.where(Payment.order_number == order_number)
+        )
         with self._engine.connect() as conn:
-            return [PaymentEntry(*row) for row in conn.execute(_PAYMENTS)]
+            return [PaymentEntry(*row) for row in conn.execute(query)]

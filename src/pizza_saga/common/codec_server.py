@@ -16,6 +16,8 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import PayloadCodec
 
+from pizza_saga.common.logmask import mask_card_numbers
+
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 
 Transform = Callable[[Sequence[Payload]], Awaitable[list[Payload]]]
@@ -25,7 +27,7 @@ def build_app(codec: PayloadCodec, allowed_origins: Sequence[str]) -> web.Applic
     """The aiohttp application: /encode, /decode, CORS for ``allowed_origins``."""
     app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_cors(allowed_origins)])
     app.router.add_post("/encode", _handler(codec.encode))
-    app.router.add_post("/decode", _handler(codec.decode))
+    app.router.add_post("/decode", _handler(_masking(codec.decode)))
     app.router.add_route("OPTIONS", "/{tail:.*}", _preflight)
     return app
 
@@ -65,6 +67,29 @@ def _handler(transform: Transform) -> Callable[[web.Request], Awaitable[web.Resp
         return web.Response(text=body, content_type="application/json")
 
     return handle
+
+
+def _masking(decode: Transform) -> Transform:
+    """Decoded payloads with any card-number-like digits masked (424242******4242).
+
+    The product never puts a card number in a payload (the vault's tokens stand for them),
+    but another client may have: what a person sees through the Web UI never shows it whole.
+    """
+
+    async def masked(payloads: Sequence[Payload]) -> list[Payload]:
+        shown = []
+        for payload in await decode(payloads):
+            text = payload.data.decode("utf-8", errors="surrogateescape")
+            hidden = mask_card_numbers(text)
+            if hidden != text:
+                payload = Payload(
+                    metadata=payload.metadata,
+                    data=hidden.encode("utf-8", errors="surrogateescape"),
+                )
+            shown.append(payload)
+        return shown
+
+    return masked
 
 
 async def _preflight(_request: web.Request) -> web.Response:

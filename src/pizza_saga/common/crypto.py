@@ -95,6 +95,15 @@ class KeyRing:
         return KeyRing(primary=new.primary, keys={**self.keys, **new.keys})
 
 
+def read_key_file(path: Path, setting: str) -> KeyRing:
+    """The key ring in ``path``; KeyRingError naming ``setting`` if it cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise KeyRingError(f"{setting}: cannot read {path}: {err.strerror}") from None
+    return KeyRing.from_json(text, f"{setting} {path}")
+
+
 def load_or_create_key_file(path: Path) -> KeyRing:
     """The key ring in ``path``, created (readable by its owner only) if it does not exist.
 

@@ -115,6 +115,9 @@ class EffectLog:
             .where(EffectRow.key == bindparam("k"), EffectRow.step == bindparam("s"))
             .with_for_update()
         )
+        self._peek = select(EffectRow.owner, EffectRow.state, EffectRow.detail).where(
+            EffectRow.key == bindparam("k"), EffectRow.step == bindparam("s")
+        )
         self._mark_undone = (
             update(EffectRow)
             .where(EffectRow.key == bindparam("k"), EffectRow.step == bindparam("s"))
@@ -140,6 +143,14 @@ class EffectLog:
             raise AlreadyUndone(f"{effect.step} of {effect.key} was already rolled back")
         assert recorded is not None
         return recorded
+
+    def done(self, conn: Connection, effect: EffectKey) -> Detail | None:
+        """What ``effect.owner`` recorded for this effect, if it is done (a read; no lock)."""
+        row = conn.execute(self._peek, {"k": effect.key, "s": effect.step}).first()
+        if row is None:
+            return None
+        owner, state, detail = row
+        return detail if owner == effect.owner and state == EffectState.DONE else None
 
     def undo(
         self, conn: Connection, effect: EffectKey, revert: Callable[[Detail], None]

@@ -55,6 +55,14 @@ class Settings(BaseModel):
     """The key ring as JSON (see common/crypto.py); wins over PIZZA_KEY_FILE."""
     key_file: Path | None = Field(default=None, alias="PIZZA_KEY_FILE")
     """A file holding the key ring; default for a local server: PIZZA_HOME's, made once."""
+    vault_keys: str | None = Field(default=None, alias="PIZZA_VAULT_KEYS")
+    """The card vault's key ring as JSON (same form as the codec's); wins over the file."""
+    vault_key_file: Path | None = Field(default=None, alias="PIZZA_VAULT_KEY_FILE")
+    """A file holding the vault's key ring; default for a SQLite store: PIZZA_HOME's, made once."""
+    card_token_ttl_seconds: float = Field(
+        default=900.0, alias="PIZZA_CARD_TOKEN_TTL_SECONDS", ge=10, le=24 * 3600
+    )
+    """How long a card token can be charged after the edge made it (15 minutes)."""
     crash_at: str | None = Field(
         default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
     )
@@ -69,6 +77,11 @@ class Settings(BaseModel):
     def default_key_file(self) -> Path:
         """The key ring generated for the embedded (local) default."""
         return self.home / "encryption-keys.json"
+
+    @property
+    def default_vault_key_file(self) -> Path:
+        """The vault's key ring generated for a SQLite store (one machine)."""
+        return self.home / "vault-keys.json"
 
     @property
     def server_db(self) -> Path:

@@ -8,6 +8,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -33,8 +34,11 @@ from pizza_saga.common.crypto import (
     KeyRing,
     KeyRingError,
     load_or_create_key_file,
+    read_key_file,
     rejection_reason,
 )
+from pizza_saga.common.errors import describe_validation_error
+from pizza_saga.common.logmask import mask_card_numbers
 from pizza_saga.common.settings import Settings
 
 DEFAULT_ADDRESS = "localhost:7233"
@@ -83,7 +87,15 @@ class ProductPayloadConverter(PydanticPayloadConverter):
             if hint is not RawValue and encoding not in self.converters:
                 shown = encoding.decode(errors="replace")[:MAX_SHOWN]
                 raise _rejection(f"payload encoding {shown!r} is not one this service reads")
-        return super().from_payloads(payloads, type_hints)
+        try:
+            return super().from_payloads(payloads, type_hints)
+        except ValidationError as err:
+            # Input the models refuse is final: non-retryable, even under a retry policy.
+            raise ApplicationError(
+                mask_card_numbers(describe_validation_error(err, "input")),
+                type="ValidationError",
+                non_retryable=True,
+            ) from None
 
 
 def _rejection(reason: str) -> ApplicationError:
@@ -126,13 +138,7 @@ def key_ring(settings: Settings, target_host: str) -> KeyRing:
     if settings.encryption_keys:
         return KeyRing.from_json(settings.encryption_keys, "PIZZA_ENCRYPTION_KEYS")
     if settings.key_file is not None:
-        try:
-            text = settings.key_file.read_text(encoding="utf-8")
-        except OSError as err:
-            raise KeyRingError(
-                f"PIZZA_KEY_FILE: cannot read {settings.key_file}: {err.strerror}"
-            ) from None
-        return KeyRing.from_json(text, f"PIZZA_KEY_FILE {settings.key_file}")
+        return read_key_file(settings.key_file, "PIZZA_KEY_FILE")
     host = target_host.rsplit(":", 1)[0]
     if host in LOCAL_HOSTS:
         return load_or_create_key_file(settings.default_key_file)

@@ -23,7 +23,7 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.order.models import (
     OrderConfirmation,
     OrderRequest,
-    PizzaOrder,
+    PlacedOrder,
     SagaPolicy,
     SimulatedWaits,
 )
@@ -98,8 +98,8 @@ STATUS_OF: dict[WorkflowExecutionStatus, OrderStatus] = {
 }
 
 
-def order_request(order: PizzaOrder, settings: Settings) -> OrderRequest:
-    """The workflow input for ``order`` under this deployment's settings."""
+def order_request(order: PlacedOrder, settings: Settings) -> OrderRequest:
+    """The workflow input for ``order`` (its card tokenized) under this deployment's settings."""
     return OrderRequest(
         order=order,
         waits=SimulatedWaits(

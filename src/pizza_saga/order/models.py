@@ -18,8 +18,10 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
+from pizza_saga.billing.models import CardToken
 from pizza_saga.order.menu import MENU
 
 MAX_PIZZAS = 20
@@ -105,11 +107,35 @@ class Pizza(_Model):
         return price
 
 
+SECURITY_CODE_FIELDS = frozenset({"cvv", "cvc", "cvv2", "cvc2", "cid", "csc", "security_code"})
+
+
+def _refuse_security_code(value: object) -> object:
+    """No card's security code is ever accepted, stored or sent on (PCI DSS forbids keeping it)."""
+    if isinstance(value, dict):
+        sent = sorted(k for k in value if str(k).lower().replace("-", "_") in SECURITY_CODE_FIELDS)
+        if sent:
+            raise ValueError(
+                f"do not send the card's security code ({', '.join(sent)}): "
+                "pizza-saga never asks for it and never accepts it"
+            )
+    return value
+
+
 class CreditCardInfo(_Model):
-    """The card to charge. The number is digits only; the processor judges the rest."""
+    """The card to charge, as a customer types it: only at the edge, never sent to Temporal.
+
+    The number is digits only; the processor judges the rest. The edge exchanges it for a
+    CardToken (billing/vault.py) before the order's workflow starts.
+    """
 
     holder_name: Text
     number: Annotated[str, BeforeValidator(_strip_card_separators)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_security_code(cls, data: object) -> object:
+        return _refuse_security_code(data)
 
     @field_validator("number")
     @classmethod
@@ -121,8 +147,8 @@ class CreditCardInfo(_Model):
         return number
 
 
-class PizzaOrder(_Model):
-    """A customer's order, with the seed's fields."""
+class _OrderFields(_Model):
+    """What an order is, whoever holds it: the number, customer, pizzas and address."""
 
     order_number: str
 
@@ -137,7 +163,43 @@ class PizzaOrder(_Model):
     items: Annotated[list[Pizza], Field(min_length=1, max_length=MAX_PIZZAS)]
     is_delivery: bool
     address: Address
+
+
+class PizzaOrder(_OrderFields):
+    """A customer's order with the seed's fields, card number included: the edge's input."""
+
     credit_card_info: CreditCardInfo
+
+    def placed(self, card: CardToken) -> PlacedOrder:
+        """This order as the workflow gets it: the card number exchanged for ``card``."""
+        fields = self.model_dump(exclude={"credit_card_info"})
+        return PlacedOrder.model_validate(
+            {**fields, "card": {"holder_name": self.credit_card_info.holder_name, "token": card}}
+        )
+
+
+class PaymentCard(_Model):
+    """The card an order pays with, as it crosses Temporal: a vault token, never the number."""
+
+    holder_name: Text
+    token: CardToken
+
+
+class PlacedOrder(_OrderFields):
+    """An order as its workflow gets it: the card is a token (see PizzaOrder.placed)."""
+
+    card: PaymentCard
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_card_number(cls, data: object) -> object:
+        if isinstance(data, dict) and "credit_card_info" in data:
+            raise ValueError(
+                "credit_card_info: a card number must never be sent to the order workflow; "
+                "exchange it for a token first (pizza order, POST /api/orders and the order "
+                "form do; other clients use pizza_saga.billing.vault.CardVault.tokenize)"
+            )
+        return data
 
 
 class SimulatedWaits(_Model):
@@ -166,7 +228,7 @@ class SagaPolicy(_Model):
 class OrderRequest(_Model):
     """The order workflow's input: the order, the simulated waits, the saga's policy."""
 
-    order: PizzaOrder
+    order: PlacedOrder
     waits: SimulatedWaits = SimulatedWaits()
     policy: SagaPolicy = SagaPolicy()
 

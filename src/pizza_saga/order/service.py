@@ -8,6 +8,7 @@ statuses, and never talk to Temporal or the stores on their own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.billing.store import PaymentEntry, PaymentStore
+from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.order import client as orders
@@ -140,11 +142,13 @@ class OrderService:
         client: Client | None,
         inventory: InventoryStore,
         payments: PaymentStore,
+        vault: CardVault,
         settings: Settings,
     ) -> None:
         self._client = client
         self._inventory = inventory
         self._payments = payments
+        self._vault = vault
         self._settings = settings
 
     @property
@@ -163,17 +167,27 @@ class OrderService:
     async def place(self, order: PizzaOrder) -> OrderOutcome:
         """Start the order's saga; its outcome so far (RUNNING).
 
-        Raises NoWorker before placing anything when no worker polls the task queue, and
-        OrderAlreadyPlaced when the number was used.
+        The card number stops here: it is exchanged for a vault token, and the workflow gets
+        the token and the last four digits only. Raises NoWorker before anything happens when
+        no worker polls the task queue, and OrderAlreadyPlaced when the number was used.
         """
         if not await self.worker_polling():
             raise NoWorker(self.task_queue)
-        request = orders.order_request(order, self._settings)
+        card = await asyncio.to_thread(
+            functools.partial(
+                self._vault.tokenize,
+                order.credit_card_info.number,
+                order_number=order.order_number,
+            )
+        )
+        request = orders.order_request(order.placed(card), self._settings)
         try:
             handle = await orders.place_order(self._temporal, request, task_queue=self.task_queue)
         except orders.OrderAlreadyPlaced:
+            await asyncio.to_thread(self._vault.discard, card)
             raise OrderAlreadyPlaced(order.order_number) from None
         except RPCError as err:
+            await asyncio.to_thread(self._vault.discard, card)
             raise TemporalUnavailable(f"Temporal refused the order: {err.message}") from None
         return OrderOutcome(
             order_number=order.order_number,
@@ -313,10 +327,7 @@ class OrderService:
 
     def payments(self, *, order_number: str | None = None) -> list[PaymentEntry]:
         """Every charge and refund, oldest first; one order's with ``order_number``."""
-        entries = self._payments.payments()
-        if order_number is not None:
-            entries = [p for p in entries if p.order_number == order_number]
-        return entries
+        return self._payments.payments(order_number=order_number)
 
     # --- Health -----------------------------------------------------------------------------
 

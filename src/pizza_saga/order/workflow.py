@@ -153,8 +153,8 @@ class PizzaOrderWorkflow:
             BillingActivities.process_credit_card,
             ChargeRequest(
                 order_number=order.order_number,
-                holder_name=order.credit_card_info.holder_name,
-                card_number=order.credit_card_info.number,
+                holder_name=order.card.holder_name,
+                card=order.card.token,
                 amount=price.total,
                 execution=execution,
             ),

@@ -1,0 +1,224 @@
+"""The card vault: tokens made at the edge, charged once by their own order, then destroyed.
+
+The vault on a real database (SQLite and PostgreSQL), and the order saga on the
+time-skipping test server with real stores: a token that cannot be charged (unknown,
+another order's, expired, destroyed) fails the charge step with CardTokenError, and the
+order rolls back with nothing charged and its pizzas back on the shelf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from pizza_saga.app import Stores, build_worker, vault_key_ring
+from pizza_saga.billing import cards
+from pizza_saga.billing.models import CardToken
+from pizza_saga.billing.vault import CardTokenError, CardVault, VaultEntry
+from pizza_saga.common.crypto import KeyRing
+from pizza_saga.common.db import utcnow
+from pizza_saga.common.settings import Settings
+from pizza_saga.order.example import GOOD_CARD
+from pizza_saga.order.models import OrderRequest, PizzaOrder
+from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
+from tests.orders import OrderHandle, fail_of, net_money, new_order, result_of
+
+TEST_CARDS = [GOOD_CARD, cards.DECLINED_CARD, cards.FLAKY_CARD, cards.REFUND_FAILING_CARD]
+
+
+class Clock:
+    """The vault's clock in these tests: wall time, moved on by the test when it says so."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.ahead
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def vault(stores: Stores, settings: Settings, clock: Clock) -> CardVault:
+    ring = vault_key_ring(settings, shared=stores.engine.dialect.name != "sqlite")
+    return CardVault(stores.engine, ring, clock=clock)
+
+
+def sealed_rows(stores: Stores, order_number: str) -> list[bytes | None]:
+    with stores.engine.connect() as conn:
+        query = select(VaultEntry.sealed).where(VaultEntry.order_number == order_number)
+        return list(conn.scalars(query))
+
+
+# --- The vault itself ---------------------------------------------------------------------------
+
+
+def test_a_token_says_nothing_about_the_card_but_its_brand_and_last_four(
+    vault: CardVault, stores: Stores
+) -> None:
+    card = vault.tokenize(GOOD_CARD, order_number="A1")
+
+    assert card.token.startswith("tok_") and len(card.token) == 36
+    assert GOOD_CARD not in card.token
+    assert (card.brand, card.last4) == ("visa", "4242")
+    assert timedelta(minutes=14) < card.expires_at - utcnow() <= timedelta(minutes=15)
+    [sealed] = sealed_rows(stores, "A1")
+    assert sealed is not None and GOOD_CARD.encode() not in sealed
+    assert vault.detokenize(card.token, order_number="A1") == GOOD_CARD
+
+
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (lambda vault, card, clock: None, "belongs to another order"),
+        (lambda vault, card, clock: vault.destroy(order_number="A1"), "was destroyed"),
+        (lambda vault, card, clock: setattr(clock, "ahead", timedelta(minutes=16)), "expired"),
+    ],
+    ids=["another-order", "destroyed", "expired"],
+)
+def test_a_token_cannot_be_charged_by_another_order_after_destruction_or_expiry(
+    vault: CardVault, clock: Clock, spoil: object, why: str
+) -> None:
+    card = vault.tokenize(GOOD_CARD, order_number="A1")
+    spoil(vault, card, clock)  # type: ignore[operator]
+    order = "B2" if why == "belongs to another order" else "A1"
+
+    with pytest.raises(CardTokenError, match=why) as refused:
+        vault.detokenize(card.token, order_number=order)
+    assert GOOD_CARD not in str(refused.value)
+
+
+def test_an_unknown_token_is_refused(vault: CardVault) -> None:
+    with pytest.raises(CardTokenError, match="unknown"):
+        vault.detokenize("tok_" + "x" * 32, order_number="A1")
+
+
+def test_a_token_made_under_key_1_is_charged_after_key_2_becomes_primary(
+    stores: Stores,
+) -> None:
+    first = KeyRing.generate("vault-1")
+    rotated = first.with_new_primary("vault-2")
+    card = CardVault(stores.engine, first).tokenize(GOOD_CARD, order_number="A1")
+
+    assert CardVault(stores.engine, rotated).detokenize(card.token, order_number="A1") == GOOD_CARD
+    with pytest.raises(CardTokenError, match="not configured"):
+        only_new = KeyRing(primary="vault-2", keys={"vault-2": rotated.keys["vault-2"]})
+        CardVault(stores.engine, only_new).detokenize(card.token, order_number="A1")
+
+
+def test_a_shared_store_needs_its_vault_key_configured(tmp_path: object) -> None:
+    from pizza_saga.common.crypto import KeyRingError
+
+    settings = Settings.model_validate({"PIZZA_HOME": tmp_path})
+    with pytest.raises(KeyRingError, match="PIZZA_VAULT_KEY_FILE or PIZZA_VAULT_KEYS"):
+        vault_key_ring(settings, shared=True)
+
+
+# --- Orders whose token cannot be charged ---------------------------------------------------------
+
+
+@pytest.fixture
+async def client(
+    time_skipping_env: WorkflowEnvironment, stores: Stores, vault: CardVault, task_queue: str
+) -> AsyncIterator[Client]:
+    """A worker whose vault has the test's clock."""
+    with_clock = dataclasses.replace(stores, vault=vault)
+    async with build_worker(time_skipping_env.client, with_clock, task_queue=task_queue):
+        yield time_skipping_env.client
+
+
+async def start_with(
+    client: Client, order: PizzaOrder, card: CardToken, *, task_queue: str
+) -> OrderHandle:
+    return await client.start_workflow(
+        PizzaOrderWorkflow.run,
+        OrderRequest(order=order.placed(card)),
+        id=workflow_id_for(order.order_number),
+        task_queue=task_queue,
+    )
+
+
+async def assert_rolled_back_for(
+    handle: OrderHandle, stores: Stores, order: PizzaOrder, before: dict[str, int], why: str
+) -> None:
+    error = await fail_of(handle)
+    assert (error.type, error.non_retryable) == ("CardTokenError", True), error
+    assert why in error.message
+    assert stores.payments.payments(order_number=order.order_number) == [], "nothing charged"
+    assert stores.inventory.on_hand() == before
+
+
+async def test_a_token_reused_by_a_second_order_rolls_it_back(
+    client: Client, stores: Stores, vault: CardVault, task_queue: str
+) -> None:
+    first, second = new_order(), new_order()
+    card = vault.tokenize(GOOD_CARD, order_number=first.order_number)
+    before = stores.inventory.on_hand()
+
+    handle = await start_with(client, second, card, task_queue=task_queue)
+
+    await assert_rolled_back_for(handle, stores, second, before, "belongs to another order")
+
+
+async def test_an_expired_token_rolls_the_order_back(
+    client: Client, stores: Stores, vault: CardVault, clock: Clock, task_queue: str
+) -> None:
+    order = new_order()
+    card = vault.tokenize(GOOD_CARD, order_number=order.order_number)
+    before = stores.inventory.on_hand()
+    clock.ahead = timedelta(minutes=16)  # the order reached its charge too late
+
+    handle = await start_with(client, order, card, task_queue=task_queue)
+
+    await assert_rolled_back_for(handle, stores, order, before, "expired")
+
+
+async def test_a_destroyed_or_unknown_token_rolls_the_order_back(
+    client: Client, stores: Stores, vault: CardVault, task_queue: str
+) -> None:
+    destroyed, unknown = new_order(), new_order()
+    card = vault.tokenize(GOOD_CARD, order_number=destroyed.order_number)
+    vault.destroy(order_number=destroyed.order_number)
+    before = stores.inventory.on_hand()
+
+    first = await start_with(client, destroyed, card, task_queue=task_queue)
+    await assert_rolled_back_for(first, stores, destroyed, before, "was destroyed")
+
+    fake = dataclasses.replace(card, token="tok_" + "y" * 32)
+    second = await start_with(client, unknown, fake, task_queue=task_queue)
+    await assert_rolled_back_for(second, stores, unknown, before, "unknown")
+
+
+async def test_the_number_is_destroyed_once_the_order_is_charged_or_rolled_back(
+    client: Client, stores: Stores, vault: CardVault, task_queue: str
+) -> None:
+    charged = new_order()
+    declined = new_order(credit_card_info__number=cards.DECLINED_CARD)
+    tokens = {
+        order.order_number: vault.tokenize(
+            order.credit_card_info.number, order_number=order.order_number
+        )
+        for order in (charged, declined)
+    }
+
+    done = await start_with(client, charged, tokens[charged.order_number], task_queue=task_queue)
+    await result_of(done)
+    refused = await start_with(
+        client, declined, tokens[declined.order_number], task_queue=task_queue
+    )
+    assert (await fail_of(refused)).type == "CardDeclinedError"
+
+    for order in (charged, declined):
+        assert sealed_rows(stores, order.order_number) == [None], order.order_number
+        with pytest.raises(CardTokenError, match="was destroyed"):
+            vault.detokenize(tokens[order.order_number].token, order_number=order.order_number)
+    assert net_money(stores, charged.order_number) == 3500
