@@ -19,11 +19,12 @@ from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import ensure_search_attributes
+from pizza_saga.common.temporal import ensure_search_attributes, key_ring
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
+from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import PizzaOrderWorkflow
@@ -134,9 +135,17 @@ def build_worker_for(
 
 
 def build_service(client: Client, stores: Stores, settings: Settings) -> OrderService:
-    """The order service over this client and these stores."""
+    """The order service over this client and these stores.
+
+    Idempotency keys are hashed with the key ring the client encrypts with.
+    """
+    ring = key_ring(settings, client.service_client.config.target_host)
     return OrderService(
-        client=client, inventory=stores.inventory, payments=stores.payments, settings=settings
+        client=client,
+        inventory=stores.inventory,
+        payments=stores.payments,
+        idempotency=IdempotencyStore(stores.engine, ring),
+        settings=settings,
     )
 
 

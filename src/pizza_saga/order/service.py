@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.order import client as orders
 from pizza_saga.order.client import STATUS_OF, OrderOutcome, OrderStatus
+from pizza_saga.order.idempotency import IdempotencyStore, KeyClaim, KeyState
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, workflow_id_for
@@ -37,6 +39,11 @@ POLLER_FRESH = timedelta(seconds=90)
 """A worker's long poll lasts up to about a minute: one seen later than this is gone."""
 WATCH_INTERVAL = 0.25
 """Seconds between looks at a followed order (describe and ledger query)."""
+KEY_WAIT_SECONDS = 10.0
+"""How long a request waits for another request with its idempotency key to place the order."""
+KEY_STALE_SECONDS = 60.0
+"""A key claimed this long ago and never marked placed lost its request (a crash): taken over."""
+KEY_POLL_INTERVAL = 0.05
 
 
 class ServiceError(Exception):
@@ -79,6 +86,21 @@ class NothingToResolve(ServiceError):
     """No compensation of the order waits for the decision given."""
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """The idempotency key came with another request before: one key, one request."""
+
+    def __init__(self, *, field: str) -> None:
+        super().__init__(
+            "this key was used for another request (another order); "
+            "send a new key with each new order",
+            field=field,
+        )
+
+
+class RequestInProgress(ServiceError):
+    """Another request with the same idempotency key is still placing the order."""
+
+
 class TemporalUnavailable(ServiceError):
     """Temporal did not answer, or refused the request."""
 
@@ -113,6 +135,15 @@ class OrderPage(BaseModel):
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A placed order's outcome so far, and whether an earlier request with the same
+    idempotency key placed it (``replayed``)."""
+
+    outcome: OrderOutcome
+    replayed: bool
+
+
+@dataclass(frozen=True)
 class Readiness:
     """What a deployment needs to take orders, and what is missing."""
 
@@ -140,11 +171,13 @@ class OrderService:
         client: Client,
         inventory: InventoryStore,
         payments: PaymentStore,
+        idempotency: IdempotencyStore,
         settings: Settings,
     ) -> None:
         self._client = client
         self._inventory = inventory
         self._payments = payments
+        self._keys = idempotency
         self._settings = settings
 
     @property
@@ -174,6 +207,64 @@ class OrderService:
             run_id=handle.result_run_id,
             status=OrderStatus.RUNNING,
         )
+
+    async def place_once(
+        self, order: PizzaOrder, *, idempotency_key: str, key_field: str = "idempotency_key"
+    ) -> Placement:
+        """Place ``order`` once for ``idempotency_key``: sent again with the same order, the
+        same order (``replayed``), never a second one.
+
+        Raises IdempotencyKeyReused (naming ``key_field``) when the key came with another
+        order, RequestInProgress when another request with it is still placing the order
+        after KEY_WAIT_SECONDS, and whatever ``place`` raises (the key is then freed).
+        """
+        body = order.model_dump_json().encode()
+        waited_until = time.monotonic() + KEY_WAIT_SECONDS
+        while True:
+            claim = await asyncio.to_thread(
+                self._keys.claim, idempotency_key, body=body, order_number=order.order_number
+            )
+            if claim.state is KeyState.REUSED:
+                raise IdempotencyKeyReused(field=key_field)
+            if claim.state is KeyState.PLACED:
+                return Placement(await self.outcome(claim.order_number), replayed=True)
+            if claim.state is KeyState.CLAIMED:
+                # Shielded: a client that goes away does not stop the order half placed.
+                placing = asyncio.ensure_future(self._place_claimed(order, idempotency_key, claim))
+                return Placement(await asyncio.shield(placing), replayed=False)
+            if await self._abandoned(idempotency_key, claim):
+                continue
+            if time.monotonic() > waited_until:
+                raise RequestInProgress(
+                    f"another request with this idempotency key is still placing order "
+                    f"{claim.order_number}; send it again in a moment"
+                )
+            await asyncio.sleep(KEY_POLL_INTERVAL)
+
+    async def _place_claimed(self, order: PizzaOrder, key: str, claim: KeyClaim) -> OrderOutcome:
+        try:
+            outcome = await self.place(order)
+        except (NoWorker, OrderAlreadyPlaced):
+            # Surely nothing placed for this key: free it for the request to be sent again.
+            # After other errors the order may exist; the key settles once stale (_abandoned).
+            await asyncio.to_thread(self._keys.release, key, claim.claim)
+            raise
+        await asyncio.to_thread(self._keys.placed, key, claim.claim)
+        return outcome
+
+    async def _abandoned(self, key: str, claim: KeyClaim) -> bool:
+        """Whether a pending claim was left by a request that died (then it is settled:
+        marked placed if its order exists, freed if not)."""
+        age = datetime.now(UTC) - claim.created_at
+        if age < timedelta(seconds=KEY_STALE_SECONDS):
+            return False
+        try:
+            await self._status(claim.order_number)
+        except OrderNotFound:
+            await asyncio.to_thread(self._keys.release, key, claim.claim)
+        else:
+            await asyncio.to_thread(self._keys.placed, key, claim.claim)
+        return True
 
     async def outcome(self, order_number: str) -> OrderOutcome:
         """The order's outcome so far, with its ledger."""
