@@ -90,7 +90,8 @@ class IdempotencyStore:
         )
 
     def fingerprint(self, body: bytes, *, key_id: str | None = None) -> str:
-        """The body's keyed hash, under ``key_id`` (default: the ring's primary key)."""
+        """The body's keyed hash, under ``key_id`` (default: the ring's primary key); the
+        service also signs its page tokens with it."""
         key_id = key_id or self._ring.primary
         digest = hmac.new(self._ring.keys[key_id], body, hashlib.sha256).hexdigest()
         return f"{key_id}:{digest}"

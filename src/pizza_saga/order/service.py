@@ -44,6 +44,8 @@ KEY_WAIT_SECONDS = 10.0
 KEY_STALE_SECONDS = 60.0
 """A key claimed this long ago and never marked placed lost its request (a crash): taken over."""
 KEY_POLL_INTERVAL = 0.05
+PAGE_TOKEN_CONTEXT = b"page-token:"
+"""Keyed hashes of page tokens never equal those of request bodies."""
 
 
 class ServiceError(Exception):
@@ -343,10 +345,7 @@ class OrderService:
         if needs_operator:
             clauses.append(f"{NEEDS_OPERATOR_ATTRIBUTE.name} = true")
             clauses.append("ExecutionStatus = 'Running'")
-        try:
-            token = bytes.fromhex(page_token) if page_token else None
-        except ValueError:
-            raise InvalidInput("not a page token from this service", field="page_token") from None
+        token = self._page_token(page_token) if page_token else None
         pages = self._client.list_workflows(
             " AND ".join(clauses), page_size=page_size, next_page_token=token
         )
@@ -375,7 +374,26 @@ class OrderService:
             if execution.id.startswith(WORKFLOW_ID_PREFIX)
         ]
         next_token = pages.next_page_token
-        return OrderPage(orders=summaries, next_page_token=next_token.hex() if next_token else None)
+        return OrderPage(
+            orders=summaries,
+            next_page_token=self._signed(next_token) if next_token else None,
+        )
+
+    def _signed(self, token: bytes) -> str:
+        """Temporal's page token with a keyed hash: Temporal answers a forged one with an
+        internal error, so only the service's own tokens are passed on."""
+        return f"{token.hex()}.{self._keys.fingerprint(PAGE_TOKEN_CONTEXT + token)}"
+
+    def _page_token(self, signed: str) -> bytes:
+        """The Temporal page token in ``signed``; InvalidInput unless the service made it."""
+        raw, _, mac = signed.partition(".")
+        try:
+            token = bytes.fromhex(raw)
+        except ValueError:
+            token = b""
+        if not token or not self._keys.same_body(PAGE_TOKEN_CONTEXT + token, mac):
+            raise InvalidInput("not a page token from this service", field="page_token")
+        return token
 
     # --- Stock and payments ---------------------------------------------------------------
 
