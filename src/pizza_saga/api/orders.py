@@ -55,6 +55,7 @@ def location(order_number: str) -> str:
         201: {"model": OrderResource, "description": "Placed, and finished within the wait"},
         202: {"description": "Placed; still running (follow `Location`)"},
         **problems(
+            400,
             409,
             422,
             503,
@@ -152,6 +153,7 @@ async def cancel_order(
     "/{order_number}/resolve",
     response_model=StepRecord,
     responses=problems(
+        400,
         404,
         409,
         422,

@@ -106,6 +106,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     },
 }
 WHAT = {
+    400: "The body cannot be read (bytes that are not UTF-8 text)",
     404: "No such order",
     409: "The order's state does not allow it",
     422: "Invalid input: `errors` names each field and why",

@@ -22,7 +22,7 @@ async def inventory(service: Service) -> dict[str, int]:
 @router.put(
     "/{item}",
     response_model=StockLevel,
-    responses=problems(422, on_422="Not a menu item, or not a quantity from 0 to 1000000"),
+    responses=problems(400, 422, on_422="Not a menu item, or not a quantity from 0 to 1000000"),
 )
 async def set_stock(
     item: Annotated[str, Path(max_length=100, description="A menu item, as the menu names it.")],
