@@ -81,7 +81,8 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         where = error.get("loc", ())[-1]
         cause = error.get("ctx", {}).get("error", "")
         return {"field": "", "reason": f"not valid JSON at character {where}: {cause}"}
-    return {"field": _pointer(error.get("loc", ())), "reason": str(error.get("msg", "invalid"))}
+    reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return {"field": _pointer(error.get("loc", ())), "reason": reason}
 
 
 def install(app: FastAPI) -> None:

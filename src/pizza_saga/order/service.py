@@ -8,6 +8,7 @@ statuses, and never talk to Temporal or the stores on their own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -382,13 +383,14 @@ class OrderService:
     def _signed(self, token: bytes) -> str:
         """Temporal's page token with a keyed hash: Temporal answers a forged one with an
         internal error, so only the service's own tokens are passed on."""
-        return f"{token.hex()}.{self._keys.fingerprint(PAGE_TOKEN_CONTEXT + token)}"
+        raw = base64.urlsafe_b64encode(token).decode().rstrip("=")
+        return f"{raw}.{self._keys.fingerprint(PAGE_TOKEN_CONTEXT + token)}"
 
     def _page_token(self, signed: str) -> bytes:
         """The Temporal page token in ``signed``; InvalidInput unless the service made it."""
         raw, _, mac = signed.partition(".")
         try:
-            token = bytes.fromhex(raw)
+            token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
         except ValueError:
             token = b""
         if not token or not self._keys.same_body(PAGE_TOKEN_CONTEXT + token, mac):
