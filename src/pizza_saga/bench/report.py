@@ -73,6 +73,12 @@ def results_table(results: dict[str, Any]) -> Table:
                 "",
             ),
             ("API process CPU per order (ms)", api["api_cpu_ms_per_order"], ""),
+            (
+                "worker CPU per order: via the API/direct (ms)",
+                f"{api['worker_cpu_ms_per_order']['api']}/"
+                f"{api['worker_cpu_ms_per_order']['direct']}",
+                "",
+            ),
         ]
     for name, ours, engine in rows:
         table.add_row(name, str(ours), str(engine))

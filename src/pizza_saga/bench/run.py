@@ -439,6 +439,10 @@ def _api_results(
         },
         "api_cpu_seconds": round(api_cpu_seconds, 2),
         "api_cpu_ms_per_order": round(api_cpu_seconds * 1000 / bench.orders, 1),
+        "worker_cpu_ms_per_order": {
+            "api": round(api.worker_cpu_seconds * 1000 / bench.orders, 1),
+            "direct": round(direct.worker_cpu_seconds * 1000 / bench.orders, 1),
+        },
     }
 
 
