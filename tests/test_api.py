@@ -222,9 +222,13 @@ async def test_a_number_already_used_is_a_conflict_and_charges_nothing_more(
     first = await api.post("/api/orders", params={"wait": "true"}, json=order_json(number))
 
     again = await api.post("/api/orders", params={"wait": "true"}, json=order_json(number))
+    with_a_new_key = await api.post(
+        "/api/orders", json=order_json(number), headers={"Idempotency-Key": str(uuid.uuid4())}
+    )
 
     assert first.status_code == 201
     assert_problem(again, 409, detail=f"order {number} was already placed")
+    assert_problem(with_a_new_key, 409, detail=f"order {number} was already placed")
     assert await payments_of(api, number) == [("charge", 3500, "4242")]
 
 
@@ -537,6 +541,36 @@ async def test_a_key_left_by_a_request_that_died_is_settled(
     for number in (placed_before, never_placed):
         assert (await finished(api, number))["status"] == "COMPLETED"
         assert await payments_of(api, number) == [("charge", 3500, "4242")]
+
+
+async def test_a_request_waits_for_the_one_placing_its_order_and_answers_with_it(
+    live: Live, api: httpx.AsyncClient
+) -> None:
+    """Another request (in any process) holds the key and is placing the order: this one
+    waits for it, then answers with that order."""
+    settings = live.deployment.settings
+    keys = IdempotencyStore(
+        live.deployment.stores.engine,
+        key_ring(settings, live.deployment.env["TEMPORAL_ADDRESS"]),
+    )
+    number, key = new_number(), str(uuid.uuid4())
+    body = PizzaOrder.model_validate(order_json(number)).model_dump_json().encode()
+    holder = keys.claim(key, body=body, order_number=number)
+    waiting = asyncio.create_task(
+        api.post("/api/orders", json=order_json(number), headers={"Idempotency-Key": key})
+    )
+    # The holder places the order, then says so.
+    assert (await api.post("/api/orders", json=order_json(number))).status_code == 202
+    assert not waiting.done()
+    keys.placed(key, holder.claim)
+
+    answer = await waiting
+
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["idempotent-replayed"] == "true"
+    assert answer.headers["location"] == f"/api/orders/{number}"
+    assert (await finished(api, number))["status"] == "COMPLETED"
+    assert await payments_of(api, number) == [("charge", 3500, "4242")]
 
 
 async def test_a_malformed_key_is_rejected_naming_the_header(api: httpx.AsyncClient) -> None:
