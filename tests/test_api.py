@@ -483,6 +483,9 @@ async def test_requests_at_once_with_one_key_place_one_order(api: httpx.AsyncCli
     assert {a.headers["location"] for a in answers} == {f"/api/orders/{number}"}
     assert [a.headers.get("idempotent-replayed") for a in answers].count(None) == 1
     assert (await finished(api, number))["status"] == "COMPLETED"
+    later = await api.post("/api/orders", json=order_json(number), headers={"Idempotency-Key": key})
+    assert (later.status_code, later.headers["idempotent-replayed"]) == (202, "true")
+    assert later.json()["status"] == "COMPLETED"
     assert await payments_of(api, number) == [("charge", 3500, "4242")]
     after = await stock(api)
     assert {item: before[item] - after[item] for item in before} == dict.fromkeys(MENU, 1)

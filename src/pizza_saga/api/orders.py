@@ -1,6 +1,7 @@
 """The orders of the JSON API: place, follow, list, cancel, resolve.
 
-Placing answers 202 Accepted with the order's ``Location``. With ``wait=true`` it waits up to
+Placing answers 202 Accepted with the order's ``Location`` (and its state, whatever it
+is). With ``wait=true`` it waits up to
 ``wait_seconds`` (30 s at most) for the outcome: 201 Created when the order has finished by
 then (its outcome, COMPLETED or FAILED, is in the body: a failed order is still an order
 placed, not an HTTP error), else 202 Accepted with the state so far, to be followed at its
@@ -44,6 +45,7 @@ def order_resource(request: Request, outcome: OrderOutcome) -> OrderResource:
 
 
 def location(order_number: str) -> str:
+    """Where the order is, for the ``Location`` header."""
     return f"{router.prefix}/{order_number}"
 
 
@@ -98,7 +100,9 @@ async def place_order(
             response.headers[REPLAYED_HEADER] = "true"
     if wait and outcome.status is OrderStatus.RUNNING:
         outcome = await service.wait(order.order_number, within=wait_seconds)
-    response.status_code = 202 if outcome.status is OrderStatus.RUNNING else 201
+    # Without wait always 202, so that a request sent again answers as it did the first time.
+    finished = wait and outcome.status is not OrderStatus.RUNNING
+    response.status_code = 201 if finished else 202
     response.headers["Location"] = location(order.order_number)
     return order_resource(request, outcome)
 

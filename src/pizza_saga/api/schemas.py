@@ -41,6 +41,7 @@ class Action(StrEnum):
 
     @property
     def operator_action(self) -> OperatorAction:
+        """The saga's name for it."""
         return OperatorAction(self.value.upper())
 
 

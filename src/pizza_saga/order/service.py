@@ -219,7 +219,8 @@ class OrderService:
 
         Raises IdempotencyKeyReused (naming ``key_field``) when the key came with another
         order, RequestInProgress when another request with it is still placing the order
-        after KEY_WAIT_SECONDS, and whatever ``place`` raises (the key is then freed).
+        after KEY_WAIT_SECONDS, and whatever ``place`` raises (after NoWorker and
+        OrderAlreadyPlaced, which place nothing, the key is freed at once).
         """
         body = order.model_dump_json().encode()
         waited_until = time.monotonic() + KEY_WAIT_SECONDS
