@@ -58,3 +58,13 @@ def test_load_blocks_run_every_order_index_once_for_the_engine_and_once_for_orde
     for who in ("engine", "orders"):
         indexes = [i for w, r in blocks if w == who for i in r]
         assert indexes == list(range(11))
+
+
+def test_load_blocks_with_the_api_run_each_runner_in_turn_then_in_reverse() -> None:
+    runners = ["engine", "orders", "api"]
+
+    blocks = load_blocks(12, rounds=2, runners=runners)
+
+    assert [who for who, _ in blocks] == (runners + runners[::-1]) * 2
+    for who in runners:
+        assert [i for w, r in blocks if w == who for i in r] == list(range(12))

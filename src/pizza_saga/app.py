@@ -27,6 +27,7 @@ from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
+from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import PizzaOrderWorkflow
@@ -50,6 +51,7 @@ class Stores:
     inventory: InventoryStore
     payments: PaymentStore
     vault: CardVault
+    idempotency: IdempotencyStore
 
 
 def open_stores(settings: Settings) -> Stores:
@@ -63,16 +65,14 @@ def open_stores(settings: Settings) -> Stores:
         upgrade_stores(engine)
     else:
         check_current(engine)
-    vault = CardVault(
-        engine,
-        vault_key_ring(settings, shared=engine.dialect.name != "sqlite"),
-        ttl=timedelta(seconds=settings.card_token_ttl_seconds),
-    )
+    # The vault's keys also key the hashes of idempotent requests (which hold card numbers).
+    ring = vault_key_ring(settings, shared=engine.dialect.name != "sqlite")
     return Stores(
         engine=engine,
         inventory=InventoryStore(engine),
         payments=PaymentStore(engine),
-        vault=vault,
+        vault=CardVault(engine, ring, ttl=timedelta(seconds=settings.card_token_ttl_seconds)),
+        idempotency=IdempotencyStore(engine, ring),
     )
 
 
@@ -173,6 +173,7 @@ def build_service(client: Client | None, stores: Stores, settings: Settings) -> 
         inventory=stores.inventory,
         payments=stores.payments,
         vault=stores.vault,
+        idempotency=stores.idempotency,
         settings=settings,
     )
 

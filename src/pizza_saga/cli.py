@@ -771,6 +771,13 @@ def bench(
     local: Annotated[
         bool, typer.Option("--local", help="Local mode: short steps as local activities.")
     ] = False,
+    via: Annotated[
+        str,
+        typer.Option(
+            help="client, or api: also place the orders through `pizza api` "
+            "(POST /api/orders?wait=true) and measure its overhead against the client.",
+        ),
+    ] = "client",
 ) -> None:
     """Measure the order saga against the engine's limit on the same server (waits zero)."""
     from rich.progress import Progress
@@ -778,6 +785,8 @@ def bench(
     from pizza_saga.bench.report import results_table, write_json, write_plot
     from pizza_saga.bench.run import BenchSettings, benchmark
 
+    if via not in ("client", "api"):
+        _fail(f"--via: {via!r} is neither client nor api")
     if completed + declined + bill_failure <= 0:
         _fail("--completed, --declined, --bill-failure: at least one share must be above 0")
     bench_settings = BenchSettings(
@@ -785,6 +794,7 @@ def bench(
         concurrency=concurrency,
         mix={"completed": completed, "declined": declined, "bill_failure": bill_failure},
         local=local,
+        via=via,
     )
 
     async def run() -> None:

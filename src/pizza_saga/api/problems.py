@@ -21,6 +21,7 @@ from pizza_saga.order.service import (
     NoWorker,
     OrderAlreadyPlaced,
     OrderNotFound,
+    RequestInProgress,
     ServiceError,
     TemporalUnavailable,
 )
@@ -34,6 +35,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     OrderAlreadyPlaced: 409,
     AlreadyFinished: 409,
     NothingToResolve: 409,
+    RequestInProgress: 409,
     TemporalUnavailable: 503,
     NoWorker: 503,
 }
@@ -72,6 +74,17 @@ def _pointer(location: tuple[Any, ...] | list[Any]) -> str:
     return str(where[-1]) if where else ""
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """``{field, reason}`` of one validation error; a body that is not JSON is the whole
+    body's error (pointer ""), not that of the character position where parsing stopped."""
+    if error.get("type") == "json_invalid":
+        where = error.get("loc", ())[-1]
+        cause = error.get("ctx", {}).get("error", "")
+        return {"field": "", "reason": f"not valid JSON at character {where}: {cause}"}
+    reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    return {"field": _pointer(error.get("loc", ())), "reason": reason}
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` as a problem document."""
 
@@ -89,16 +102,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _pointer(e.get("loc", ())), "reason": str(e.get("msg", "invalid"))}
-            for e in err.errors()
-        ]
+        errors = [_field_error(e) for e in err.errors()]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         return problem(422, detail or "invalid request", errors=errors)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
-        return problem(err.status_code, str(err.detail))
+        response = problem(err.status_code, str(err.detail))
+        response.headers.update(err.headers or {})  # 405's Allow, for one
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -60,6 +60,26 @@ def results_table(results: dict[str, Any]) -> Table:
         ),
         ("worker peak RSS (MiB)", results["worker_peak_rss_mib"], ""),
     ]
+    api = results.get("api")
+    if api is not None:
+        overhead = api["overhead_ms"]
+        rows += [
+            ("via the API: throughput (orders/s)", api["orders_per_s"], ""),
+            ("via the API: ratio to direct", api["ratio_to_direct"], ""),
+            ("via the API: completed p50/p95/p99 (ms)", _three(api["latency_ms"]["completed"]), ""),
+            (
+                "API overhead p50 per order: idle/under load (ms)",
+                f"{overhead['idle_p50']}/{overhead['loaded_p50']}",
+                "",
+            ),
+            ("API process CPU per order (ms)", api["api_cpu_ms_per_order"], ""),
+            (
+                "worker CPU per order: via the API/direct (ms)",
+                f"{api['worker_cpu_ms_per_order']['api']}/"
+                f"{api['worker_cpu_ms_per_order']['direct']}",
+                "",
+            ),
+        ]
     for name, ours, engine in rows:
         table.add_row(name, str(ours), str(engine))
     return table

@@ -1,4 +1,8 @@
-"""Drive N orders at concurrency C and the engine-limit baseline on the same server."""
+"""Drive N orders at concurrency C and the engine-limit baseline on the same server.
+
+With ``via="api"`` the same orders also go through the HTTP API (POST /api/orders?wait=true
+on a `pizza api` process), and the API's overhead is measured against placing them directly.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,19 @@ import itertools
 import os
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
@@ -27,7 +33,7 @@ from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
 from pizza_saga.billing import cards
 from pizza_saga.billing.vault import CardVault
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import GOOD_CARD, example_order
@@ -46,6 +52,8 @@ ENGINE_PLANS = {
 """The engine-limit workflow for each kind of order: the same activities, doing nothing."""
 IDLE_SAMPLES = 20
 HISTORY_SAMPLES = 50
+API_READY_SECONDS = 60.0
+"""How long the bench waits for its `pizza api` process to answer /readyz."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,8 @@ class BenchSettings:
     """Rounds of engine, orders, orders, engine blocks in the loaded run."""
     local: bool = False
     """Local mode: orders with local activities, against an engine of the same shape."""
+    via: str = "client"
+    """``client``: orders placed with the Temporal client; ``api``: also through the HTTP API."""
 
 
 @dataclass
@@ -208,6 +218,23 @@ async def run_order(
     return await _outcome(handle, started)
 
 
+async def run_via_api(
+    http: aiohttp.ClientSession, client: Client, kind: str, prefix: str, index: int
+) -> Sample:
+    """One order through POST /api/orders?wait=true, timed as its client sees it."""
+    number = f"{prefix}{index:05d}"
+    body = order_for(kind, number).model_dump(mode="json")
+    started = time.perf_counter()
+    async with http.post("/api/orders", params={"wait": "true"}, json=body) as response:
+        answer = await response.json()
+        if response.status not in (201, 202):
+            raise RuntimeError(f"the API refused order {number}: {response.status} {answer}")
+    if response.status == 202:  # still running after the API's longest wait
+        return await _outcome(client.get_workflow_handle(answer["workflow_id"]), started)
+    outcome = "completed" if answer["status"] == "COMPLETED" else "rolled_back"
+    return Sample(answer["workflow_id"], outcome, started, time.perf_counter())
+
+
 async def run_engine(client: Client, kind: str, prefix: str, index: int, local: bool) -> Sample:
     started = time.perf_counter()
     handle = await client.start_workflow(
@@ -267,13 +294,27 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
                 client, stores.vault, kind, tag, i, local=local, task_queue=settings.task_queue
             ),
         }
+        api_process: subprocess.Popen[bytes] | None = None
+        if bench.via == "api":
+            api_process, api_url = _start_api(env, home / "api.log", local=local)
+            stack.callback(_stop, api_process, signal.SIGINT)
+            http = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    base_url=api_url,
+                    connector=aiohttp.TCPConnector(limit=bench.concurrency + 5),
+                    timeout=aiohttp.ClientTimeout(total=120),
+                )
+            )
+            await _api_ready(http, api_process)
+            runners["api"] = lambda kind, tag, i: run_via_api(http, client, kind, tag, i)
 
         async def phase(
             who: str, label: str, indexes: range, concurrency: int, kind: str | None = None
         ) -> tuple[list[Sample], float]:
             task = progress.add_task(f"{who}, {label}", total=len(indexes))
-            # Workflow ids, and so the stores' idempotency keys, unique across phases.
-            tag = f"{label.replace(' ', '-')}-{prefix}"
+            # Workflow ids, and so the stores' idempotency keys, unique across phases (and
+            # across the two ways of placing orders).
+            tag = f"{'api-' if who == 'api' else ''}{label.replace(' ', '-')}-{prefix}"
             return await drive(
                 indexes,
                 concurrency,
@@ -297,7 +338,8 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             ]
         loaded = {who: Measured() for who in runners}
         block_rates: list[tuple[str, float]] = []
-        for who, indexes in load_blocks(bench.orders, bench.rounds):
+        api_cpu_before = worker_stats(api_process.pid).cpu_seconds if api_process else 0.0
+        for who, indexes in load_blocks(bench.orders, bench.rounds, runners=list(runners)):
             cpu_before = worker_stats(worker.pid).cpu_seconds
             samples, wall = await phase(who, "load", indexes, bench.concurrency)
             loaded[who].samples += samples
@@ -305,6 +347,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             loaded[who].worker_cpu_seconds += worker_stats(worker.pid).cpu_seconds - cpu_before
             block_rates.append((who, round(len(indexes) / wall, 1)))
         peak_rss = worker_stats(worker.pid).peak_rss_mib
+        api_cpu = worker_stats(api_process.pid).cpu_seconds - api_cpu_before if api_process else 0
 
         histories: dict[str, dict[str, list[WorkflowHistory]]] = {
             who: {"completed": [], "rolled_back": []} for who in runners
@@ -320,6 +363,9 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
     orders_per_s = bench.orders / orders.wall_seconds
     engine_per_s = bench.orders / engine.wall_seconds
     timeline_start = min(s.started for s in orders.samples)
+    via_api: dict[str, Any] = {}
+    if "api" in loaded:
+        via_api = {"api": _api_results(bench, loaded, idle, api_cpu)}
     return {
         "orders_per_s": round(orders_per_s, 1),
         "engine_limit_per_s": round(engine_per_s, 1),
@@ -343,6 +389,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             "orders": round(orders.worker_cpu_seconds, 2),
         },
         "worker_peak_rss_mib": peak_rss,
+        **via_api,
         "block_rates_per_s": block_rates,
         "settings": {
             **asdict(bench),
@@ -361,18 +408,94 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
     }
 
 
-def load_blocks(orders: int, rounds: int) -> list[tuple[str, range]]:
-    """The loaded run's blocks: engine, orders, orders, engine, in each round.
+def load_blocks(
+    orders: int, rounds: int, *, runners: Sequence[str] = ("engine", "orders")
+) -> list[tuple[str, range]]:
+    """The loaded run's blocks: the runners in turn, then in reverse, in each round
+    (engine, orders, orders, engine; or engine, orders, api, api, orders, engine).
 
     Drift over the run (the server's database grows, the machine's other load comes and
-    goes) weighs on both alike; the engine and the orders each run every index once.
+    goes) weighs on all alike; each runner runs every index once.
     """
     cuts = [orders * i // (2 * rounds) for i in range(2 * rounds + 1)]
     chunks = [range(a, b) for a, b in itertools.pairwise(cuts)]
     blocks = []
     for first, second in zip(chunks[0::2], chunks[1::2], strict=True):
-        blocks += [("engine", first), ("orders", first), ("orders", second), ("engine", second)]
+        blocks += [(who, first) for who in runners]
+        blocks += [(who, second) for who in reversed(runners)]
     return blocks
+
+
+def _api_results(
+    bench: BenchSettings,
+    loaded: dict[str, Measured],
+    idle: dict[str, list[Sample]],
+    api_cpu_seconds: float,
+) -> dict[str, Any]:
+    """The API against placing directly: throughput, latency, and its overhead per order
+    (the difference of the p50 latencies of the same orders, idle and under load)."""
+    api, direct = loaded["api"], loaded["orders"]
+    api_per_s = bench.orders / api.wall_seconds
+    direct_per_s = bench.orders / direct.wall_seconds
+    idle_api = percentiles([s.latency_ms for s in idle["api"]])["p50"]
+    idle_direct = percentiles([s.latency_ms for s in idle["orders"]])["p50"]
+    loaded_api = _latencies(api.samples)["completed"]["p50"]
+    loaded_direct = _latencies(direct.samples)["completed"]["p50"]
+    return {
+        "orders_per_s": round(api_per_s, 1),
+        "ratio_to_direct": round(api_per_s / direct_per_s, 3),
+        "idle_latency_ms": idle_api,
+        "latency_ms": _latencies(api.samples),
+        "overhead_ms": {
+            "idle_p50": round(idle_api - idle_direct, 1),
+            "loaded_p50": round(loaded_api - loaded_direct, 1),
+        },
+        "api_cpu_seconds": round(api_cpu_seconds, 2),
+        "api_cpu_ms_per_order": round(api_cpu_seconds * 1000 / bench.orders, 1),
+        "worker_cpu_ms_per_order": {
+            "api": round(api.worker_cpu_seconds * 1000 / bench.orders, 1),
+            "direct": round(direct.worker_cpu_seconds * 1000 / bench.orders, 1),
+        },
+    }
+
+
+def _start_api(
+    env: dict[str, str], log: Path, *, local: bool
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A `pizza api` process placing orders as the bench does (no simulated waits)."""
+    port = free_port()
+    api_env = {
+        **env,
+        "PIZZA_PREP_SECONDS": "0",
+        "PIZZA_DRIVER_SECONDS": "0",
+        "PIZZA_LOCAL_ACTIVITIES": "true" if local else "false",
+    }
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pizza_saga", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=api_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return process, f"http://127.0.0.1:{port}"
+
+
+async def _api_ready(http: aiohttp.ClientSession, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the API answers /readyz 200 (its worker polls); RuntimeError if it exits
+    or is not ready within API_READY_SECONDS."""
+    deadline = time.monotonic() + API_READY_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"pizza api exited ({process.returncode}) before it was ready")
+        try:
+            async with http.get("/readyz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"pizza api was not ready within {API_READY_SECONDS:g} s")
 
 
 def _latencies(samples: list[Sample]) -> dict[str, dict[str, float]]:
@@ -397,8 +520,8 @@ def _actions(histories: dict[str, list[WorkflowHistory]]) -> dict[str, int]:
     }
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+def _stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
+    process.send_signal(how)
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:

@@ -8,8 +8,10 @@ statuses, and never talk to Temporal or the stores on their own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hashlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,7 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.order import client as orders
 from pizza_saga.order.client import STATUS_OF, OrderOutcome, OrderStatus
+from pizza_saga.order.idempotency import IdempotencyStore, KeyClaim, KeyState
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, workflow_id_for
@@ -39,6 +42,13 @@ POLLER_FRESH = timedelta(seconds=90)
 """A worker's long poll lasts up to about a minute: one seen later than this is gone."""
 WATCH_INTERVAL = 0.25
 """Seconds between looks at a followed order (describe and ledger query)."""
+KEY_WAIT_SECONDS = 10.0
+"""How long a request waits for another request with its idempotency key to place the order."""
+KEY_STALE_SECONDS = 60.0
+"""A key claimed this long ago and never marked placed lost its request (a crash): taken over."""
+KEY_POLL_INTERVAL = 0.05
+PAGE_TOKEN_CONTEXT = b"page-token:"
+"""Keyed hashes of page tokens never equal those of request bodies."""
 
 
 class ServiceError(Exception):
@@ -81,6 +91,21 @@ class NothingToResolve(ServiceError):
     """No compensation of the order waits for the decision given."""
 
 
+class IdempotencyKeyReused(InvalidInput):
+    """The idempotency key came with another request before: one key, one request."""
+
+    def __init__(self, *, field: str) -> None:
+        super().__init__(
+            "this key was used for another request (another order); "
+            "send a new key with each new order",
+            field=field,
+        )
+
+
+class RequestInProgress(ServiceError):
+    """Another request with the same idempotency key is still placing the order."""
+
+
 class TemporalUnavailable(ServiceError):
     """Temporal did not answer, or refused the request."""
 
@@ -115,6 +140,15 @@ class OrderPage(BaseModel):
 
 
 @dataclass(frozen=True)
+class Placement:
+    """A placed order's outcome so far, and whether an earlier request with the same
+    idempotency key placed it (``replayed``)."""
+
+    outcome: OrderOutcome
+    replayed: bool
+
+
+@dataclass(frozen=True)
 class Readiness:
     """What a deployment needs to take orders, and what is missing."""
 
@@ -143,12 +177,14 @@ class OrderService:
         inventory: InventoryStore,
         payments: PaymentStore,
         vault: CardVault,
+        idempotency: IdempotencyStore,
         settings: Settings,
     ) -> None:
         self._client = client
         self._inventory = inventory
         self._payments = payments
         self._vault = vault
+        self._keys = idempotency
         self._settings = settings
 
     @property
@@ -195,6 +231,65 @@ class OrderService:
             run_id=handle.result_run_id,
             status=OrderStatus.RUNNING,
         )
+
+    async def place_once(
+        self, order: PizzaOrder, *, idempotency_key: str, key_field: str = "idempotency_key"
+    ) -> Placement:
+        """Place ``order`` once for ``idempotency_key``: sent again with the same order, the
+        same order (``replayed``), never a second one.
+
+        Raises IdempotencyKeyReused (naming ``key_field``) when the key came with another
+        order, RequestInProgress when another request with it is still placing the order
+        after KEY_WAIT_SECONDS, and whatever ``place`` raises (after NoWorker and
+        OrderAlreadyPlaced, which place nothing, the key is freed at once).
+        """
+        body = order.model_dump_json().encode()
+        waited_until = time.monotonic() + KEY_WAIT_SECONDS
+        while True:
+            claim = await asyncio.to_thread(
+                self._keys.claim, idempotency_key, body=body, order_number=order.order_number
+            )
+            if claim.state is KeyState.REUSED:
+                raise IdempotencyKeyReused(field=key_field)
+            if claim.state is KeyState.PLACED:
+                return Placement(await self.outcome(claim.order_number), replayed=True)
+            if claim.state is KeyState.CLAIMED:
+                # Shielded: a client that goes away does not stop the order half placed.
+                placing = asyncio.ensure_future(self._place_claimed(order, idempotency_key, claim))
+                return Placement(await asyncio.shield(placing), replayed=False)
+            if await self._abandoned(idempotency_key, claim):
+                continue
+            if time.monotonic() > waited_until:
+                raise RequestInProgress(
+                    f"another request with this idempotency key is still placing order "
+                    f"{claim.order_number}; send it again in a moment"
+                )
+            await asyncio.sleep(KEY_POLL_INTERVAL)
+
+    async def _place_claimed(self, order: PizzaOrder, key: str, claim: KeyClaim) -> OrderOutcome:
+        try:
+            outcome = await self.place(order)
+        except (NoWorker, OrderAlreadyPlaced):
+            # Surely nothing placed for this key: free it for the request to be sent again.
+            # After other errors the order may exist; the key settles once stale (_abandoned).
+            await asyncio.to_thread(self._keys.release, key, claim.claim)
+            raise
+        await asyncio.to_thread(self._keys.placed, key, claim.claim)
+        return outcome
+
+    async def _abandoned(self, key: str, claim: KeyClaim) -> bool:
+        """Whether a pending claim was left by a request that died (then it is settled:
+        marked placed if its order exists, freed if not)."""
+        age = datetime.now(UTC) - claim.created_at
+        if age < timedelta(seconds=KEY_STALE_SECONDS):
+            return False
+        try:
+            await self._status(claim.order_number)
+        except OrderNotFound:
+            await asyncio.to_thread(self._keys.release, key, claim.claim)
+        else:
+            await asyncio.to_thread(self._keys.placed, key, claim.claim)
+        return True
 
     async def outcome(self, order_number: str) -> OrderOutcome:
         """The order's outcome so far, with its ledger."""
@@ -273,10 +368,7 @@ class OrderService:
         if needs_operator:
             clauses.append(f"{NEEDS_OPERATOR_ATTRIBUTE.name} = true")
             clauses.append("ExecutionStatus = 'Running'")
-        try:
-            token = bytes.fromhex(page_token) if page_token else None
-        except ValueError:
-            raise InvalidInput("not a page token from this service", field="page_token") from None
+        token = self._page_token(page_token) if page_token else None
         pages = self._temporal.list_workflows(
             " AND ".join(clauses), page_size=page_size, next_page_token=token
         )
@@ -305,7 +397,27 @@ class OrderService:
             if execution.id.startswith(WORKFLOW_ID_PREFIX)
         ]
         next_token = pages.next_page_token
-        return OrderPage(orders=summaries, next_page_token=next_token.hex() if next_token else None)
+        return OrderPage(
+            orders=summaries,
+            next_page_token=self._signed(next_token) if next_token else None,
+        )
+
+    def _signed(self, token: bytes) -> str:
+        """Temporal's page token with a keyed hash: Temporal answers a forged one with an
+        internal error, so only the service's own tokens are passed on."""
+        raw = base64.urlsafe_b64encode(token).decode().rstrip("=")
+        return f"{raw}.{self._keys.fingerprint(PAGE_TOKEN_CONTEXT + token)}"
+
+    def _page_token(self, signed: str) -> bytes:
+        """The Temporal page token in ``signed``; InvalidInput unless the service made it."""
+        raw, _, mac = signed.partition(".")
+        try:
+            token = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        except ValueError:
+            token = b""
+        if not token or not self._keys.same_body(PAGE_TOKEN_CONTEXT + token, mac):
+            raise InvalidInput("not a page token from this service", field="page_token")
+        return token
 
     # --- Stock and payments ---------------------------------------------------------------
 
