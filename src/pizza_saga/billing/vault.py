@@ -89,7 +89,7 @@ _DESTROY = (
 )
 _DISCARD = (
     update(VaultEntry)
-    .where(VaultEntry.token == bindparam("token"))
+    .where(VaultEntry.token == bindparam("discarded"))
     .values(sealed=None, destroyed_at=bindparam("now"))
 )
 _PURGE = (
@@ -193,7 +193,7 @@ class CardVault:
     def discard(self, card: CardToken) -> None:
         """Destroy one token's number: the edge made it, then could not place the order."""
         with self._engine.begin() as conn:
-            conn.execute(_DISCARD, {"token": card.token, "now": self._clock()})
+            conn.execute(_DISCARD, {"discarded": card.token, "now": self._clock()})
 
     def purge(self, *, forget_after: timedelta = timedelta(days=30)) -> None:
         """Destroy expired numbers, and forget tokens destroyed longer than ``forget_after``."""
