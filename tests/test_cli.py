@@ -237,8 +237,8 @@ async def _failed(pizza: Pizza, number: str) -> None:
 async def test_status_of_an_order_whose_input_failed_validation_shows_the_failure(
     pizza: Pizza,
 ) -> None:
-    # Another client, with the product's codec, sends an order the workflow's models refuse;
-    # the validation error quotes the bad card number, which is shown masked only.
+    # Another client, with the product's codec, sends an order the workflow's models refuse
+    # (a card number, where a vault token belongs): the error never shows the number.
     client = await connect(pizza.settings, f"localhost:{pizza.port}")
     bad = example_order(order_number=new_number()).model_dump()
     bad["credit_card_info"]["number"] = GOOD_CARD + "x"
@@ -257,11 +257,10 @@ async def test_status_of_an_order_whose_input_failed_validation_shows_the_failur
     assert (shown.returncode, as_json.returncode) == (0, 0), shown.stderr + as_json.stderr
     assert "Traceback" not in shown.stderr + as_json.stderr
     assert f"Order {number}: FAILED ValidationError:" in shown.stdout
-    assert "credit_card_info.number" in shown.stdout
-    assert "input_value='424242******4242x'" in shown.stdout
+    assert "credit_card_info" in shown.stdout
     outcome = json.loads(as_json.stdout)
     assert (outcome["status"], outcome["error"]["type"]) == ("FAILED", "ValidationError")
-    assert "424242******4242x" in outcome["error"]["message"]
+    assert "a card number must never be sent to the order workflow" in outcome["error"]["message"]
     assert not outcome["ledger"]
     assert GOOD_CARD not in shown.stdout + as_json.stdout
 

@@ -222,3 +222,15 @@ async def test_the_number_is_destroyed_once_the_order_is_charged_or_rolled_back(
         with pytest.raises(CardTokenError, match="was destroyed"):
             vault.detokenize(tokens[order.order_number].token, order_number=order.order_number)
     assert net_money(stores, charged.order_number) == 3500
+
+
+def test_a_token_discarded_by_the_edge_cannot_be_charged(vault: CardVault, stores: Stores) -> None:
+    # The edge made a token, then could not place the order (its number was taken, say).
+    kept = vault.tokenize(GOOD_CARD, order_number="A1")
+    discarded = vault.tokenize(GOOD_CARD, order_number="A1")
+
+    vault.discard(discarded)
+
+    with pytest.raises(CardTokenError, match="was destroyed"):
+        vault.detokenize(discarded.token, order_number="A1")
+    assert vault.detokenize(kept.token, order_number="A1") == GOOD_CARD
