@@ -21,9 +21,8 @@ import pytest
 from sqlalchemy import update
 
 from pizza_saga.billing import cards
-from pizza_saga.common.temporal import key_ring
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
-from pizza_saga.order.idempotency import IdempotencyKeyRow, IdempotencyStore
+from pizza_saga.order.idempotency import IdempotencyKeyRow
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from tests.live_api import Api, Deployment, deployment, ready, until
@@ -517,9 +516,8 @@ async def test_a_key_left_by_a_request_that_died_is_settled(
 ) -> None:
     """A request that claimed its key and died before saying whether it placed the order:
     once the claim is stale, the key follows the order (placed or not)."""
-    settings = live.deployment.settings
     engine = live.deployment.stores.engine
-    keys = IdempotencyStore(engine, key_ring(settings, live.deployment.env["TEMPORAL_ADDRESS"]))
+    keys = live.deployment.stores.idempotency
     placed_before, never_placed = new_number(), new_number()
     assert (await api.post("/api/orders", json=order_json(placed_before))).status_code == 202
     for number in (placed_before, never_placed):
@@ -551,11 +549,7 @@ async def test_a_request_waits_for_the_one_placing_its_order_and_answers_with_it
 ) -> None:
     """Another request (in any process) holds the key and is placing the order: this one
     waits for it, then answers with that order."""
-    settings = live.deployment.settings
-    keys = IdempotencyStore(
-        live.deployment.stores.engine,
-        key_ring(settings, live.deployment.env["TEMPORAL_ADDRESS"]),
-    )
+    keys = live.deployment.stores.idempotency
     number, key = new_number(), str(uuid.uuid4())
     body = PizzaOrder.model_validate(order_json(number)).model_dump_json().encode()
     holder = keys.claim(key, body=body, order_number=number)
