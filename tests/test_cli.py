@@ -300,9 +300,12 @@ async def test_plaintext_order_from_the_temporal_cli_is_refused_and_charges_noth
 async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
     pizza: Pizza,
 ) -> None:
-    # The way README (Card data) gives other clients: the codec server encrypts the input.
-    request = {"order": example_order(order_number=new_number()).model_dump(mode="json")}
-    number = request["order"]["order_number"]
+    # The way README (Card data) gives other clients: the card tokenized by the vault, the
+    # input encrypted by the codec server.
+    order = example_order(order_number=new_number())
+    number = order.order_number
+    card = pizza.stores.vault.tokenize(order.credit_card_info.number, order_number=number)
+    request = {"order": order.placed(card).model_dump(mode="json")}
 
     started = _temporal(
         pizza,
