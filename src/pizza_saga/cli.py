@@ -425,9 +425,11 @@ def api(
     import uvicorn
 
     from pizza_saga.app import build_api, build_service, open_stores
+    from pizza_saga.common.logmask import install_card_masking
 
     settings = _settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    install_card_masking()
 
     async def run() -> None:
         client = await _client(settings)
@@ -437,11 +439,11 @@ def api(
         config = uvicorn.Config(web, host=host, port=port, log_level="warning")
         server = uvicorn.Server(config)
         out.print(f"API and pages on http://{host}:{port} (docs: /docs; Ctrl-C to stop)")
-        await server.serve()
+        await server.serve()  # its own SIGINT/SIGTERM handlers: finish requests, then stop
         if not server.started:
             _fail(f"--port {port}: cannot listen on {host}:{port}", EXIT_UNAVAILABLE)
 
-    _run(run())
+    asyncio.run(run())
 
 
 def new_order_number() -> str:
