@@ -99,7 +99,9 @@ async def place_order(
         if placed.replayed:
             response.headers[REPLAYED_HEADER] = "true"
     if wait and outcome.status is OrderStatus.RUNNING:
-        outcome = await service.wait(order.order_number, within=wait_seconds)
+        # The outcome, not the ledger: asking a finished order for its ledger makes a worker
+        # replay its history. The Location (GET) has the ledger.
+        outcome = await service.wait(order.order_number, within=wait_seconds, ledger=False)
     # Without wait always 202, so that a request sent again answers as it did the first time.
     finished = wait and outcome.status is not OrderStatus.RUNNING
     response.status_code = 201 if finished else 202

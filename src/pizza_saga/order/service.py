@@ -295,12 +295,17 @@ class OrderService:
         """The order's outcome so far, with its ledger."""
         return await self._outcome(order_number, wait=False)
 
-    async def wait(self, order_number: str, *, within: float | None = None) -> OrderOutcome:
-        """The order's outcome once it has finished, or as it stands after ``within`` s."""
+    async def wait(
+        self, order_number: str, *, within: float | None = None, ledger: bool = True
+    ) -> OrderOutcome:
+        """The order's outcome once it has finished, or as it stands after ``within`` s;
+        without its ledger if ``ledger`` is False (cheaper: no replay on a worker)."""
         try:
-            return await asyncio.wait_for(self._outcome(order_number, wait=True), within)
+            return await asyncio.wait_for(
+                self._outcome(order_number, wait=True, ledger=ledger), within
+            )
         except TimeoutError:
-            return await self.outcome(order_number)
+            return await self._outcome(order_number, wait=False, ledger=ledger)
 
     async def watch(self, order_number: str) -> AsyncIterator[OrderOutcome]:
         """The order now, then each time its status or ledger changes; ends once finished."""
@@ -490,9 +495,11 @@ class OrderService:
         status = description.status
         return STATUS_OF.get(status, OrderStatus.RUNNING) if status else OrderStatus.RUNNING
 
-    async def _outcome(self, order_number: str, *, wait: bool) -> OrderOutcome:
+    async def _outcome(self, order_number: str, *, wait: bool, ledger: bool = True) -> OrderOutcome:
         try:
-            return await orders.order_outcome(self._temporal, order_number, wait=wait)
+            return await orders.order_outcome(
+                self._temporal, order_number, wait=wait, ledger=ledger
+            )
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise OrderNotFound(order_number) from None
