@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from pizza_saga.api import health, problems
+from pizza_saga.api import events, health, problems
 from pizza_saga.order.service import OrderService
 
 
@@ -29,4 +29,5 @@ def create_app(service: OrderService, *, links: Links) -> FastAPI:
     app.state.links = links
     problems.install(app)
     app.include_router(health.router)
+    events.install(app)
     return app
