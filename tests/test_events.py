@@ -7,17 +7,18 @@ resends nothing; any number of subscribers of an order share one watcher.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
 from pizza_saga.api.events import list_hub, order_hub
 from pizza_saga.order.client import OrderOutcome
-from pizza_saga.order.example import BROKEN_CARD
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
 from pizza_saga.render import workflow_url
 from tests.orders import new_order
-from tests.site import Event, Served, Site
+from tests.site import Event, Served, Site, card_numbers_in
 from tests.test_cli_processes import until
 
 pytestmark = pytest.mark.devserver
@@ -158,3 +159,61 @@ async def test_the_list_stream_shows_new_orders(served: Served) -> None:
         )
         assert hub.watchers == 1
     await until("the list's poller to stop", lambda: hub.watchers == 0)
+
+
+async def test_no_card_number_in_any_event_page_or_log(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    form = {
+        "customer.customer_id": "12983",
+        "customer.name": "María García",
+        "customer.email": "maria1985@example.com",
+        "customer.phone": "415-555-7418",
+        **{f"qty.{i}": "1" for i in range(3)},
+        "is_delivery": "on",
+        "address.line1": "701 Mission Street",
+        "address.line2": "Apartment 9C",
+        "address.city": "San Francisco",
+        "address.state": "CA",
+        "address.postal_code": "94103",
+        "credit_card_info.holder_name": "Lisa Anderson",
+    }
+    # Every sandbox card, picked and typed; the operator's card with a bouncing bill.
+    choices: list[dict[str, str]] = [
+        {"card": key} for key in ("approved", "fifteen", "declined", "transient")
+    ]
+    choices += [
+        {"card": "other", "credit_card_info.number": number}
+        for number in ("4242 4242 4242 4242", BROKEN_CARD, "4000-0000-0000-0002")
+    ]
+    choices.append({"card": "operator", "customer.email": "bounce@example.com"})
+    seen: list[str] = []
+    async with site.serve() as served:
+        for choice in choices:
+            placed = await served.http.post("/orders/new", data={**form, **choice})
+            assert placed.status_code == 303, placed.text
+            page = placed.headers["location"]
+            number = page.rsplit("/", 1)[1]
+            async with served.stream(f"/api/orders/{number}/events") as stream:
+                while (event := await stream.next()) is not None:
+                    if "NEEDS_OPERATOR" in event.data:
+                        answer = await served.http.post(f"{page}/resolve", data={"action": "RETRY"})
+                        assert answer.status_code == 303, answer.text
+                seen += [e.data for e in stream.events]
+            assert outcome_of(stream.events[-1]).status in ("COMPLETED", "FAILED")
+            seen.append((await served.http.get(page)).text)
+        # A form sent back for a mistake does not carry the typed number back either.
+        wrong = await served.http.post(
+            "/orders/new",
+            data={**form, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
+        )
+        assert wrong.status_code == 422
+        seen.append(wrong.text)
+        for path in ("/", "/orders/new", "/stock"):
+            seen.append((await served.http.get(path)).text)
+
+    assert len(seen) > len(choices) * 3
+    assert [card_numbers_in(text) for text in seen if card_numbers_in(text)] == []
+    assert card_numbers_in(caplog.text) == []
+    assert card_numbers_in(site.worker_log.read_text()) == []

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from pizza_saga.api import events, health, problems
+from pizza_saga.api import events, health, pages, problems
 from pizza_saga.order.service import OrderService
 
 
@@ -30,4 +30,5 @@ def create_app(service: OrderService, *, links: Links) -> FastAPI:
     problems.install(app)
     app.include_router(health.router)
     events.install(app)
+    pages.install(app)
     return app

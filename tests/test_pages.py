@@ -1,0 +1,216 @@
+"""The web pages and their forms over HTTP.
+
+The API runs in-process on a free port (uvicorn), orders on the real dev server and a real
+`pizza worker` (tests/site.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pizza_saga.order.example import GOOD_CARD
+from tests.site import Served, Site, card_numbers_in
+
+pytestmark = pytest.mark.devserver
+
+SAGA_SECONDS = 30.0
+"""How long a page may take to show what the saga does."""
+
+SEED_FORM = {
+    "customer.customer_id": "12983",
+    "customer.name": "María García",
+    "customer.email": "maria1985@example.com",
+    "customer.phone": "415-555-7418",
+    "qty.0": "1",
+    "qty.1": "1",
+    "qty.2": "1",
+    "is_delivery": "on",
+    "address.line1": "701 Mission Street",
+    "address.line2": "Apartment 9C",
+    "address.city": "San Francisco",
+    "address.state": "CA",
+    "address.postal_code": "94103",
+    "credit_card_info.holder_name": "Lisa Anderson",
+    "card": "approved",
+}
+"""The new-order form as the page fills it in (the seed's order, the seed's good card)."""
+
+
+@pytest.fixture(scope="module")
+async def served(site: Site) -> AsyncIterator[Served]:
+    """The pages over orders that wait 2 s in the kitchen and 30 s for a driver, and whose
+    failing compensations are retried quickly (5 attempts, 0.05 s backoff)."""
+    async with site.serve(
+        PIZZA_PREP_SECONDS="2",
+        PIZZA_DRIVER_SECONDS="30",
+        PIZZA_COMPENSATION_ATTEMPTS="5",
+        PIZZA_COMPENSATION_BACKOFF_SECONDS="0.05",
+    ) as api:
+        yield api
+
+
+def number_of(location: str) -> str:
+    """The order number from a redirect to its page."""
+    found = re.fullmatch(r"/orders/([A-Za-z0-9_-]+)", location)
+    assert found, location
+    return found.group(1)
+
+
+# --- Forms over HTTP ---------------------------------------------------------------------------
+
+
+async def test_the_new_order_form_is_the_seeds_order_with_the_sandbox_values(
+    served: Served,
+) -> None:
+    page = await served.http.get("/orders/new")
+
+    assert page.status_code == 200
+    for value in ("María García", "maria1985@example.com", "701 Mission Street", "94103"):
+        assert f'value="{value}"' in page.text
+    for last4 in ("4242", "2424", "0002", "0119", "0341"):
+        assert f"card ending {last4}" in page.text
+    for value in ("bounce@example.com", "00000", "Out of stock"):
+        assert value in page.text
+    assert card_numbers_in(page.text) == []
+
+
+async def test_each_submit_is_a_new_order_unless_a_number_is_typed(served: Served) -> None:
+    first = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    second = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    typed = await served.http.post(
+        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    )
+    again = await served.http.post(
+        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    )
+
+    assert [r.status_code for r in (first, second, typed)] == [303, 303, 303]
+    numbers = [number_of(r.headers["location"]) for r in (first, second, typed)]
+    assert numbers[0] != numbers[1]
+    assert numbers[2] == "PAGE-TYPED-1"
+    assert again.status_code == 409
+    assert "PAGE-TYPED-1 was already placed" in again.text
+    assert 'id="order_number" name="order_number" type="text" value="PAGE-TYPED-1"' in again.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"customer.email": "nobody"}, "customer.email", "is not an email address"),
+        ({"qty.0": "0", "qty.1": "0", "qty.2": "0"}, "items", "at least 1 item"),
+        ({"qty.1": "many"}, "qty.1", "a whole number from 0 to 20"),
+        ({"customer.customer_id": "x"}, "customer.customer_id", "a whole number above 0"),
+        (
+            {"card": "gold", "credit_card_info.number": ""},
+            "credit_card_info.number",
+            "a sandbox card",
+        ),
+        (
+            {"card": "other", "credit_card_info.number": "4242x"},
+            "credit_card_info.number",
+            "only digits",
+        ),
+        ({"address.postal_code": "!"}, "address.postal_code", "3-10 letters"),
+        ({"order_number": "no spaces"}, "order_number", "letters, digits"),
+    ],
+)
+async def test_a_wrong_field_comes_back_named_in_the_form(
+    served: Served, changes: dict[str, str], field: str, reason: str
+) -> None:
+    page = await served.http.post(
+        "/orders/new",
+        data={**SEED_FORM, "credit_card_info.number": GOOD_CARD, **changes},
+    )
+
+    assert page.status_code == 422
+    alert = re.search(r'<p class="alert" role="alert" id="form-error">(.*?)</p>', page.text, re.S)
+    assert alert, page.text
+    assert f"<strong>{field}</strong>" in alert.group(1)
+    assert reason in alert.group(1)
+    assert 'value="María García"' in page.text, "what was typed is kept"
+    assert card_numbers_in(page.text) == [], "but never the card number"
+
+
+async def test_no_client_input_makes_a_server_error(served: Served) -> None:
+    taken = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    number = number_of(taken.headers["location"])
+    junk = ["", " ", "x" * 5000, "\x00", "💥", "-1", "9" * 30, "<script>alert(1)</script>"]
+    statuses: dict[int, int] = {}
+    # Every field spoiled in turn; the rest is valid but names an order that exists, so
+    # nothing new is placed.
+    for name in [*SEED_FORM, "order_number", "credit_card_info.number", "unknown"]:
+        for value in junk:
+            form = {**SEED_FORM, "order_number": number, name: value}
+            page = await served.http.post("/orders/new", data=form)
+            statuses[page.status_code] = statuses.get(page.status_code, 0) + 1
+            assert page.status_code < 500, (name, value, page.text)
+            assert "<script>alert(1)</script>" not in page.text
+    raw_bodies: list[tuple[dict[str, str], bytes]] = [
+        ({"content-type": "application/json"}, b'{"order_number": "X"}'),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"\xff\xfe=\xff"),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"a=" + b"x" * 20_000),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"&".join([b"k=v"] * 500)),
+        ({"content-type": "multipart/form-data; boundary=x"}, b"--x--"),
+    ]
+    for path in ("/orders/new", f"/orders/{number}/resolve", "/stock"):
+        for headers, body in raw_bodies:
+            page = await served.http.post(path, content=body, headers=headers)
+            assert 400 <= page.status_code < 500, (path, body[:40], page.status_code)
+    for path in ("/orders/NOSUCH-ORDER", "/orders/%00", "/orders/" + "x" * 500):
+        page = await served.http.get(path)
+        assert page.status_code == 404
+        assert "No such order" in page.text
+    assert set(statuses) <= {303, 409, 422}, statuses  # 303: a new, valid order number
+
+
+async def test_buttons_on_a_finished_order_say_why_nothing_happened(served: Served) -> None:
+    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    number = number_of(placed.headers["location"])
+    await served.service.wait(number, within=SAGA_SECONDS)
+
+    cancel = await served.http.post(f"/orders/{number}/cancel")
+    retry = await served.http.post(f"/orders/{number}/resolve", data={"action": "RETRY"})
+    nonsense = await served.http.post(f"/orders/{number}/resolve", data={"action": "MAYBE"})
+    nobody = await served.http.post("/orders/NOSUCH-ORDER/cancel")
+
+    assert cancel.status_code == 409
+    assert f"order {number} has already finished (FAILED): nothing cancelled" in cancel.text
+    assert 'class="badge failed"' in cancel.text
+    assert retry.status_code == 409
+    assert "nothing waits for an operator" in retry.text
+    assert nonsense.status_code == 422
+    assert "choose Retry or Skip" in nonsense.text
+    assert nobody.status_code == 404
+
+
+async def test_forms_posted_from_another_site_are_refused(served: Served) -> None:
+    before = await served.service.list_orders(page_size=100)
+    refused = await served.http.post(
+        "/orders/new", data=SEED_FORM, headers={"Origin": "http://elsewhere.example"}
+    )
+    cancel = await served.http.post("/orders/ANY/cancel", headers={"Sec-Fetch-Site": "cross-site"})
+
+    assert refused.status_code == 403
+    assert cancel.status_code == 403
+    after = await served.service.list_orders(page_size=100)
+    assert len(after.orders) == len(before.orders)
+
+
+async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> None:
+    item = "Medium, with extra cheese"
+    restocked = await served.http.post("/stock", data={"qty.2": "250"})
+    wrong = await served.http.post("/stock", data={"qty.2": "lots"})
+    page = await served.http.get("/stock")
+
+    assert restocked.status_code == 303
+    assert served.service.stock()[item] == 250
+    row = re.search(rf'<tr data-item="{item}">.*?on-hand">(\d+)<', page.text, re.S)
+    assert row and row.group(1) == "250"
+    assert wrong.status_code == 422
+    assert "whole number" in wrong.text
+    for payment in served.service.payments():
+        assert f'data-order="{payment.order_number}" data-kind="{payment.kind}"' in page.text
+    assert card_numbers_in(page.text) == []
