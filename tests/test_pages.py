@@ -1,21 +1,36 @@
-"""The web pages and their forms over HTTP.
+"""The web pages: their forms over HTTP, then what a user sees in a real Chromium.
 
 The API runs in-process on a free port (uvicorn), orders on the real dev server and a real
-`pizza worker` (tests/site.py).
+`pizza worker` (tests/site.py). The browser is Debian's Chromium driven by Playwright; where
+it is missing the browser tests skip with a line saying how to install it, and with CI=true
+they fail instead.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
-from pizza_saga.order.example import GOOD_CARD
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from tests.site import Served, Site, card_numbers_in
 
 pytestmark = pytest.mark.devserver
 
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SAGA_SECONDS = 30.0
 """How long a page may take to show what the saga does."""
 
@@ -214,3 +229,206 @@ async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> Non
     for payment in served.service.payments():
         assert f'data-order="{payment.order_number}" data-kind="{payment.kind}"' in page.text
     assert card_numbers_in(page.text) == []
+
+
+# --- In the browser ----------------------------------------------------------------------------
+
+
+def require_chromium() -> None:
+    """Skip the test where Chromium is missing, saying how to install it; fail it under CI."""
+    if CHROMIUM.exists():
+        return
+    how = "apt-get update && apt-get install -y chromium"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing: CI must install it ({how})")
+    pytest.skip(f"{CHROMIUM} is missing; install it with: {how}")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium through Playwright; skipped (or, under CI, failed) if missing."""
+    require_chromium()
+    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = "/nonexistent/playwright-browsers"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, served: Served) -> AsyncIterator[Page]:
+    """A fresh browser page on the site; its JavaScript errors fail the test."""
+    context = await browser.new_context(
+        base_url=served.url, viewport={"width": 1280, "height": 900}
+    )
+    tab = await context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert errors == [], errors
+
+
+async def no_card_number_shown(page: Page) -> None:
+    html = await page.content()
+    assert card_numbers_in(html) == []
+
+
+async def place_from_the_form(page: Page, **fields: str) -> str:
+    """Fill the new-order form (field id -> value), place it, land on its page: its number."""
+    await page.goto("/orders/new")
+    await expect(page.locator('[id="customer.name"]')).to_have_value("María García")
+    for field, value in fields.items():
+        await page.locator(f'[id="{field}"]').fill(value)
+    await page.get_by_role("button", name="Place order").click()
+    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+    return str(page.url).rsplit("/", 1)[1]
+
+
+def step(page: Page, name: str) -> Locator:
+    return page.locator(f'.step[data-step="{name}"]')
+
+
+async def test_a_rolled_back_order_unfolds_live_on_its_page(
+    page: Page, served: Served, site: Site, tmp_path: Path
+) -> None:
+    number = await place_from_the_form(page, **{"credit_card_info.number": BROKEN_CARD})
+
+    # The page came from the server while the order was still in the kitchen ...
+    await expect(page.locator("#outcome-label")).to_have_text("Running")
+    await page.evaluate("window.sameDocument = true")
+    # ... and everything after arrives by events, without a reload.
+    failed = step(page, "process_credit_card")
+    await expect(failed.locator(".forward-state")).to_have_text(
+        "FAILED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(failed.locator(".compensation-state")).to_have_text(
+        "COMPENSATED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(step(page, "update_inventory").locator(".compensation-state")).to_have_text(
+        "COMPENSATED"
+    )
+    await expect(page.locator("#outcome-label")).to_have_text("Failed")
+    await expect(page.locator("#outcome-detail")).to_have_text(
+        "CreditCardProcessingError: card ending 2424 has 15 digits, not 16"
+    )
+    assert await page.evaluate("window.sameDocument") is True
+
+    await expect(failed.locator(".compensation-state")).to_have_text("COMPENSATED")
+    await expect(step(page, "update_inventory").locator(".step-name small")).to_have_text(
+        "undo: revert_inventory"
+    )
+    await expect(failed.locator(".step-name small")).to_have_text("undo: refund_customer")
+    await expect(page.locator("#cancel-form")).to_be_hidden()
+    await expect(page.locator("#resolve-form")).to_be_hidden()
+    await expect(page.locator("#web-ui")).to_have_attribute(
+        "href", re.compile(rf"/namespaces/default/workflows/pizza-workflow-order-{number}/")
+    )
+    # Bars sit on the time axis by their timestamps: each compensation after its step ended.
+    for name in ("update_inventory", "process_credit_card"):
+        forward = await step(page, name).locator(".bar.forward").bounding_box()
+        undo = await step(page, name).locator(".bar.compensation").bounding_box()
+        assert forward and undo
+        assert undo["x"] >= forward["x"] + forward["width"] - 2
+        colours = (
+            await step(page, name)
+            .locator(".bar")
+            .evaluate_all("bars => bars.map(b => getComputedStyle(b).backgroundColor)")
+        )
+        assert len(set(colours)) == 2, colours
+    await no_card_number_shown(page)
+    await page.screenshot(path=tmp_path / "rolled-back-order.png", full_page=True)
+
+
+async def test_cancelling_a_running_order_from_its_page(
+    page: Page, served: Served, tmp_path: Path
+) -> None:
+    number = await place_from_the_form(page)
+    driver = step(page, "notify_delivery_driver")
+    await expect(driver.locator(".forward-state")).to_have_text(
+        "RUNNING", timeout=SAGA_SECONDS * 1000
+    )
+
+    await page.get_by_role("button", name="Cancel order").click()
+
+    await expect(page.locator(".notice")).to_contain_text("Cancellation requested")
+    await expect(page.locator("#outcome-label")).to_have_text(
+        "Cancelled", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(driver.locator(".forward-state")).to_have_text("CANCELLED")
+    for name in ("update_inventory", "process_credit_card"):
+        await expect(step(page, name).locator(".compensation-state")).to_have_text("COMPENSATED")
+    await expect(page.locator("#cancel-form")).to_be_hidden()
+    await no_card_number_shown(page)
+    await page.screenshot(path=tmp_path / "cancelled-order.png", full_page=True)
+
+    # The money came back: the stock page shows the charge and its refund.
+    await page.get_by_role("link", name="Stock and payments").click()
+    payments = page.locator(f'#payments tr[data-order="{number}"]')
+    await expect(payments).to_have_count(2)
+    await expect(payments.locator("td:nth-child(2)")).to_have_text(["refund", "charge"])
+    await expect(payments.locator("td:nth-child(4)")).to_have_text(["•••• 4242", "•••• 4242"])
+    await no_card_number_shown(page)
+
+
+async def test_an_operator_retries_a_stuck_refund_from_the_page(
+    page: Page, served: Served, tmp_path: Path
+) -> None:
+    await page.goto("/orders/new")
+    await page.get_by_label("card ending 0341").check()
+    await page.locator('button[data-fill="customer.email"]').click()
+    await expect(page.locator('[id="customer.email"]')).to_have_value("bounce@example.com")
+    await page.get_by_role("button", name="Place order").click()
+    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+
+    refund = step(page, "process_credit_card")
+    await expect(page.locator("#outcome-label")).to_have_text(
+        "Needs operator", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(refund.locator(".compensation-state")).to_have_text("NEEDS_OPERATOR")
+    await expect(refund.locator(".attempts")).to_have_text("5 compensation attempts")
+    await expect(refund.locator(".note.compensation-error")).to_contain_text(
+        "refused by the processor (attempt 5)"
+    )
+    await expect(page.locator("#resolve-form")).to_be_visible()
+    await expect(page.locator("#resolve-step")).to_have_value("process_credit_card")
+    await page.screenshot(path=tmp_path / "needs-operator.png", full_page=True)
+
+    # Skipping needs a reason: the page says so, nothing else happens.
+    await page.get_by_role("button", name="Skip").click()
+    await expect(page.locator("#action-error")).to_contain_text(
+        "say why the compensation is skipped"
+    )
+    await expect(page.locator("#outcome-label")).to_have_text("Needs operator")
+
+    await page.get_by_role("button", name="Retry").click()
+
+    await expect(page.locator(".notice")).to_have_text("Retry requested.")
+    await expect(refund.locator(".compensation-state")).to_have_text(
+        "COMPENSATED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(refund.locator(".attempts")).to_have_text("6 compensation attempts")
+    await expect(page.locator("#outcome-label")).to_have_text("Failed")
+    await expect(page.locator("#outcome-detail")).to_contain_text("BillDeliveryError")
+    await expect(page.locator("#resolve-form")).to_be_hidden()
+    await no_card_number_shown(page)
+    await page.screenshot(path=tmp_path / "resolved-order.png", full_page=True)
+
+
+async def test_the_home_page_lists_new_orders_live(page: Page, served: Served) -> None:
+    await page.goto("/")
+    await expect(page.locator("h1")).to_have_text("Recent orders")
+    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    number = number_of(placed.headers["location"])
+
+    row = page.locator(f'#orders tr[data-order="{number}"]')
+    await expect(row.locator(".badge")).to_have_text("Failed", timeout=SAGA_SECONDS * 1000)
+    await row.get_by_role("link", name=number).click()
+    await expect(page.locator("#outcome-detail")).to_contain_text("CardDeclinedError")
+    await no_card_number_shown(page)
