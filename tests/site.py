@@ -49,6 +49,24 @@ WORKER_ENV = {
     "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.05",
     "PIZZA_SHUTDOWN_GRACE_SECONDS": "0",
 }
+SEED_FORM = {
+    "customer.customer_id": "12983",
+    "customer.name": "María García",
+    "customer.email": "maria1985@example.com",
+    "customer.phone": "415-555-7418",
+    "qty.0": "1",
+    "qty.1": "1",
+    "qty.2": "1",
+    "is_delivery": "on",
+    "address.line1": "701 Mission Street",
+    "address.line2": "Apartment 9C",
+    "address.city": "San Francisco",
+    "address.state": "CA",
+    "address.postal_code": "94103",
+    "credit_card_info.holder_name": "Lisa Anderson",
+    "card": "approved",
+}
+"""The new-order form as the page fills it in (the seed's order, the seed's good card)."""
 STREAM_SECONDS = 60.0
 """Longest a test reads an event stream before it fails."""
 

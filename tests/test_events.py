@@ -18,7 +18,7 @@ from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
 from pizza_saga.render import workflow_url
 from tests.orders import new_order
-from tests.site import Event, Served, Site, card_numbers_in
+from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in
 from tests.test_cli_processes import until
 
 pytestmark = pytest.mark.devserver
@@ -165,20 +165,6 @@ async def test_no_card_number_in_any_event_page_or_log(
     site: Site, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    form = {
-        "customer.customer_id": "12983",
-        "customer.name": "María García",
-        "customer.email": "maria1985@example.com",
-        "customer.phone": "415-555-7418",
-        **{f"qty.{i}": "1" for i in range(3)},
-        "is_delivery": "on",
-        "address.line1": "701 Mission Street",
-        "address.line2": "Apartment 9C",
-        "address.city": "San Francisco",
-        "address.state": "CA",
-        "address.postal_code": "94103",
-        "credit_card_info.holder_name": "Lisa Anderson",
-    }
     # Every sandbox card, picked and typed; the operator's card with a bouncing bill.
     choices: list[dict[str, str]] = [
         {"card": key} for key in ("approved", "fifteen", "declined", "transient")
@@ -191,7 +177,7 @@ async def test_no_card_number_in_any_event_page_or_log(
     seen: list[str] = []
     async with site.serve() as served:
         for choice in choices:
-            placed = await served.http.post("/orders/new", data={**form, **choice})
+            placed = await served.http.post("/orders/new", data={**SEED_FORM, **choice})
             assert placed.status_code == 303, placed.text
             page = placed.headers["location"]
             number = page.rsplit("/", 1)[1]
@@ -206,7 +192,7 @@ async def test_no_card_number_in_any_event_page_or_log(
         # A form sent back for a mistake does not carry the typed number back either.
         wrong = await served.http.post(
             "/orders/new",
-            data={**form, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
+            data={**SEED_FORM, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
         )
         assert wrong.status_code == 422
         seen.append(wrong.text)

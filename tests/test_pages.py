@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
-from tests.site import Served, Site, card_numbers_in
+from tests.site import SEED_FORM, Served, Site, card_numbers_in
 
 pytestmark = pytest.mark.devserver
 
@@ -33,25 +33,6 @@ CHROMIUM_ARGS = [
 ]
 SAGA_SECONDS = 30.0
 """How long a page may take to show what the saga does."""
-
-SEED_FORM = {
-    "customer.customer_id": "12983",
-    "customer.name": "María García",
-    "customer.email": "maria1985@example.com",
-    "customer.phone": "415-555-7418",
-    "qty.0": "1",
-    "qty.1": "1",
-    "qty.2": "1",
-    "is_delivery": "on",
-    "address.line1": "701 Mission Street",
-    "address.line2": "Apartment 9C",
-    "address.city": "San Francisco",
-    "address.state": "CA",
-    "address.postal_code": "94103",
-    "credit_card_info.holder_name": "Lisa Anderson",
-    "card": "approved",
-}
-"""The new-order form as the page fills it in (the seed's order, the seed's good card)."""
 
 
 @pytest.fixture(scope="module")
