@@ -58,6 +58,10 @@ class ApiServer:
         return f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> ApiServer:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
         """Start serving; OSError if it cannot listen (port taken, address unknown)."""
         self._socket = _listen(self.host, self.port)
         self.port = int(self._socket.getsockname()[1])
@@ -67,7 +71,6 @@ class ApiServer:
         self._server.lifespan = config.lifespan_class(config)
         await self._server.startup(sockets=[self._socket])
         self._task = asyncio.create_task(self._server.main_loop(), name="api server")
-        return self
 
     async def __aexit__(
         self,
