@@ -324,7 +324,7 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
         )
         assert len(set(colours)) == 2, colours
     await no_card_number_shown(page)
-    await page.screenshot(path=tmp_path / "rolled-back-order.png", full_page=True)
+    await page.locator("main").screenshot(path=tmp_path / "rolled-back-order.png")
 
 
 async def test_cancelling_a_running_order_from_its_page(
@@ -347,7 +347,7 @@ async def test_cancelling_a_running_order_from_its_page(
         await expect(step(page, name).locator(".compensation-state")).to_have_text("COMPENSATED")
     await expect(page.locator("#cancel-form")).to_be_hidden()
     await no_card_number_shown(page)
-    await page.screenshot(path=tmp_path / "cancelled-order.png", full_page=True)
+    await page.locator("main").screenshot(path=tmp_path / "cancelled-order.png")
 
     # The money came back: the stock page shows the charge and its refund.
     await page.get_by_role("link", name="Stock and payments").click()
@@ -379,7 +379,7 @@ async def test_an_operator_retries_a_stuck_refund_from_the_page(
     )
     await expect(page.locator("#resolve-form")).to_be_visible()
     await expect(page.locator("#resolve-step")).to_have_value("process_credit_card")
-    await page.screenshot(path=tmp_path / "needs-operator.png", full_page=True)
+    await page.locator("main").screenshot(path=tmp_path / "needs-operator.png")
 
     # Skipping needs a reason: the page says so, nothing else happens.
     await page.get_by_role("button", name="Skip").click()
@@ -399,7 +399,7 @@ async def test_an_operator_retries_a_stuck_refund_from_the_page(
     await expect(page.locator("#outcome-detail")).to_contain_text("BillDeliveryError")
     await expect(page.locator("#resolve-form")).to_be_hidden()
     await no_card_number_shown(page)
-    await page.screenshot(path=tmp_path / "resolved-order.png", full_page=True)
+    await page.locator("main").screenshot(path=tmp_path / "resolved-order.png")
 
 
 async def test_the_home_page_lists_new_orders_live(page: Page, served: Served) -> None:
