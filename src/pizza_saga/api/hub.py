@@ -155,7 +155,7 @@ class Hub(Generic[K, T]):
         except asyncio.CancelledError:
             raise
         except Exception as err:  # handed to each subscriber, which reports it
-            log.warning("watcher of %s stopped: %s", key, err)
+            log.info("watcher of %s stopped: %s", key, err)
             end = err
         finally:
             self._forget(key, feed)

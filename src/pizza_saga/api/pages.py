@@ -24,7 +24,8 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from pizza_saga.api import views
-from pizza_saga.api.events import ORDER_NUMBER, outcome_data, recent_first
+from pizza_saga.api.deps import Service
+from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_first
 from pizza_saga.billing import cards
 from pizza_saga.common.errors import field_path
 from pizza_saga.order.activities import NO_DRIVER_POSTAL_CODE
@@ -129,11 +130,6 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
 
-def _service(request: Request) -> OrderService:
-    service: OrderService = request.app.state.service
-    return service
-
-
 def _status_of(err: ServiceError) -> int:
     return next((code for kind, code in STATUS_OF_ERROR.items() if isinstance(err, kind)), 500)
 
@@ -201,12 +197,12 @@ def _refused(request: Request, err: FormError | None = None) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request) -> HTMLResponse:
+async def home(request: Request, service: Service) -> HTMLResponse:
     """Recent orders, those waiting for an operator first; live from the list stream."""
     error = None
     orders = []
     try:
-        orders = recent_first((await _service(request).list_orders(page_size=50)).orders)
+        orders = recent_first((await service.list_orders(page_size=LIST_SIZE)).orders)
     except ServiceError as err:
         error = str(err)
     return _page(
@@ -302,6 +298,7 @@ def order_from_form(form: Mapping[str, str]) -> PizzaOrder:
 
 def _order_form(
     request: Request,
+    service: OrderService,
     values: Mapping[str, str],
     *,
     field: str | None = None,
@@ -310,7 +307,7 @@ def _order_form(
 ) -> HTMLResponse:
     # Never write a card number back into the page: the field starts empty again.
     shown = {**values, "credit_card_info.number": ""}
-    stock = _service(request).stock()
+    stock = service.stock()
     return _page(
         request,
         "new_order.html",
@@ -331,13 +328,13 @@ def _order_form(
 
 
 @router.get("/orders/new", response_class=HTMLResponse)
-async def new_order(request: Request) -> HTMLResponse:
+async def new_order(request: Request, service: Service) -> HTMLResponse:
     """The seed's order, ready to place, with the sandbox values to try."""
-    return _order_form(request, _default_form())
+    return _order_form(request, service, _default_form())
 
 
 @router.post("/orders/new", response_class=HTMLResponse)
-async def place_order(request: Request) -> Response:
+async def place_order(request: Request, service: Service) -> Response:
     """Place the order the form describes and go to its page; the form again if it is wrong."""
     if _cross_site(request):
         return _refused(request)
@@ -345,18 +342,23 @@ async def place_order(request: Request) -> Response:
         form = await _form(request)
     except FormError as err:
         return _refused(request, err)
-    values = {**_default_form(), **{k: v for k, v in form.items() if k in _default_form()}}
+    defaults = _default_form()
+    values = {**defaults, **{k: v for k, v in form.items() if k in defaults}}
     if "is_delivery" not in form:
         values["is_delivery"] = ""
     try:
         order = order_from_form(form)
-        await _service(request).place(order)
+        await service.place(order)
     except OrderAlreadyPlaced as err:
-        return _order_form(request, values, field="order_number", message=str(err), status_code=409)
+        return _order_form(
+            request, service, values, field="order_number", message=str(err), status_code=409
+        )
     except InvalidInput as err:
-        return _order_form(request, values, field=err.field, message=err.reason, status_code=422)
+        return _order_form(
+            request, service, values, field=err.field, message=err.reason, status_code=422
+        )
     except ServiceError as err:
-        return _order_form(request, values, message=str(err), status_code=_status_of(err))
+        return _order_form(request, service, values, message=str(err), status_code=_status_of(err))
     return _back_to(f"/orders/{order.order_number}")
 
 
@@ -365,12 +367,12 @@ async def place_order(request: Request) -> Response:
 
 async def _order_page(
     request: Request,
+    service: OrderService,
     order_number: str,
     *,
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    service = _service(request)
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
@@ -400,27 +402,29 @@ async def _order_page(
 
 
 @router.get("/orders/{order_number}", response_class=HTMLResponse)
-async def order_page(request: Request, order_number: str) -> HTMLResponse:
+async def order_page(request: Request, service: Service, order_number: str) -> HTMLResponse:
     """The order's outcome and saga timeline; live while it runs."""
-    return await _order_page(request, order_number)
+    return await _order_page(request, service, order_number)
 
 
 @router.post("/orders/{order_number}/cancel", response_class=HTMLResponse)
-async def cancel_order(request: Request, order_number: str) -> Response:
+async def cancel_order(request: Request, service: Service, order_number: str) -> Response:
     """Cancel the order, then back to its page (which shows the rollback)."""
     if _cross_site(request):
         return _refused(request)
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
-        await _service(request).cancel(order_number)
+        await service.cancel(order_number)
     except ServiceError as err:
-        return await _order_page(request, order_number, error=str(err), status_code=_status_of(err))
+        return await _order_page(
+            request, service, order_number, error=str(err), status_code=_status_of(err)
+        )
     return _back_to(f"/orders/{order_number}?done=cancel")
 
 
 @router.post("/orders/{order_number}/resolve", response_class=HTMLResponse)
-async def resolve_order(request: Request, order_number: str) -> Response:
+async def resolve_order(request: Request, service: Service, order_number: str) -> Response:
     """An operator's decision (retry, or skip with a reason), then back to the order's page."""
     if _cross_site(request):
         return _refused(request)
@@ -435,14 +439,16 @@ async def resolve_order(request: Request, order_number: str) -> Response:
             action = OperatorAction(form.get("action", "").upper())
         except ValueError:
             raise InvalidInput("choose Retry or Skip", field="action") from None
-        await _service(request).resolve(
+        await service.resolve(
             order_number,
             action=action,
             step=form.get("step") or None,
             reason=form.get("reason") or None,
         )
     except ServiceError as err:
-        return await _order_page(request, order_number, error=str(err), status_code=_status_of(err))
+        return await _order_page(
+            request, service, order_number, error=str(err), status_code=_status_of(err)
+        )
     return _back_to(f"/orders/{order_number}?done={action.value.lower()}")
 
 
@@ -450,9 +456,8 @@ async def resolve_order(request: Request, order_number: str) -> Response:
 
 
 def _stock_page(
-    request: Request, *, error: str | None = None, status_code: int = 200
+    request: Request, service: OrderService, *, error: str | None = None, status_code: int = 200
 ) -> HTMLResponse:
-    service = _service(request)
     payments = list(reversed(service.payments()))
     return _page(
         request,
@@ -469,13 +474,13 @@ def _stock_page(
 
 
 @router.get("/stock", response_class=HTMLResponse)
-async def stock_page(request: Request) -> HTMLResponse:
+async def stock_page(request: Request, service: Service) -> HTMLResponse:
     """Pizzas on hand, a form to restock, and every charge and refund (newest first)."""
-    return _stock_page(request)
+    return _stock_page(request, service)
 
 
 @router.post("/stock", response_class=HTMLResponse)
-async def restock(request: Request) -> Response:
+async def restock(request: Request, service: Service) -> Response:
     """Set the stock of the items the form names, then back to the stock page."""
     if _cross_site(request):
         return _refused(request)
@@ -492,7 +497,7 @@ async def restock(request: Request) -> Response:
             if not raw.isdigit() or len(raw) > 9:
                 raise InvalidInput("must be a whole number from 0 to 1000000", field=item)
             changes[item] = int(raw)
-        _service(request).set_stock(changes)
+        service.set_stock(changes)
     except InvalidInput as err:
-        return _stock_page(request, error=str(err), status_code=422)
+        return _stock_page(request, service, error=str(err), status_code=422)
     return _back_to("/stock?done=restock")
