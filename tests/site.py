@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from pizza_saga.api.events import order_hub
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import SEARCH_ATTRIBUTES, build_api, build_service, open_stores
 from pizza_saga.billing import cards
@@ -85,6 +84,7 @@ class Event:
     event: str = "message"
 
     def json(self) -> Any:
+        """The event's data, parsed."""
         return json.loads(self.data)
 
 
@@ -155,10 +155,6 @@ class Served:
             headers["Last-Event-ID"] = last_event_id
         async with self.http.stream("GET", path, headers=headers) as response:
             yield Stream(response)
-
-    @property
-    def watchers(self) -> int:
-        return order_hub(self.app).watchers
 
 
 @dataclass

@@ -32,6 +32,7 @@ async def served(site: Site) -> AsyncIterator[Served]:
 
 
 def outcome_of(event: Event) -> OrderOutcome:
+    """The order's outcome an event carries (its data without the Web UI link)."""
     data = event.json()
     data.pop("web_ui_url")
     return OrderOutcome.model_validate(data)

@@ -32,6 +32,7 @@ class Source:
 
 
 async def next_of(subscription: Subscription[int]) -> int | None:
+    """The subscription's next item; a hub that never delivers fails the test."""
     return await asyncio.wait_for(subscription.next(), 5)
 
 

@@ -257,6 +257,7 @@ async def page(browser: Browser, served: Served) -> AsyncIterator[Page]:
 
 
 async def no_card_number_shown(page: Page) -> None:
+    """The page as the browser has it now holds no sandbox card number."""
     html = await page.content()
     assert card_numbers_in(html) == []
 
@@ -273,6 +274,7 @@ async def place_from_the_form(page: Page, **fields: str) -> str:
 
 
 def step(page: Page, name: str) -> Locator:
+    """A saga step's row in the order page's timeline."""
     return page.locator(f'.step[data-step="{name}"]')
 
 

@@ -13,10 +13,12 @@ T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
+    """``seconds`` after the first step started."""
     return T0 + timedelta(seconds=seconds)
 
 
 def outcome(status: OrderStatus, *ledger: StepRecord, **fields: object) -> OrderOutcome:
+    """An order's outcome with this status and ledger, as the service reports it."""
     return OrderOutcome.model_validate(
         {
             "order_number": "V1",

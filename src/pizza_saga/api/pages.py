@@ -131,18 +131,21 @@ def install(app: FastAPI) -> None:
 
 
 def _status_of(err: ServiceError) -> int:
+    """The HTTP status a page answers a service error with."""
     return next((code for kind, code in STATUS_OF_ERROR.items() if isinstance(err, kind)), 500)
 
 
 def _page(
     request: Request, template: str, context: Mapping[str, Any], status_code: int = 200
 ) -> HTMLResponse:
+    """``template`` rendered with ``context`` (and which menu entry is current)."""
     return templates.TemplateResponse(
         request, template, {"nav": template.removesuffix(".html"), **context}, status_code
     )
 
 
 def _back_to(url: str) -> RedirectResponse:
+    """After a form: see ``url`` (303, so a reload does not post again)."""
     return RedirectResponse(url, status_code=303)
 
 
@@ -187,6 +190,7 @@ def _cross_site(request: Request) -> bool:
 
 
 def _refused(request: Request, err: FormError | None = None) -> HTMLResponse:
+    """The page for a post we do not take: from another site (403), or not a form of ours."""
     status, message = (
         (err.status, str(err)) if err else (403, "forms are accepted from this site's pages only")
     )
@@ -217,6 +221,7 @@ async def home(request: Request, service: Service) -> HTMLResponse:
 
 
 def _default_form() -> dict[str, str]:
+    """The new-order form's fields filled in with the seed's order."""
     order = example_order()
     values = {
         "order_number": "",
@@ -305,6 +310,7 @@ def _order_form(
     message: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    """The new-order form with ``values``, and the error of ``field`` if there is one."""
     # Never write a card number back into the page: the field starts empty again.
     shown = {**values, "credit_card_info.number": ""}
     stock = service.stock()
@@ -373,6 +379,7 @@ async def _order_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
+    """The order's page, with the error of a button that could not act, if any."""
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
@@ -458,6 +465,7 @@ async def resolve_order(request: Request, service: Service, order_number: str) -
 def _stock_page(
     request: Request, service: OrderService, *, error: str | None = None, status_code: int = 200
 ) -> HTMLResponse:
+    """The stock and payments page, with the error of the restock form, if any."""
     payments = list(reversed(service.payments()))
     return _page(
         request,

@@ -54,6 +54,7 @@ class ApiServer:
 
     @property
     def url(self) -> str:
+        """Where the app is served (the actual port, once started)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
