@@ -20,6 +20,7 @@ from pizza_saga.common.db import open_engine
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
 from tests.postgres import PostgresCluster, find_bindir, unavailable
+from tests.site import Site, running_site
 
 TEST_VAULT_KEYS = KeyRing.generate("test-vault").to_json()
 """The card vault's keys for tests on a PostgreSQL store."""
@@ -98,3 +99,10 @@ def settings(tmp_path: Path, store_url: str) -> Settings:
 def stores(settings: Settings) -> Stores:
     """Fresh stores on the test's store database, stocked with the initial stock."""
     return open_stores(settings)
+
+
+@pytest.fixture(scope="session")
+async def site(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
+    """The web tests' dev server and `pizza worker`, one per session (tests/site.py)."""
+    async with running_site(tmp_path_factory.mktemp("web-home")) as started:
+        yield started

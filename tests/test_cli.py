@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -553,6 +554,8 @@ def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
     assert "refund_customer, revert_inventory" in done.stdout
     link = f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/pizza-workflow-order-"
     assert done.stdout.count(link) == 2
+    pages = re.findall(r"Order page: http://127\.0\.0\.1:\d+/orders/(XD\w+)", done.stdout)
+    assert len(pages) == 2 and pages[0] != pages[1]
     assert _processes_mentioning(str(home)) == []
     with socket.socket() as sock:
         assert sock.connect_ex(("localhost", port)) != 0, "the demo's server is still listening"

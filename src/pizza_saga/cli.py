@@ -422,8 +422,6 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the HTTP API (/api, /docs) and the order pages, until Ctrl-C."""
-    import uvicorn
-
     from pizza_saga.app import build_api, build_service, open_stores
     from pizza_saga.common.logmask import install_card_masking
 
@@ -431,19 +429,25 @@ def api(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     install_card_masking()
 
-    async def run() -> None:
+    async def run(stop: asyncio.Event) -> None:
+        from pizza_saga.api.server import ApiServer
+
         client = await _client(settings)
         service = build_service(client, open_stores(settings), settings)
         ui_url, namespace = _ui_url(settings)
         web = build_api(service, ui_url=ui_url, namespace=namespace)
-        config = uvicorn.Config(web, host=host, port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        out.print(f"API and pages on http://{host}:{port} (docs: /docs; Ctrl-C to stop)")
-        await server.serve()  # its own SIGINT/SIGTERM handlers: finish requests, then stop
-        if not server.started:
-            _fail(f"--port {port}: cannot listen on {host}:{port}", EXIT_UNAVAILABLE)
+        try:
+            server = ApiServer(web, host=host, port=port)
+            await server.start()
+        except OSError as e:
+            _fail(f"--port {port}: cannot listen on {host}:{port}: {e.strerror}", EXIT_UNAVAILABLE)
+        out.print(f"API and pages on {server.url} (docs: /docs; Ctrl-C to stop)")
+        try:
+            await stop.wait()  # SIGTERM or Ctrl-C: end the event streams, finish requests
+        finally:
+            await server.stop()
 
-    asyncio.run(run())
+    _run_until_signal(run)
 
 
 def new_order_number() -> str:
@@ -868,3 +872,68 @@ def db_upgrade() -> None:
         out.print(f"Store database {where} is at schema {after}: nothing to do")
     else:
         out.print(f"Store database {where} upgraded from schema {before or 'none'} to {after}")
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Temporal's gRPC port.")] = 7233,
+    ui_port: Annotated[int, typer.Option(min=1, max=65535, help="Web UI port.")] = 8233,
+    codec_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
+    ] = 8081,
+    api_port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port of the API and the pages.")
+    ] = 8000,
+    host: Annotated[str, typer.Option(help="Address of the API and the pages.")] = "127.0.0.1",
+) -> None:
+    """Run the Temporal dev server, a worker and the API with its pages, until Ctrl-C.
+
+    For a developer: one command, one process. Exits 3 if a port is taken, 1 if the dev
+    server or the worker stops under it.
+    """
+    from pizza_saga.common.devserver import DevServerConfig, PortInUse, ensure_free
+
+    settings = _settings()
+    ports = {
+        "--port": port,
+        "--ui-port": ui_port,
+        "--codec-port": codec_port,
+        "--api-port": api_port,
+    }
+    for option, number in ports.items():
+        clash = [other for other, n in ports.items() if n == number and other != option]
+        if clash:
+            _fail(f"{option}: {number} is also {clash[0]}; give each its own port")
+    try:
+        ensure_free({k: v for k, v in ports.items() if k != "--api-port"})
+        ensure_free({"--api-port": api_port}, host)
+    except PortInUse as e:
+        _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+    except OSError as e:
+        _fail(f"--host {host}: cannot listen there: {e}", EXIT_UNAVAILABLE)
+    from pizza_saga.app import SEARCH_ATTRIBUTES
+    from pizza_saga.common.crypto import KeyRingError
+    from pizza_saga.up import Ports, Stopped, run_up
+
+    server = DevServerConfig(
+        db_filename=settings.server_db,
+        port=port,
+        ui_port=ui_port,
+        search_attributes=SEARCH_ATTRIBUTES,
+        codec_endpoint=f"http://localhost:{codec_port}",
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await run_up(settings, server, Ports(host, api_port, codec_port), out, stop)
+        except KeyRingError as e:
+            _fail(str(e))
+        except PortInUse as e:  # taken between the check and the start
+            _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+        except Stopped as e:
+            _fail(str(e), EXIT_FAILED)
+        except (OSError, RuntimeError, TimeoutError) as e:
+            _fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
+        out.print("Stopped.")
+
+    _run_until_signal(run)

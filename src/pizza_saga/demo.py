@@ -6,11 +6,20 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from fastapi import FastAPI
 from rich.console import Console
 
-from pizza_saga.app import build_service, build_worker_for, open_stores, prepare_namespace
+from pizza_saga.api.server import ApiServer
+from pizza_saga.app import (
+    build_api,
+    build_service,
+    build_worker_for,
+    open_stores,
+    prepare_namespace,
+)
 from pizza_saga.common.codec_server import serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
@@ -21,6 +30,9 @@ from pizza_saga.order.client import OrderOutcome, order_outcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
 
+API_PORT = 8000
+"""Where the demo serves the order pages (any free port if this one is taken)."""
+
 
 async def run_demo(
     settings: Settings,
@@ -29,8 +41,10 @@ async def run_demo(
     console: Console,
     *,
     interactive: bool,
+    api_port: int = API_PORT,
 ) -> None:
-    """Start server, codec server and worker, place the good and the broken-card order."""
+    """Start server, codec server, worker and the pages; place the good and the broken-card
+    order."""
     worker_log = settings.home / "demo-worker.log"
     _log_to(worker_log)
     embedded = contextlib.AsyncExitStack()
@@ -49,7 +63,11 @@ async def run_demo(
         await prepare_namespace(client)
         stores = open_stores(settings)
         service = build_service(client, stores, settings)
-        async with build_worker_for(client, stores, settings):
+        pages = build_api(service, ui_url=server.ui_url, namespace=DEFAULT_NAMESPACE)
+        async with (
+            build_worker_for(client, stores, settings),
+            _serving(pages, api_port) as api,
+        ):
             while not await service.worker_polling():  # noqa: ASYNC110 (polls the server)
                 await asyncio.sleep(0.05)
             stamp = _stamp()
@@ -69,13 +87,30 @@ async def run_demo(
             for outcome in outcomes:
                 console.print()
                 print_outcome(console, outcome, server.ui_url, DEFAULT_NAMESPACE)
+                console.print(f"Order page: {api.url}/orders/{outcome.order_number}")
             _summarize(console, outcomes)
             console.print(f"Worker log: {worker_log}")
             if interactive:
                 console.print(
-                    f"\nServing the Web UI at {server.ui_url}: look around, then Ctrl-C to stop."
+                    f"\nServing the Web UI at {server.ui_url} and the order pages at {api.url}: "
+                    "look around, then Ctrl-C to stop."
                 )
                 await asyncio.Event().wait()
+
+
+@contextlib.asynccontextmanager
+async def _serving(app: FastAPI, port: int) -> AsyncIterator[ApiServer]:
+    """The pages served on ``port``, or on any free port if that one is taken."""
+    server = ApiServer(app, port=port)
+    try:
+        await server.start()
+    except OSError:
+        server = ApiServer(app, port=0)
+        await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 def _log_to(path: Path) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from pizza_saga.api import health, orders, payments, problems, stock
+from pizza_saga.api import events, health, orders, pages, payments, problems, stock
 from pizza_saga.order.service import OrderService
 
 
@@ -32,4 +32,6 @@ def create_app(service: OrderService, *, links: Links) -> FastAPI:
     app.include_router(orders.router)
     app.include_router(stock.router)
     app.include_router(payments.router)
+    events.install(app)
+    pages.install(app)
     return app

@@ -1,0 +1,226 @@
+"""Server-sent events: an order's snapshots as they change, and the list of recent orders.
+
+Every stream is fed by a hub (`hub.py`): one watcher per order, however many browser tabs
+follow it, and one poller of the order list for every home page open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Header, Request, Response
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from starlette.types import Receive, Scope, Send
+
+from pizza_saga.api.hub import Hub, HubClosed, Subscription
+from pizza_saga.api.problems import Problem
+from pizza_saga.order.client import OrderOutcome, OrderStatus
+from pizza_saga.order.service import (
+    OrderNotFound,
+    OrderService,
+    OrderSummary,
+    ServiceError,
+    snapshot_id,
+)
+from pizza_saga.render import workflow_url
+
+ORDER_NUMBER = re.compile(r"[A-Za-z0-9_-]{1,40}")
+"""What an order number can be (as `PizzaOrder` validates it); anything else is no order."""
+KEEPALIVE_SECONDS = 15.0
+"""A comment line this often keeps proxies from closing a quiet stream."""
+RETRY_MS = 2000
+"""How long a browser waits before it reconnects a stream that broke."""
+LIST_INTERVAL = 1.0
+"""Seconds between looks at the list of recent orders while a home page follows it."""
+LIST_SIZE = 50
+"""Orders the home page shows."""
+RECENT = "recent"
+"""The list hub's one key."""
+
+router = APIRouter(tags=["events"])
+
+
+def install(app: FastAPI) -> None:
+    """Add the event routes and their hubs to ``app`` (its state holds the service)."""
+    service: OrderService = app.state.service
+    app.state.order_hub = Hub[str, OrderOutcome](service.watch)
+    app.state.list_hub = Hub[str, list[OrderSummary]](lambda _: watch_list(service))
+    app.include_router(router)
+
+
+async def close(app: FastAPI) -> None:
+    """End every stream of ``app`` and stop its watchers (before the server stops)."""
+    await order_hub(app).close()
+    await list_hub(app).close()
+
+
+def order_hub(app: FastAPI) -> Hub[str, OrderOutcome]:
+    """The hub of ``app``'s order streams."""
+    hub: Hub[str, OrderOutcome] = app.state.order_hub
+    return hub
+
+
+def list_hub(app: FastAPI) -> Hub[str, list[OrderSummary]]:
+    """The hub of ``app``'s order-list streams."""
+    hub: Hub[str, list[OrderSummary]] = app.state.list_hub
+    return hub
+
+
+def outcome_data(outcome: OrderOutcome, request: Request) -> dict[str, Any]:
+    """An order snapshot as events and pages carry it: the outcome and its Web UI link."""
+    links = request.app.state.links
+    data: dict[str, Any] = outcome.model_dump(mode="json")
+    data["web_ui_url"] = workflow_url(
+        links.ui_url, links.namespace, outcome.workflow_id, outcome.run_id
+    )
+    return data
+
+
+def recent_first(orders: list[OrderSummary]) -> list[OrderSummary]:
+    """Orders waiting for an operator first, then the rest, each newest first."""
+    return sorted(orders, key=lambda o: not (o.needs_operator and o.status is OrderStatus.RUNNING))
+
+
+async def watch_list(service: OrderService) -> AsyncIterator[list[OrderSummary]]:
+    """The recent orders now, then each time the list changes; never ends by itself."""
+    last: str | None = None
+    while True:
+        page = await service.list_orders(page_size=LIST_SIZE)
+        orders = recent_first(page.orders)
+        current = json.dumps([o.model_dump(mode="json") for o in orders])
+        if current != last:
+            last = current
+            yield orders
+        await asyncio.sleep(LIST_INTERVAL)
+
+
+class _EventStream(EventSourceResponse):
+    """An event stream that leaves its hub subscription however the response ends."""
+
+    def __init__(self, content: AsyncIterator[bytes], subscription: Subscription[Any]) -> None:
+        super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._subscription.close()
+
+
+async def _events(
+    subscription: Subscription[Any], first: bytes | None, encode: Callable[[Any], bytes]
+) -> AsyncIterator[bytes]:
+    """The stream's bytes: ``first`` (if any), each next snapshot, keep-alive comments."""
+    if first is not None:
+        yield first
+    while True:
+        try:
+            item = await asyncio.wait_for(subscription.next(), KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield KEEPALIVE_COMMENT
+            continue
+        except (ServiceError, HubClosed) as err:
+            problem = {"title": "Stream interrupted", "detail": str(err)}
+            yield format_sse_event(event="problem", data_str=json.dumps(problem), retry=RETRY_MS)
+            return
+        if item is None:
+            return
+        data = encode(item)
+        if data:
+            yield data
+
+
+EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+@router.get(
+    "/api/orders/{order_number}/events",
+    responses={
+        200: {
+            "description": "One event per change of the order, the last when it finished",
+            "content": EVENT_STREAM,
+        },
+        204: {"description": "The order has finished and the client has its last snapshot"},
+        404: {"description": "No such order"},
+    },
+)
+async def order_events(
+    order_number: str,
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The order's snapshots: now, then one per change of its status or ledger.
+
+    Each event's data is the order's outcome (as `GET /api/orders/{n}`) plus `web_ui_url`;
+    its id is the snapshot's content hash. The stream ends after the order's final snapshot.
+    A client that reconnects with `Last-Event-ID` set to the current snapshot's id is not
+    sent it again: it waits for the next change, or gets 204 if the order has finished.
+    """
+    if not ORDER_NUMBER.fullmatch(order_number):
+        raise OrderNotFound(order_number)
+    subscription = order_hub(request.app).subscribe(order_number)
+    try:
+        first = await subscription.next()
+    except BaseException as err:
+        subscription.close()
+        if isinstance(err, HubClosed):
+            raise Problem(503, "the server is stopping") from None
+        raise
+    if first is None:  # the watcher always yields once before it ends; a stopping hub may not
+        subscription.close()
+        return Response(status_code=204)
+
+    def encode(outcome: OrderOutcome) -> bytes:
+        return format_sse_event(
+            data_str=json.dumps(outcome_data(outcome, request)),
+            id=snapshot_id(outcome),
+            retry=RETRY_MS,
+        )
+
+    already_sent = last_event_id is not None and last_event_id == snapshot_id(first)
+    if already_sent and first.status is not OrderStatus.RUNNING:
+        subscription.close()
+        return Response(status_code=204)
+    return _EventStream(
+        _events(subscription, None if already_sent else encode(first), encode), subscription
+    )
+
+
+@router.get(
+    "/api/events/orders",
+    responses={
+        200: {
+            "description": "The recent orders, again each time the list changes",
+            "content": EVENT_STREAM,
+        }
+    },
+)
+async def order_list_events(
+    request: Request,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The recent orders (those waiting for an operator first), again whenever they change.
+
+    Each event's data is `{"orders": [...]}`: number, status, whether it needs an operator,
+    start and close times. The stream does not end by itself.
+    """
+    subscription = list_hub(request.app).subscribe(RECENT)
+    skip = last_event_id
+
+    def encode(orders: list[OrderSummary]) -> bytes:
+        nonlocal skip
+        data = json.dumps({"orders": [o.model_dump(mode="json") for o in orders]})
+        digest = hashlib.sha256(data.encode()).hexdigest()[:16]
+        if digest == skip:  # the client has this list already
+            skip = None
+            return b""
+        skip = None
+        return format_sse_event(data_str=data, id=digest, retry=RETRY_MS)
+
+    return _EventStream(_events(subscription, None, encode), subscription)

@@ -1,0 +1,112 @@
+"""`pizza up`: everything a developer needs in one process.
+
+The Temporal dev server (as `pizza server` runs it, with the Web UI's codec server), a worker
+and the API with the pages, until Ctrl-C or SIGTERM; then all of it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pizza_saga.api.server import ApiServer
+from pizza_saga.app import (
+    build_api,
+    build_service,
+    build_worker_for,
+    open_stores,
+    prepare_namespace,
+)
+from pizza_saga.common.codec_server import serving, ui_origins
+from pizza_saga.common.crypto import EncryptionCodec
+from pizza_saga.common.devserver import DevServerConfig, describe_exit, running_dev_server
+from pizza_saga.common.logmask import install_card_masking
+from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import connect, key_ring
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where `pizza up` listens."""
+
+    host: str
+    """Address of the API and pages."""
+    api: int
+    codec: int
+
+
+class Stopped(Exception):
+    """Something `pizza up` runs ended by itself; the message says what and where to look."""
+
+
+def log_to(path: Path) -> None:
+    """Send this process's log (the worker's, the API's) to ``path``, card numbers masked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    install_card_masking()
+
+
+async def run_up(
+    settings: Settings,
+    server: DevServerConfig,
+    ports: Ports,
+    console: Console,
+    stop: asyncio.Event,
+) -> None:
+    """Run the dev server, codec server, worker and API until ``stop`` is set.
+
+    Raises Stopped if the dev server, the worker or the API ends before that; PortInUse or
+    OSError if a port is taken.
+    """
+    log_file = settings.home / "pizza-up.log"
+    log_to(log_file)
+    codec = EncryptionCodec(key_ring(settings, server.address))
+    server_log = settings.home / "temporal-server.log"
+    async with (
+        serving(codec, ports.codec, ui_origins(server.ui_port)),
+        running_dev_server(server, server_log) as dev,
+    ):
+        client = await connect(settings, server.address)
+        await prepare_namespace(client)
+        stores = open_stores(settings)
+        worker = build_worker_for(client, stores, settings)
+        service = build_service(client, stores, settings)
+        web = build_api(service, ui_url=server.ui_url, namespace=client.namespace)
+        async with ApiServer(web, host=ports.host, port=ports.api) as api:
+            running = asyncio.create_task(worker.run(), name="worker")
+            died = asyncio.create_task(dev.exited(), name="dev server")
+            stopping = asyncio.create_task(stop.wait(), name="stop")
+            console.print(
+                f"Pages and API  {api.url}  (new order: {api.url}/orders/new, "
+                f"API docs: {api.url}/docs)\n"
+                f"Temporal       {server.address}, Web UI {server.ui_url} "
+                f"(decoding through the codec server on port {ports.codec})\n"
+                f"Worker         task queue {settings.task_queue}; log {log_file}\n"
+                f"State          {settings.home}\n"
+                "Ctrl-C stops all of it.",
+                soft_wrap=True,
+            )
+            await asyncio.wait({running, died, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            died.cancel()
+            if not running.done():
+                await api.stop()
+                await worker.shutdown()
+            try:
+                await running
+            except Exception as err:  # the SDK's fatal worker errors (namespace gone, ...)
+                raise Stopped(f"the worker stopped: {err}; see {log_file}") from None
+            if stop.is_set():
+                return
+            if dev.process.returncode is not None:
+                raise Stopped(
+                    "the Temporal dev server stopped unexpectedly "
+                    f"({describe_exit(dev.process.returncode)}); see {server_log}"
+                )
+            raise Stopped(f"the worker stopped unexpectedly; see {log_file}")

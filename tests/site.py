@@ -1,0 +1,217 @@
+"""The web tests' site: a real dev server, a real `pizza worker`, and the API served by uvicorn.
+
+One dev server and one worker (its own task queue) serve the whole session; each test module
+serves the API in-process on a free port, over an OrderService with its own settings (the
+simulated waits and the compensations' patience travel with each order, from the settings of
+whoever places it). Event streams are read over real sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from pizza_saga.api.server import ApiServer
+from pizza_saga.app import SEARCH_ATTRIBUTES, build_api, build_service, open_stores
+from pizza_saga.billing import cards
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.settings import Settings
+from pizza_saga.common.temporal import connect
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
+from pizza_saga.order.service import OrderService
+from tests.test_cli_processes import until
+
+TEST_CARDS = [
+    GOOD_CARD,
+    BROKEN_CARD,
+    cards.DECLINED_CARD,
+    cards.FLAKY_CARD,
+    cards.REFUND_FAILING_CARD,
+]
+"""Every card number of the sandbox: none may ever appear in a page or an event."""
+WORKER_ENV = {
+    "PIZZA_PREP_SECONDS": "0",
+    "PIZZA_DRIVER_SECONDS": "0",
+    "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.05",
+    "PIZZA_SHUTDOWN_GRACE_SECONDS": "0",
+}
+SEED_FORM = {
+    "customer.customer_id": "12983",
+    "customer.name": "María García",
+    "customer.email": "maria1985@example.com",
+    "customer.phone": "415-555-7418",
+    "qty.0": "1",
+    "qty.1": "1",
+    "qty.2": "1",
+    "is_delivery": "on",
+    "address.line1": "701 Mission Street",
+    "address.line2": "Apartment 9C",
+    "address.city": "San Francisco",
+    "address.state": "CA",
+    "address.postal_code": "94103",
+    "credit_card_info.holder_name": "Lisa Anderson",
+    "card": "approved",
+}
+"""The new-order form as the page fills it in (the seed's order, the seed's good card)."""
+STREAM_SECONDS = 60.0
+"""Longest a test reads an event stream before it fails."""
+
+
+def card_numbers_in(text: str) -> list[str]:
+    """The sandbox card numbers found in ``text`` (none, in a passing test)."""
+    return [card for card in TEST_CARDS if card in text]
+
+
+@dataclass
+class Event:
+    """One server-sent event as a client parses it."""
+
+    data: str = ""
+    id: str | None = None
+    event: str = "message"
+
+    def json(self) -> Any:
+        """The event's data, parsed."""
+        return json.loads(self.data)
+
+
+@dataclass
+class Stream:
+    """An open event stream: its response and the events read so far."""
+
+    response: httpx.Response
+    events: list[Event] = field(default_factory=list)
+    _lines: AsyncIterator[str] | None = None
+
+    async def next(self) -> Event | None:
+        """The next event; None once the server has closed the stream."""
+        if self._lines is None:
+            self._lines = self.response.aiter_lines()
+        event = Event()
+        data: list[str] = []
+        async for line in self._lines:
+            if line == "":
+                if data:
+                    event.data = "\n".join(data)
+                    self.events.append(event)
+                    return event
+                event = Event()  # a comment-only block (keep-alive)
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "id":
+                event.id = value
+            elif name == "event":
+                event.event = value
+        return None
+
+    async def until(self, what: str, check: Any) -> Event:
+        """Read events until ``check(event)`` holds; fail if the stream ends first."""
+        async with asyncio.timeout(STREAM_SECONDS):
+            while True:
+                event = await self.next()
+                assert event is not None, f"the stream ended before {what}"
+                if check(event):
+                    return event
+
+    async def rest(self) -> list[Event]:
+        """Every event until the server closes the stream."""
+        events = []
+        async with asyncio.timeout(STREAM_SECONDS):
+            while (event := await self.next()) is not None:
+                events.append(event)
+        return events
+
+
+@dataclass
+class Served:
+    """The API and pages of one OrderService, served on a free port."""
+
+    url: str
+    app: FastAPI
+    service: OrderService
+    http: httpx.AsyncClient
+
+    @contextlib.asynccontextmanager
+    async def stream(self, path: str, last_event_id: str | None = None) -> AsyncIterator[Stream]:
+        """Open the event stream at ``path`` (as a browser would reconnect, with its id)."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
+        async with self.http.stream("GET", path, headers=headers) as response:
+            yield Stream(response)
+
+
+@dataclass
+class Site:
+    """A dev server and a worker on their own task queue, sharing one PIZZA_HOME."""
+
+    address: str
+    ui_url: str
+    env: dict[str, str]
+    worker_log: Path
+
+    def settings(self, **env: str) -> Settings:
+        return Settings.from_env({**self.env, **env})
+
+    @contextlib.asynccontextmanager
+    async def serve(self, **env: str) -> AsyncIterator[Served]:
+        """The API and pages over a service with these settings (e.g. PIZZA_DRIVER_SECONDS)."""
+        settings = self.settings(**env)
+        client = await connect(settings, self.address)
+        service = build_service(client, open_stores(settings), settings)
+        app = build_api(service, ui_url=self.ui_url, namespace=client.namespace)
+        async with (
+            ApiServer(app, port=0) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=STREAM_SECONDS) as http,
+        ):
+            yield Served(server.url, app, service, http)
+
+
+@contextlib.asynccontextmanager
+async def running_site(home: Path, env: Mapping[str, str] = WORKER_ENV) -> AsyncIterator[Site]:
+    """Start a private dev server and a `pizza worker` process; stop both afterwards."""
+    config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
+    site_env = {
+        **os.environ,
+        "PIZZA_HOME": str(home),
+        "TEMPORAL_ADDRESS": config.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "PIZZA_TASK_QUEUE": f"web-{uuid.uuid4().hex}",
+        **env,
+    }
+    worker_log = home / "worker.log"
+    async with running_dev_server(config, home / "server.log"):
+        with worker_log.open("ab") as log:
+            worker = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "pizza_saga", "worker"),
+                env=site_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            site = Site(config.address, config.ui_url, site_env, worker_log)
+            settings = site.settings()
+            client = await connect(settings, config.address)
+            service = build_service(client, open_stores(settings), settings)
+            await until("the worker to poll its task queue", service.worker_polling)
+            yield site
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.wait(), 30)

@@ -1,0 +1,206 @@
+"""The event streams over a real socket: uvicorn on a free port, read as a browser reads them.
+
+Orders run on the real dev server and a real `pizza worker` (tests/site.py). A stream sends
+one event per change of the order and closes after the last; reconnecting with the last id
+resends nothing; any number of subscribers of an order share one watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pizza_saga.api.events import list_hub, order_hub
+from pizza_saga.order.client import OrderOutcome
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
+from pizza_saga.order.service import snapshot_id
+from pizza_saga.render import workflow_url
+from tests.orders import new_order
+from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in
+from tests.test_cli_processes import until
+
+pytestmark = pytest.mark.devserver
+
+
+@pytest.fixture(scope="module")
+async def served(site: Site) -> AsyncIterator[Served]:
+    """The API over orders that wait 1 s in the kitchen and 30 s for a driver."""
+    async with site.serve(PIZZA_PREP_SECONDS="1", PIZZA_DRIVER_SECONDS="30") as api:
+        yield api
+
+
+def outcome_of(event: Event) -> OrderOutcome:
+    """The order's outcome an event carries (its data without the Web UI link)."""
+    data = event.json()
+    data.pop("web_ui_url")
+    return OrderOutcome.model_validate(data)
+
+
+def driver_waiting(event: Event) -> bool:
+    """The order waits for its driver: nothing changes for the next 30 s."""
+    data = event.json()
+    return any(
+        r["step"] == "notify_delivery_driver" and r["state"] == "RUNNING"
+        for r in data["ledger"] or []
+    ) and any(p["activity_type"] == "notify_delivery_driver" for p in data["pending_activities"])
+
+
+async def test_an_order_stream_sends_each_change_until_the_end_then_closes(
+    served: Served, site: Site
+) -> None:
+    order = new_order(credit_card_info__number=BROKEN_CARD)
+    await served.service.place(order)
+    path = f"/api/orders/{order.order_number}/events"
+
+    async with served.stream(path) as stream:
+        assert stream.response.status_code == 200
+        assert stream.response.headers["content-type"].startswith("text/event-stream")
+        events = await stream.rest()
+
+    outcomes = [outcome_of(e) for e in events]
+    assert len(events) >= 2, "the order was followed from before its end"
+    assert [o.status for o in outcomes[:-1]] == ["RUNNING"] * (len(outcomes) - 1)
+    last = outcomes[-1]
+    assert last.status == "FAILED"
+    assert last.error is not None
+    assert last.error.type == "CreditCardProcessingError"
+    assert [(r.step, r.state, r.compensation, r.compensation_state) for r in last.ledger or []] == [
+        ("get_distance", "SUCCEEDED", None, "NONE"),
+        ("update_inventory", "SUCCEEDED", "revert_inventory", "COMPENSATED"),
+        ("process_credit_card", "FAILED", "refund_customer", "COMPENSATED"),
+    ]
+    ids = [e.id for e in events]
+    assert ids == [snapshot_id(o) for o in outcomes]
+    assert len(set(ids)) == len(ids), "each event is a change"
+    assert events[-1].json()["web_ui_url"] == workflow_url(
+        site.ui_url, "default", last.workflow_id, last.run_id
+    )
+
+    # A browser reconnecting with the final snapshot's id is told there is nothing more.
+    async with served.stream(path, last_event_id=ids[-1]) as again:
+        assert again.response.status_code == 204
+        assert await again.rest() == []
+    # A new reader of a finished order gets its final snapshot, once, and the end.
+    async with served.stream(path) as fresh:
+        assert [e.id for e in await fresh.rest()] == [ids[-1]]
+    # Another id (an older snapshot's) is no reason to hold the current one back.
+    async with served.stream(path, last_event_id=ids[0]) as stale:
+        assert [e.id for e in await stale.rest()] == [ids[-1]]
+
+
+async def test_subscribers_of_one_order_share_one_watcher(served: Served) -> None:
+    order = new_order()
+    await served.service.place(order)
+    path = f"/api/orders/{order.order_number}/events"
+    hub = order_hub(served.app)
+
+    async with served.stream(path) as first, served.stream(path) as second:
+        waiting = await first.until("the driver's wait", driver_waiting)
+        assert (await second.until("the driver's wait", driver_waiting)).id == waiting.id
+        assert hub.watchers == 1
+        assert hub.subscribers(order.order_number) == 2
+
+        # A reconnect with the current snapshot's id is not sent it again: its first event
+        # is the next change (the cancellation), while the other two see both.
+        async with served.stream(path, last_event_id=waiting.id) as third:
+            assert hub.watchers == 1
+            assert hub.subscribers(order.order_number) == 3
+            await served.service.cancel(order.order_number)
+            resumed = await third.rest()
+        assert resumed, "the change after the reconnect was sent"
+        assert waiting.id not in [e.id for e in resumed]
+        assert outcome_of(resumed[-1]).status == "CANCELLED"
+
+        for stream in (first, second):
+            rest = await stream.rest()
+            assert outcome_of(rest[-1]).status == "CANCELLED"
+            assert [e.id for e in rest] == [e.id for e in resumed]
+
+    await until("the watcher to stop", lambda: hub.watchers == 0)
+
+
+async def test_the_watcher_stops_when_its_last_subscriber_leaves(served: Served) -> None:
+    order = new_order()
+    await served.service.place(order)
+    hub = order_hub(served.app)
+
+    async with served.stream(f"/api/orders/{order.order_number}/events") as stream:
+        await stream.until("the driver's wait", driver_waiting)
+        assert hub.watchers == 1
+
+    await until("the watcher to stop", lambda: hub.watchers == 0)
+    assert (await served.service.outcome(order.order_number)).status == "RUNNING"
+    await served.service.cancel(order.order_number)
+
+
+@pytest.mark.parametrize("number", ["NOSUCH1", "a.b", "x" * 41, "%20"])
+async def test_an_unknown_order_is_a_404_problem(served: Served, number: str) -> None:
+    response = await served.http.get(f"/api/orders/{number}/events")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
+    assert order_hub(served.app).watchers == 0
+
+
+async def test_the_list_stream_shows_new_orders(served: Served) -> None:
+    hub = list_hub(served.app)
+    async with served.stream("/api/events/orders") as stream:
+        await stream.until("the list", lambda e: "orders" in e.json())
+        order = new_order(credit_card_info__number=BROKEN_CARD)
+        await served.service.place(order)
+        await stream.until(
+            "the new order, failed",
+            lambda e: any(
+                o["order_number"] == order.order_number and o["status"] == "FAILED"
+                for o in e.json()["orders"]
+            ),
+        )
+        assert hub.watchers == 1
+    await until("the list's poller to stop", lambda: hub.watchers == 0)
+
+
+async def test_no_card_number_in_any_event_page_or_log(
+    site: Site, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # Every sandbox card, picked and typed; the operator's card with a bouncing bill.
+    choices: list[dict[str, str]] = [
+        {"card": key} for key in ("approved", "fifteen", "declined", "transient")
+    ]
+    choices += [
+        {"card": "other", "credit_card_info.number": number}
+        for number in ("4242 4242 4242 4242", BROKEN_CARD, "4000-0000-0000-0002")
+    ]
+    choices.append({"card": "operator", "customer.email": "bounce@example.com"})
+    seen: list[str] = []
+    async with site.serve() as served:
+        for choice in choices:
+            placed = await served.http.post("/orders/new", data={**SEED_FORM, **choice})
+            assert placed.status_code == 303, placed.text
+            page = placed.headers["location"]
+            number = page.rsplit("/", 1)[1]
+            async with served.stream(f"/api/orders/{number}/events") as stream:
+                while (event := await stream.next()) is not None:
+                    if "NEEDS_OPERATOR" in event.data:
+                        answer = await served.http.post(f"{page}/resolve", data={"action": "RETRY"})
+                        assert answer.status_code == 303, answer.text
+                seen += [e.data for e in stream.events]
+            assert outcome_of(stream.events[-1]).status in ("COMPLETED", "FAILED")
+            seen.append((await served.http.get(page)).text)
+        # A form sent back for a mistake does not carry the typed number back either.
+        wrong = await served.http.post(
+            "/orders/new",
+            data={**SEED_FORM, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
+        )
+        assert wrong.status_code == 422
+        seen.append(wrong.text)
+        for path in ("/", "/orders/new", "/stock"):
+            seen.append((await served.http.get(path)).text)
+
+    assert len(seen) > len(choices) * 3
+    assert [card_numbers_in(text) for text in seen if card_numbers_in(text)] == []
+    assert card_numbers_in(caplog.text) == []
+    assert card_numbers_in(site.worker_log.read_text()) == []

@@ -1,0 +1,417 @@
+"""The web pages: their forms over HTTP, then what a user sees in a real Chromium.
+
+The API runs in-process on a free port (uvicorn), orders on the real dev server and a real
+`pizza worker` (tests/site.py). The browser is Debian's Chromium driven by Playwright; where
+it is missing the browser tests skip with a line saying how to install it, and with CI=true
+they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+
+from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
+from tests.site import SEED_FORM, Served, Site, card_numbers_in
+
+pytestmark = pytest.mark.devserver
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SAGA_SECONDS = 30.0
+"""How long a page may take to show what the saga does."""
+
+
+@pytest.fixture(scope="module")
+async def served(site: Site) -> AsyncIterator[Served]:
+    """The pages over orders that wait 2 s in the kitchen and 30 s for a driver, and whose
+    failing compensations are retried quickly (5 attempts, 0.05 s backoff)."""
+    async with site.serve(
+        PIZZA_PREP_SECONDS="2",
+        PIZZA_DRIVER_SECONDS="30",
+        PIZZA_COMPENSATION_ATTEMPTS="5",
+        PIZZA_COMPENSATION_BACKOFF_SECONDS="0.05",
+    ) as api:
+        yield api
+
+
+def number_of(location: str) -> str:
+    """The order number from a redirect to its page."""
+    found = re.fullmatch(r"/orders/([A-Za-z0-9_-]+)", location)
+    assert found, location
+    return found.group(1)
+
+
+# --- Forms over HTTP ---------------------------------------------------------------------------
+
+
+async def test_the_new_order_form_is_the_seeds_order_with_the_sandbox_values(
+    served: Served,
+) -> None:
+    page = await served.http.get("/orders/new")
+
+    assert page.status_code == 200
+    for value in ("María García", "maria1985@example.com", "701 Mission Street", "94103"):
+        assert f'value="{value}"' in page.text
+    for last4 in ("4242", "2424", "0002", "0119", "0341"):
+        assert f"card ending {last4}" in page.text
+    for value in ("bounce@example.com", "00000", "Out of stock"):
+        assert value in page.text
+    assert card_numbers_in(page.text) == []
+
+
+async def test_each_submit_is_a_new_order_unless_a_number_is_typed(served: Served) -> None:
+    first = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    second = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    typed = await served.http.post(
+        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    )
+    again = await served.http.post(
+        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    )
+
+    assert [r.status_code for r in (first, second, typed)] == [303, 303, 303]
+    numbers = [number_of(r.headers["location"]) for r in (first, second, typed)]
+    assert numbers[0] != numbers[1]
+    assert numbers[2] == "PAGE-TYPED-1"
+    assert again.status_code == 409
+    assert "PAGE-TYPED-1 was already placed" in again.text
+    assert 'id="order_number" name="order_number" type="text" value="PAGE-TYPED-1"' in again.text
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "reason"),
+    [
+        ({"customer.email": "nobody"}, "customer.email", "is not an email address"),
+        ({"qty.0": "0", "qty.1": "0", "qty.2": "0"}, "items", "at least 1 item"),
+        ({"qty.1": "many"}, "qty.1", "a whole number from 0 to 20"),
+        ({"customer.customer_id": "x"}, "customer.customer_id", "a whole number above 0"),
+        (
+            {"card": "gold", "credit_card_info.number": ""},
+            "credit_card_info.number",
+            "a sandbox card",
+        ),
+        (
+            {"card": "other", "credit_card_info.number": "4242x"},
+            "credit_card_info.number",
+            "only digits",
+        ),
+        ({"address.postal_code": "!"}, "address.postal_code", "3-10 letters"),
+        ({"order_number": "no spaces"}, "order_number", "letters, digits"),
+    ],
+)
+async def test_a_wrong_field_comes_back_named_in_the_form(
+    served: Served, changes: dict[str, str], field: str, reason: str
+) -> None:
+    page = await served.http.post(
+        "/orders/new",
+        data={**SEED_FORM, "credit_card_info.number": GOOD_CARD, **changes},
+    )
+
+    assert page.status_code == 422
+    alert = re.search(r'<p class="alert" role="alert" id="form-error">(.*?)</p>', page.text, re.S)
+    assert alert, page.text
+    assert f"<strong>{field}</strong>" in alert.group(1)
+    assert reason in alert.group(1)
+    assert 'value="María García"' in page.text, "what was typed is kept"
+    assert card_numbers_in(page.text) == [], "but never the card number"
+
+
+async def test_no_client_input_makes_a_server_error(served: Served) -> None:
+    taken = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    number = number_of(taken.headers["location"])
+    junk = ["", " ", "x" * 5000, "\x00", "💥", "-1", "9" * 30, "<script>alert(1)</script>"]
+    statuses: dict[int, int] = {}
+    # Every field spoiled in turn; the rest is valid but names an order that exists, so
+    # nothing new is placed.
+    for name in [*SEED_FORM, "order_number", "credit_card_info.number", "unknown"]:
+        for value in junk:
+            form = {**SEED_FORM, "order_number": number, name: value}
+            page = await served.http.post("/orders/new", data=form)
+            statuses[page.status_code] = statuses.get(page.status_code, 0) + 1
+            assert page.status_code < 500, (name, value, page.text)
+            assert "<script>alert(1)</script>" not in page.text
+    raw_bodies: list[tuple[dict[str, str], bytes]] = [
+        ({"content-type": "application/json"}, b'{"order_number": "X"}'),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"\xff\xfe=\xff"),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"a=" + b"x" * 20_000),
+        ({"content-type": "application/x-www-form-urlencoded"}, b"&".join([b"k=v"] * 500)),
+        ({"content-type": "multipart/form-data; boundary=x"}, b"--x--"),
+    ]
+    for path in ("/orders/new", f"/orders/{number}/resolve", "/stock"):
+        for headers, body in raw_bodies:
+            page = await served.http.post(path, content=body, headers=headers)
+            assert 400 <= page.status_code < 500, (path, body[:40], page.status_code)
+    for path in ("/orders/NOSUCH-ORDER", "/orders/%00", "/orders/" + "x" * 500):
+        page = await served.http.get(path)
+        assert page.status_code == 404
+        assert "No such order" in page.text
+    assert set(statuses) <= {303, 409, 422}, statuses  # 303: a new, valid order number
+
+
+async def test_buttons_on_a_finished_order_say_why_nothing_happened(served: Served) -> None:
+    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    number = number_of(placed.headers["location"])
+    await served.service.wait(number, within=SAGA_SECONDS)
+
+    cancel = await served.http.post(f"/orders/{number}/cancel")
+    retry = await served.http.post(f"/orders/{number}/resolve", data={"action": "RETRY"})
+    nonsense = await served.http.post(f"/orders/{number}/resolve", data={"action": "MAYBE"})
+    nobody = await served.http.post("/orders/NOSUCH-ORDER/cancel")
+
+    assert cancel.status_code == 409
+    assert f"order {number} has already finished (FAILED): nothing cancelled" in cancel.text
+    assert 'class="badge failed"' in cancel.text
+    assert retry.status_code == 409
+    assert "nothing waits for an operator" in retry.text
+    assert nonsense.status_code == 422
+    assert "choose Retry or Skip" in nonsense.text
+    assert nobody.status_code == 404
+
+
+async def test_forms_posted_from_another_site_are_refused(served: Served) -> None:
+    before = await served.service.list_orders(page_size=100)
+    refused = await served.http.post(
+        "/orders/new", data=SEED_FORM, headers={"Origin": "http://elsewhere.example"}
+    )
+    cancel = await served.http.post("/orders/ANY/cancel", headers={"Sec-Fetch-Site": "cross-site"})
+
+    assert refused.status_code == 403
+    assert cancel.status_code == 403
+    after = await served.service.list_orders(page_size=100)
+    assert len(after.orders) == len(before.orders)
+
+
+async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> None:
+    item = "Medium, with extra cheese"
+    restocked = await served.http.post("/stock", data={"qty.2": "250"})
+    wrong = await served.http.post("/stock", data={"qty.2": "lots"})
+    page = await served.http.get("/stock")
+
+    assert restocked.status_code == 303
+    assert served.service.stock()[item] == 250
+    row = re.search(rf'<tr data-item="{item}">.*?on-hand">(\d+)<', page.text, re.S)
+    assert row and row.group(1) == "250"
+    assert wrong.status_code == 422
+    assert "whole number" in wrong.text
+    for payment in served.service.payments():
+        assert f'data-order="{payment.order_number}" data-kind="{payment.kind}"' in page.text
+    assert card_numbers_in(page.text) == []
+
+
+# --- In the browser ----------------------------------------------------------------------------
+
+
+def require_chromium() -> None:
+    """Skip the test where Chromium is missing, saying how to install it; fail it under CI."""
+    if CHROMIUM.exists():
+        return
+    how = "apt-get update && apt-get install -y chromium"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing: CI must install it ({how})")
+    pytest.skip(f"{CHROMIUM} is missing; install it with: {how}")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium through Playwright; skipped (or, under CI, failed) if missing."""
+    require_chromium()
+    os.environ["PLAYWRIGHT_BROWSERS_PATH"] = "/nonexistent/playwright-browsers"
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, served: Served) -> AsyncIterator[Page]:
+    """A fresh browser page on the site; its JavaScript errors fail the test."""
+    context = await browser.new_context(
+        base_url=served.url, viewport={"width": 1280, "height": 900}
+    )
+    tab = await context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        yield tab
+    finally:
+        await context.close()
+    assert errors == [], errors
+
+
+async def no_card_number_shown(page: Page) -> None:
+    """The page as the browser has it now holds no sandbox card number."""
+    html = await page.content()
+    assert card_numbers_in(html) == []
+
+
+async def place_from_the_form(page: Page, **fields: str) -> str:
+    """Fill the new-order form (field id -> value), place it, land on its page: its number."""
+    await page.goto("/orders/new")
+    await expect(page.locator('[id="customer.name"]')).to_have_value("María García")
+    for field, value in fields.items():
+        await page.locator(f'[id="{field}"]').fill(value)
+    await page.get_by_role("button", name="Place order").click()
+    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+    return str(page.url).rsplit("/", 1)[1]
+
+
+def step(page: Page, name: str) -> Locator:
+    """A saga step's row in the order page's timeline."""
+    return page.locator(f'.step[data-step="{name}"]')
+
+
+async def test_a_rolled_back_order_unfolds_live_on_its_page(
+    page: Page, served: Served, site: Site, tmp_path: Path
+) -> None:
+    number = await place_from_the_form(page, **{"credit_card_info.number": BROKEN_CARD})
+
+    # The page came from the server while the order was still in the kitchen ...
+    await expect(page.locator("#outcome-label")).to_have_text("Running")
+    await page.evaluate("window.sameDocument = true")
+    # ... and everything after arrives by events, without a reload.
+    failed = step(page, "process_credit_card")
+    await expect(failed.locator(".forward-state")).to_have_text(
+        "FAILED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(failed.locator(".compensation-state")).to_have_text(
+        "COMPENSATED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(step(page, "update_inventory").locator(".compensation-state")).to_have_text(
+        "COMPENSATED"
+    )
+    await expect(page.locator("#outcome-label")).to_have_text("Failed")
+    await expect(page.locator("#outcome-detail")).to_have_text(
+        "CreditCardProcessingError: card ending 2424 has 15 digits, not 16"
+    )
+    assert await page.evaluate("window.sameDocument") is True
+
+    await expect(failed.locator(".compensation-state")).to_have_text("COMPENSATED")
+    await expect(step(page, "update_inventory").locator(".step-name small")).to_have_text(
+        "undo: revert_inventory"
+    )
+    await expect(failed.locator(".step-name small")).to_have_text("undo: refund_customer")
+    await expect(page.locator("#cancel-form")).to_be_hidden()
+    await expect(page.locator("#resolve-form")).to_be_hidden()
+    await expect(page.locator("#web-ui")).to_have_attribute(
+        "href", re.compile(rf"/namespaces/default/workflows/pizza-workflow-order-{number}/")
+    )
+    # Bars sit on the time axis by their timestamps: each compensation after its step ended.
+    for name in ("update_inventory", "process_credit_card"):
+        forward = await step(page, name).locator(".bar.forward").bounding_box()
+        undo = await step(page, name).locator(".bar.compensation").bounding_box()
+        assert forward and undo
+        assert undo["x"] >= forward["x"] + forward["width"] - 2
+        colours = (
+            await step(page, name)
+            .locator(".bar")
+            .evaluate_all("bars => bars.map(b => getComputedStyle(b).backgroundColor)")
+        )
+        assert len(set(colours)) == 2, colours
+    await no_card_number_shown(page)
+    await page.locator("main").screenshot(path=tmp_path / "rolled-back-order.png")
+
+
+async def test_cancelling_a_running_order_from_its_page(
+    page: Page, served: Served, tmp_path: Path
+) -> None:
+    number = await place_from_the_form(page)
+    driver = step(page, "notify_delivery_driver")
+    await expect(driver.locator(".forward-state")).to_have_text(
+        "RUNNING", timeout=SAGA_SECONDS * 1000
+    )
+
+    await page.get_by_role("button", name="Cancel order").click()
+
+    await expect(page.locator(".notice")).to_contain_text("Cancellation requested")
+    await expect(page.locator("#outcome-label")).to_have_text(
+        "Cancelled", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(driver.locator(".forward-state")).to_have_text("CANCELLED")
+    for name in ("update_inventory", "process_credit_card"):
+        await expect(step(page, name).locator(".compensation-state")).to_have_text("COMPENSATED")
+    await expect(page.locator("#cancel-form")).to_be_hidden()
+    await no_card_number_shown(page)
+    await page.locator("main").screenshot(path=tmp_path / "cancelled-order.png")
+
+    # The money came back: the stock page shows the charge and its refund.
+    await page.get_by_role("link", name="Stock and payments").click()
+    payments = page.locator(f'#payments tr[data-order="{number}"]')
+    await expect(payments).to_have_count(2)
+    await expect(payments.locator("td:nth-child(2)")).to_have_text(["refund", "charge"])
+    await expect(payments.locator("td:nth-child(4)")).to_have_text(["•••• 4242", "•••• 4242"])
+    await no_card_number_shown(page)
+
+
+async def test_an_operator_retries_a_stuck_refund_from_the_page(
+    page: Page, served: Served, tmp_path: Path
+) -> None:
+    await page.goto("/orders/new")
+    await page.get_by_label("card ending 0341").check()
+    await page.locator('button[data-fill="customer.email"]').click()
+    await expect(page.locator('[id="customer.email"]')).to_have_value("bounce@example.com")
+    await page.get_by_role("button", name="Place order").click()
+    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+
+    refund = step(page, "process_credit_card")
+    await expect(page.locator("#outcome-label")).to_have_text(
+        "Needs operator", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(refund.locator(".compensation-state")).to_have_text("NEEDS_OPERATOR")
+    await expect(refund.locator(".attempts")).to_have_text("5 compensation attempts")
+    await expect(refund.locator(".note.compensation-error")).to_contain_text(
+        "refused by the processor (attempt 5)"
+    )
+    await expect(page.locator("#resolve-form")).to_be_visible()
+    await expect(page.locator("#resolve-step")).to_have_value("process_credit_card")
+    await page.locator("main").screenshot(path=tmp_path / "needs-operator.png")
+
+    # Skipping needs a reason: the page says so, nothing else happens.
+    await page.get_by_role("button", name="Skip").click()
+    await expect(page.locator("#action-error")).to_contain_text(
+        "say why the compensation is skipped"
+    )
+    await expect(page.locator("#outcome-label")).to_have_text("Needs operator")
+
+    await page.get_by_role("button", name="Retry").click()
+
+    await expect(page.locator(".notice")).to_have_text("Retry requested.")
+    await expect(refund.locator(".compensation-state")).to_have_text(
+        "COMPENSATED", timeout=SAGA_SECONDS * 1000
+    )
+    await expect(refund.locator(".attempts")).to_have_text("6 compensation attempts")
+    await expect(page.locator("#outcome-label")).to_have_text("Failed")
+    await expect(page.locator("#outcome-detail")).to_contain_text("BillDeliveryError")
+    await expect(page.locator("#resolve-form")).to_be_hidden()
+    await no_card_number_shown(page)
+    await page.locator("main").screenshot(path=tmp_path / "resolved-order.png")
+
+
+async def test_the_home_page_lists_new_orders_live(page: Page, served: Served) -> None:
+    await page.goto("/")
+    await expect(page.locator("h1")).to_have_text("Recent orders")
+    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    number = number_of(placed.headers["location"])
+
+    row = page.locator(f'#orders tr[data-order="{number}"]')
+    await expect(row.locator(".badge")).to_have_text("Failed", timeout=SAGA_SECONDS * 1000)
+    await row.get_by_role("link", name=number).click()
+    await expect(page.locator("#outcome-detail")).to_contain_text("CardDeclinedError")
+    await no_card_number_shown(page)
