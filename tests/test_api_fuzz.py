@@ -18,6 +18,7 @@ import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -78,6 +79,8 @@ def test_no_generated_request_gets_a_server_error_and_refused_ones_change_nothin
         operations.append(result.ok())
     assert len(operations) >= 10
     for operation in operations:
+        if "/events" in operation.path:
+            continue  # endless event streams: read over a real socket in tests/test_events.py
         takes_input = any(True for _ in operation.iter_parameters()) or bool(
             operation.get_request_payload_content_types()
         )
@@ -96,7 +99,12 @@ def test_no_generated_request_gets_a_server_error_and_refused_ones_change_nothin
                 answered.append((case.method.upper(), case.path, response.status_code))
                 case.validate_response(response, checks=CHECKS)
 
-            run()
+            try:
+                run()
+            except Unsatisfiable:
+                # Nothing invalid can be made of this operation's inputs (an optional header
+                # that takes any text, say): there is no negative case to send.
+                assert mode is GenerationMode.NEGATIVE, operation.path
 
     changes = [(m, p, s) for m, p, s in answered if m in CHANGES]
     assert answered and changes
