@@ -351,7 +351,22 @@ def test_temporal_cli_reads_payloads_through_the_codec_server_only_with_its_toke
         *("--codec-endpoint", f"http://localhost:{pizza.codec_port}"),
     )
 
-    shown = _temporal(pizza, *show, "--codec-auth", f"Bearer {codec_token(pizza)}")
+    # The command `pizza server` printed, as a person pastes it into a shell.
+    [printed] = [
+        line.removeprefix("  CLI: ")
+        for line in (pizza.home / "logs" / "server.log").read_text().splitlines()
+        if line.startswith("  CLI: temporal ")
+    ]
+    shown = subprocess.run(
+        printed.replace("<workflow id>", workflow_id_for(number)).replace(
+            "temporal ", f"{binary('temporal')} --address localhost:{pizza.port} -o json ", 1
+        ),
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
     # Without the token the CLI retries the refused decode until its deadline, then gives up.
     refused = _temporal(pizza, *show, "--command-timeout", "2s")
 
