@@ -82,14 +82,16 @@ class Credentials:
         session_seconds: int = SESSION_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._token = token.encode()
-        self._session_key = hmac.new(self._token, _SESSION_LABEL, hashlib.sha256).digest()
+        self._token_digest = hashlib.sha256(token.encode()).digest()
+        self._session_key = hmac.new(token.encode(), _SESSION_LABEL, hashlib.sha256).digest()
         self.session_seconds = session_seconds
         self._clock = clock
 
     def token_matches(self, candidate: str) -> bool:
-        """Whether ``candidate`` is the token (constant time in the candidate's content)."""
-        return hmac.compare_digest(candidate.encode(errors="replace"), self._token)
+        """Whether ``candidate`` is the token; digests of equal length are compared in
+        constant time, so neither the token's content nor its length shows in the timing."""
+        digest = hashlib.sha256(candidate.encode(errors="replace")).digest()
+        return hmac.compare_digest(digest, self._token_digest)
 
     def bearer_matches(self, authorization: str) -> bool:
         """Whether an Authorization header value is ``Bearer <the token>``."""
