@@ -24,7 +24,7 @@ from pizza_saga.billing import cards
 from pizza_saga.common.temporal import binary, connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.workflow import workflow_id_for
-from tests.test_cli import Pizza, new_number, pizza
+from tests.test_cli import Pizza, codec_token, new_number, pizza
 
 __all__ = ["pizza"]  # the module-scoped server + worker fixture, used by name
 
@@ -128,13 +128,13 @@ async def test_no_card_number_is_written_anywhere_in_plain_text(
     assert scan(pizza, numbers, outputs) == []
 
 
-def web_ui_payload_data(node: Any, codec_url: str) -> list[bytes]:
+def web_ui_payload_data(node: Any, pizza: Pizza) -> list[bytes]:
     """Every payload of a history's JSON as the Web UI shows it: decoded by the codec server."""
     payloads = list(_payload_nodes(node))
     answer = httpx.post(
-        f"{codec_url}/decode",
+        f"http://localhost:{pizza.codec_port}/decode",
         json={"payloads": payloads},
-        headers={"X-Namespace": "default", **codec_auth()},
+        headers={"X-Namespace": "default", **codec_auth(pizza)},
         timeout=30,
     )
     answer.raise_for_status()
@@ -153,9 +153,9 @@ def _payload_nodes(node: Any) -> Iterator[dict[str, Any]]:
             yield from _payload_nodes(value)
 
 
-def codec_auth() -> dict[str, str]:
-    """The credentials the codec server asks of a caller (none while it asks none)."""
-    return {}
+def codec_auth(pizza: Pizza) -> dict[str, str]:
+    """The credentials the codec server asks of a caller: its token, as the CLI sends it."""
+    return {"Authorization": f"Bearer {codec_token(pizza)}"}
 
 
 def scan(
@@ -182,7 +182,7 @@ def scan(
         found += findings(shown.stdout, f"history of {number} (raw JSON)")
         for data in decoded_payload_data(history):
             found += findings(data, f"history of {number} (payload data)")
-        decrypted = web_ui_payload_data(history, f"http://localhost:{pizza.codec_port}")
+        decrypted = web_ui_payload_data(history, pizza)
         assert decrypted, number
         for data in decrypted:
             found += findings(data, f"history of {number} (decrypted, as the Web UI shows it)")

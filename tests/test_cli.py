@@ -8,6 +8,7 @@ reads: exit status, stdout JSON, one-line errors on stderr, and the stores.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -144,6 +145,11 @@ async def wait_for_worker(pizza: Pizza) -> None:
     async with asyncio.timeout(COMMAND_TIMEOUT):
         while not await service.worker_polling():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+
+
+def codec_token(pizza: Pizza) -> str:
+    """The token `pizza server` made for its codec server (the file its output names)."""
+    return (pizza.home / "codec-token").read_text().strip()
 
 
 def new_number() -> str:
@@ -320,6 +326,7 @@ async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
         ),
         *("--workflow-id", workflow_id_for(number), "--input", json.dumps(request)),
         *("--codec-endpoint", f"http://localhost:{pizza.codec_port}"),
+        *("--codec-auth", f"Bearer {codec_token(pizza)}"),
     )
     assert started.returncode == 0, started.stderr
     client = await connect(pizza.settings, f"localhost:{pizza.port}")
@@ -331,6 +338,48 @@ async def test_order_from_the_temporal_cli_through_the_codec_server_is_served(
     history = await handle.fetch_history()
     started_event = history.events[0].workflow_execution_started_event_attributes
     assert [p.metadata["encoding"] for p in started_event.input.payloads] == [b"binary/encrypted"]
+
+
+def test_temporal_cli_reads_payloads_through_the_codec_server_only_with_its_token(
+    pizza: Pizza,
+) -> None:
+    number = new_number()
+    code, _ = pizza.order("--order-number", number)
+    assert code == 0
+    show = (
+        *("workflow", "show", "--workflow-id", workflow_id_for(number), "--output", "json"),
+        *("--codec-endpoint", f"http://localhost:{pizza.codec_port}"),
+    )
+
+    # The command `pizza server` printed, as a person pastes it into a shell.
+    [printed] = [
+        line.removeprefix("  CLI: ")
+        for line in (pizza.home / "logs" / "server.log").read_text().splitlines()
+        if line.startswith("  CLI: temporal ")
+    ]
+    shown = subprocess.run(
+        printed.replace("<workflow id>", workflow_id_for(number)).replace(
+            "temporal ", f"{binary('temporal')} --address localhost:{pizza.port} -o json ", 1
+        ),
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+    # Without the token the CLI retries the refused decode until its deadline, then gives up.
+    refused = _temporal(pizza, *show, "--command-timeout", "2s")
+
+    assert shown.returncode == 0, shown.stderr
+    started = json.loads(shown.stdout)["events"][0]["workflowExecutionStartedEventAttributes"]
+    [payload] = started["input"]["payloads"]
+    assert base64.b64decode(payload["metadata"]["encoding"]) == b"json/plain"
+    assert "María García" in base64.b64decode(payload["data"]).decode()
+    assert refused.returncode != 0
+    assert "María García" not in refused.stdout + refused.stderr
+    assert "context deadline exceeded" in refused.stderr
+    log = (pizza.home / "codec-server.log").read_text()
+    assert 'POST "/decode" 401 origin=- refused: no credential' in log
 
 
 def test_transiently_failing_card_is_retried_and_charged_once(pizza: Pizza) -> None:

@@ -307,6 +307,20 @@ def test_server_refuses_a_port_that_is_taken_and_names_it(tmp_path: Path, option
     ensure_free({"frontend": pizza.port})  # it did not start a server on the free ones
 
 
+def test_server_with_an_unusable_codec_token_fails_at_once_without_showing_it(
+    tmp_path: Path,
+) -> None:
+    pizza = Pizza(tmp_path / "home", free_port(), free_port())
+
+    done = pizza.run(*_server_command(pizza), PIZZA_CODEC_TOKEN="guessable token")
+
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert done.stderr.startswith("error: PIZZA_CODEC_TOKEN: not a usable codec token")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "guessable" not in done.stdout + done.stderr
+    ensure_free({"frontend": pizza.port, "UI": pizza.ui_port, "codec": pizza.codec_port})
+
+
 async def test_server_does_not_talk_to_another_temporal_on_its_port(tmp_path: Path) -> None:
     other = DevServerConfig.private(tmp_path / "other.db")
     pizza = Pizza(tmp_path / "home", other.port, free_port())

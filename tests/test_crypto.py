@@ -1,20 +1,15 @@
-"""Payload encryption, key rotation, the codec server and log masking, without Temporal."""
+"""Payload encryption, key rotation and log masking, without Temporal."""
 
 from __future__ import annotations
 
 import json
 import logging
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
-from google.protobuf import json_format
-from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.common.v1 import Payload
 
-from pizza_saga.common.codec_server import build_app
 from pizza_saga.common.crypto import (
     ENCODING,
     KEY_ID,
@@ -25,11 +20,9 @@ from pizza_saga.common.crypto import (
     load_or_create_key_file,
     rejection_reason,
 )
-from pizza_saga.common.devserver import free_port
 from pizza_saga.common.logmask import install_card_masking, mask_card_numbers
 
 CARD = "4242424242424242"
-UI_ORIGIN = "http://localhost:8233"
 
 
 def plain(text: str) -> Payload:
@@ -120,92 +113,6 @@ def test_key_file_is_created_once_readable_by_its_owner_only(tmp_path: Path) -> 
 
     assert first == second
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-
-
-@pytest.fixture
-async def codec_server() -> AsyncIterator[tuple[str, EncryptionCodec]]:
-    codec = EncryptionCodec(KeyRing.generate("k1"))
-    runner = web.AppRunner(build_app(codec, [UI_ORIGIN]))
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "localhost", port).start()
-    try:
-        yield f"http://localhost:{port}", codec
-    finally:
-        await runner.cleanup()
-
-
-async def test_codec_server_decodes_what_the_codec_encoded(
-    codec_server: tuple[str, EncryptionCodec],
-) -> None:
-    url, codec = codec_server
-    sealed = await codec.encode([plain("Customer Refunded")])
-    body = json_format.MessageToJson(Payloads(payloads=sealed))
-
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/decode",
-            data=body,
-            headers={"Content-Type": "application/json", "Origin": UI_ORIGIN},
-        ) as response,
-    ):
-        assert response.status == 200
-        assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
-        decoded = json_format.Parse(await response.text(), Payloads())
-
-    assert list(decoded.payloads) == [plain("Customer Refunded")]
-
-
-async def test_codec_server_answers_the_web_uis_preflight(
-    codec_server: tuple[str, EncryptionCodec],
-) -> None:
-    url, _ = codec_server
-    async with aiohttp.ClientSession() as session:
-        async with session.options(
-            f"{url}/decode",
-            headers={"Origin": UI_ORIGIN, "Access-Control-Request-Method": "POST"},
-        ) as response:
-            assert response.status == 204
-            assert response.headers["Access-Control-Allow-Origin"] == UI_ORIGIN
-            assert "x-namespace" in response.headers["Access-Control-Allow-Headers"]
-        async with session.options(
-            f"{url}/decode", headers={"Origin": "http://evil.example"}
-        ) as response:
-            assert "Access-Control-Allow-Origin" not in response.headers
-
-
-@pytest.mark.parametrize(
-    ("body", "content_type", "status", "reason"),
-    [
-        ("{not json", "application/json", 400, "protobuf JSON"),
-        ('{"payloads": "x"}', "application/json", 400, "protobuf JSON"),
-        ("{}", "text/plain", 415, "Content-Type: application/json"),
-        (
-            '{"payloads": [{"metadata": {"encoding": "YmluYXJ5L2VuY3J5cHRlZA==",'
-            ' "encryption-key-id": "bm9wZQ=="}, "data": "AAAA"}]}',
-            "application/json",
-            400,
-            "key 'nope', which is not configured",
-        ),
-    ],
-)
-async def test_codec_server_rejects_malformed_requests_cleanly(
-    codec_server: tuple[str, EncryptionCodec],
-    body: str,
-    content_type: str,
-    status: int,
-    reason: str,
-) -> None:
-    url, _ = codec_server
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"{url}/decode", data=body, headers={"Content-Type": content_type}
-        ) as response,
-    ):
-        assert response.status == status
-        assert reason in (await response.json())["error"]
 
 
 def test_masking_keeps_only_the_first_six_and_last_four_digits() -> None:

@@ -270,7 +270,8 @@ def server(
     Exits 3 if a port is taken, 1 if the dev server dies under it.
     """
     from pizza_saga.app import SEARCH_ATTRIBUTES
-    from pizza_saga.common.codec_server import serving, ui_origins
+    from pizza_saga.common.codec_auth import TokenError, codec_token
+    from pizza_saga.common.codec_server import access_help, serving, ui_origins
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
     from pizza_saga.common.devserver import (
         DevServerConfig,
@@ -295,19 +296,22 @@ def server(
         codec_endpoint=f"http://localhost:{codec_port}",
     )
     log_file = settings.home / "temporal-server.log"
+    codec_log = settings.home / "codec-server.log"
     try:
         ensure_free(ports)
     except PortInUse as e:
         _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
     try:
         codec = EncryptionCodec(key_ring(settings, config.address))
-    except KeyRingError as e:
+        token = codec_token(settings)
+    except (KeyRingError, TokenError) as e:
         _fail(str(e))
+    _log_codec_requests(logging.FileHandler(codec_log))
 
     async def run() -> None:
         try:
             async with (
-                serving(codec, codec_port, ui_origins(ui_port)),
+                serving(codec, codec_port, ui_origins(ui_port), token=token.value) as endpoint,
                 running_dev_server(config, log_file) as dev,
             ):
                 out.print(
@@ -315,6 +319,9 @@ def server(
                     f"(decoding through the codec server on port {codec_port}), "
                     f"state in {config.db_filename} (Ctrl-C to stop)"
                 )
+                for line in access_help(endpoint, token, ui_url=config.ui_url):
+                    out.print(escape(line), soft_wrap=True)
+                out.print(f"  Codec server requests are logged to {codec_log}")
                 returncode = await dev.exited()
         except PortInUse as e:  # taken between the check and the start
             _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
@@ -334,6 +341,18 @@ def server(
     _run(run())
 
 
+def _log_codec_requests(handler: logging.Handler) -> None:
+    """Send the codec server's one line per request to ``handler``, card numbers masked."""
+    from pizza_saga.common.codec_server import log as codec_log
+    from pizza_saga.common.logmask import install_card_masking
+
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    codec_log.addHandler(handler)
+    codec_log.setLevel(logging.INFO)
+    codec_log.propagate = False
+    install_card_masking(codec_log)
+
+
 @app.command("codec-server")
 def codec_server(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8081,
@@ -342,22 +361,31 @@ def codec_server(
         typer.Option(help="Web UI origin allowed to call it (repeatable).", show_default=False),
     ] = None,
 ) -> None:
-    """Serve /encode and /decode for a Temporal Web UI (default origin: localhost:8233)."""
-    from pizza_saga.common.codec_server import serving, ui_origins
+    """Serve /encode and /decode for a Temporal Web UI (default origin: localhost:8233).
+
+    Only to holders of its token (PIZZA_CODEC_TOKEN, PIZZA_CODEC_TOKEN_FILE or one made
+    once in PIZZA_HOME); logs each request to stderr.
+    """
+    from pizza_saga.common.codec_auth import TokenError, codec_token
+    from pizza_saga.common.codec_server import access_help, serving, ui_origins
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
     from pizza_saga.common.temporal import connect_config, key_ring
 
     settings = _settings()
     try:
         codec = EncryptionCodec(key_ring(settings, connect_config()["target_host"]))
-    except KeyRingError as e:
+        token = codec_token(settings)
+    except (KeyRingError, TokenError) as e:
         _fail(str(e))
     origins = origin or ui_origins(8233)
+    _log_codec_requests(logging.StreamHandler())
 
     async def run() -> None:
         try:
-            async with serving(codec, port, origins) as url:
+            async with serving(codec, port, origins, token=token.value) as url:
                 out.print(f"Codec server on {url} for {', '.join(origins)} (Ctrl-C to stop)")
+                for line in access_help(url, token, ui_url=origins[0]):
+                    out.print(escape(line), soft_wrap=True)
                 await asyncio.Event().wait()
         except OSError as e:
             _fail(f"--port {port}: cannot listen: {e.strerror}", 3)
@@ -827,6 +855,7 @@ def demo(
 
     On a terminal it keeps serving the Web UI until Ctrl-C; otherwise it exits when done.
     """
+    from pizza_saga.common.codec_auth import TokenError
     from pizza_saga.common.devserver import DevServerConfig, PortInUse
     from pizza_saga.demo import run_demo
 
@@ -844,6 +873,8 @@ def demo(
     async def run() -> None:
         try:
             await run_demo(settings, server, codec_port, out, interactive=interactive)
+        except TokenError as e:
+            _fail(str(e))
         except PortInUse as e:
             _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
         except OSError as e:
@@ -912,6 +943,7 @@ def up(
     except OSError as e:
         _fail(f"--host {host}: cannot listen there: {e}", EXIT_UNAVAILABLE)
     from pizza_saga.app import SEARCH_ATTRIBUTES
+    from pizza_saga.common.codec_auth import TokenError
     from pizza_saga.common.crypto import KeyRingError
     from pizza_saga.up import Ports, Stopped, run_up
 
@@ -926,7 +958,7 @@ def up(
     async def run(stop: asyncio.Event) -> None:
         try:
             await run_up(settings, server, Ports(host, api_port, codec_port), out, stop)
-        except KeyRingError as e:
+        except (KeyRingError, TokenError) as e:
             _fail(str(e))
         except PortInUse as e:  # taken between the check and the start
             _fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)

@@ -20,7 +20,8 @@ from pizza_saga.app import (
     open_stores,
     prepare_namespace,
 )
-from pizza_saga.common.codec_server import serving, ui_origins
+from pizza_saga.common.codec_auth import codec_token
+from pizza_saga.common.codec_server import access_help, serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
 from pizza_saga.common.logmask import install_card_masking
@@ -54,7 +55,12 @@ async def run_demo(
         console.print(f"Starting the Temporal dev server on {server.address} ({settings.home})")
         server = dataclasses.replace(server, codec_endpoint=f"http://localhost:{codec_port}")
         codec = EncryptionCodec(key_ring(settings, server.address))
-        await embedded.enter_async_context(serving(codec, codec_port, ui_origins(server.ui_port)))
+        token = codec_token(settings)
+        endpoint = await embedded.enter_async_context(
+            serving(codec, codec_port, ui_origins(server.ui_port), token=token.value)
+        )
+        for line in access_help(endpoint, token, ui_url=server.ui_url):
+            console.print(line, markup=False, soft_wrap=True)
         await embedded.enter_async_context(
             running_dev_server(server, settings.home / "temporal-server.log")
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
@@ -21,7 +22,8 @@ from pizza_saga.app import (
     open_stores,
     prepare_namespace,
 )
-from pizza_saga.common.codec_server import serving, ui_origins
+from pizza_saga.common.codec_auth import codec_token
+from pizza_saga.common.codec_server import access_help, serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, describe_exit, running_dev_server
 from pizza_saga.common.logmask import install_card_masking
@@ -67,9 +69,10 @@ async def run_up(
     log_file = settings.home / "pizza-up.log"
     log_to(log_file)
     codec = EncryptionCodec(key_ring(settings, server.address))
+    token = codec_token(settings)
     server_log = settings.home / "temporal-server.log"
     async with (
-        serving(codec, ports.codec, ui_origins(server.ui_port)),
+        serving(codec, ports.codec, ui_origins(server.ui_port), token=token.value) as endpoint,
         running_dev_server(server, server_log) as dev,
     ):
         client = await connect(settings, server.address)
@@ -89,7 +92,11 @@ async def run_up(
                 f"(decoding through the codec server on port {ports.codec})\n"
                 f"Worker         task queue {settings.task_queue}; log {log_file}\n"
                 f"State          {settings.home}\n"
-                "Ctrl-C stops all of it.",
+                + "".join(
+                    escape(line) + "\n"
+                    for line in access_help(endpoint, token, ui_url=server.ui_url)
+                )
+                + "Ctrl-C stops all of it.",
                 soft_wrap=True,
             )
             await asyncio.wait({running, died, stopping}, return_when=asyncio.FIRST_COMPLETED)

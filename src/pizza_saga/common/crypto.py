@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
-import os
 import secrets
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
+
+from pizza_saga.common.private_file import create_once
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -111,18 +110,7 @@ def load_or_create_key_file(path: Path) -> KeyRing:
     complete or not at all, and every process ends up with the same ring.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ring = KeyRing.generate()
-        # Written to a private temporary file (0600 from the start), then linked into place:
-        # linking fails if another process got there first, and then its ring is used.
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(ring.to_json())
-            with contextlib.suppress(FileExistsError):
-                os.link(temporary, path)
-        finally:
-            os.unlink(temporary)
+        create_once(path, KeyRing.generate().to_json())
     return KeyRing.from_json(path.read_text(encoding="utf-8"), str(path))
 
 

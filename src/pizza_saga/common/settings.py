@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 
 class SettingsError(ValueError):
@@ -63,6 +63,10 @@ class Settings(BaseModel):
         default=900.0, alias="PIZZA_CARD_TOKEN_TTL_SECONDS", ge=10, le=24 * 3600
     )
     """How long a card token can be charged after the edge made it (15 minutes)."""
+    codec_token: SecretStr | None = Field(default=None, alias="PIZZA_CODEC_TOKEN")
+    """The codec server's access token; wins over PIZZA_CODEC_TOKEN_FILE."""
+    codec_token_file: Path | None = Field(default=None, alias="PIZZA_CODEC_TOKEN_FILE")
+    """A file holding the codec server's token; default: PIZZA_HOME's, made once."""
     crash_at: str | None = Field(
         default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
     )
@@ -82,6 +86,11 @@ class Settings(BaseModel):
     def default_vault_key_file(self) -> Path:
         """The vault's key ring generated for a SQLite store (one machine)."""
         return self.home / "vault-keys.json"
+
+    @property
+    def default_codec_token_file(self) -> Path:
+        """The codec server's token generated for the embedded (local) default."""
+        return self.home / "codec-token"
 
     @property
     def server_db(self) -> Path:
