@@ -34,6 +34,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     TimeoutError,
     is_cancelled_exception,
 )
@@ -246,7 +247,8 @@ class Saga:
             record.state, record.error = StepState.CANCELLED, "cancelled"
             record.finished_at = workflow.now()
             raise
-        except ActivityError as err:
+        except (ActivityError, FailureError) as err:
+            # A local activity's failure arrives as its own error, not in an ActivityError.
             record.finished_at = workflow.now()
             if is_cancelled_exception(err):
                 record.state, record.outcome = StepState.CANCELLED, StepOutcome.UNKNOWN
@@ -254,7 +256,8 @@ class Saga:
                 raise asyncio.CancelledError() from err
             record.state = StepState.FAILED
             record.error = describe_failure(err)
-            timed_out = isinstance(err.__cause__, TimeoutError)
+            cause = err.__cause__ if isinstance(err, ActivityError) else err
+            timed_out = isinstance(cause, TimeoutError)
             record.outcome = StepOutcome.UNKNOWN if timed_out else StepOutcome.FAILED
             if timed_out and self._past_deadline():
                 raise self._deadline_error() from err
@@ -345,7 +348,7 @@ class Saga:
                     await workflow.execute_local_activity(comp.activity, **options)
                 else:
                     await workflow.execute_activity(comp.activity, **options)
-            except ActivityError as err:
+            except (ActivityError, FailureError) as err:  # a local activity's comes unwrapped
                 record.compensation_error = describe_failure(err)
                 workflow.logger.warning(
                     "compensation %s of step %s failed (attempt %d): %s",
