@@ -293,6 +293,21 @@ class OrderService:
         next_token = pages.next_page_token
         return OrderPage(orders=summaries, next_page_token=next_token.hex() if next_token else None)
 
+    async def count_needing_operator(self) -> int:
+        """How many running orders wait for an operator's decision (from visibility)."""
+        query = " AND ".join(
+            [
+                f"TaskQueue = '{self.task_queue}'",
+                "WorkflowType = 'PizzaOrderWorkflow'",
+                f"{NEEDS_OPERATOR_ATTRIBUTE.name} = true",
+                "ExecutionStatus = 'Running'",
+            ]
+        )
+        try:
+            return (await self._temporal.count_workflows(query)).count
+        except RPCError as err:
+            raise TemporalUnavailable(f"Temporal refused the count: {err.message}") from None
+
     # --- Stock and payments ---------------------------------------------------------------
 
     def stock(self) -> dict[str, int]:
