@@ -15,6 +15,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import RawValue, SearchAttributeKey
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
@@ -24,6 +25,7 @@ from temporalio.converter import (
 )
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.common.crypto import (
@@ -150,13 +152,28 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(settings: Settings, target_host: str | None = None) -> Client:
-    """A client for the configured Temporal service (or ``target_host``), encrypting."""
+async def connect(
+    settings: Settings,
+    target_host: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[ClientInterceptor] = (),
+) -> Client:
+    """A client for the configured Temporal service (or ``target_host``), encrypting.
+
+    ``runtime`` is the process's SDK runtime (its metrics); ``interceptors`` (tracing) also
+    apply to every worker made from the client.
+    """
     config = connect_config()
     if target_host is not None:
         config["target_host"] = target_host
     ring = key_ring(settings, config["target_host"])
-    return await Client.connect(**config, data_converter=data_converter(ring))
+    return await Client.connect(
+        **config,
+        data_converter=data_converter(ring),
+        runtime=runtime,
+        interceptors=interceptors,
+    )
 
 
 async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttributeKey[Any]]) -> None:
