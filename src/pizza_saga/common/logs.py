@@ -23,7 +23,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 STEP_EXTRA = "saga_step"
 ATTEMPT_EXTRA = "saga_attempt"
-"""``extra`` keys a log call may set to name the saga step and attempt it is about."""
+"""``extra`` keys a log call may set to name the saga step and attempt it is about (the
+saga engine's compensation logs do)."""
 
 
 class JsonFormatter(logging.Formatter):

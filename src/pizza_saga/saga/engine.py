@@ -376,6 +376,7 @@ class Saga:
                     record.step,
                     context.attempt,
                     record.compensation_error,
+                    extra={"saga_step": record.step, "saga_attempt": context.attempt},
                 )
                 if remaining_attempts:
                     record.compensation_state = CompensationState.RETRYING
@@ -393,6 +394,7 @@ class Saga:
             record.compensation,
             record.step,
             record.compensation_attempts,
+            extra={"saga_step": record.step, "saga_attempt": record.compensation_attempts},
         )
         self._flag_operator()
 
