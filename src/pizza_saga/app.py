@@ -25,7 +25,7 @@ from pizza_saga.common.arguments import WorkflowArgumentCheck
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.logs import configure_logging
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.telemetry import metrics_runtime, tracer_provider_from_env
+from pizza_saga.common.telemetry import process_runtime, tracer_provider_from_env
 from pizza_saga.common.temporal import connect, ensure_search_attributes, worker_client
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
@@ -52,7 +52,7 @@ class Telemetry:
     """A process's metrics runtime and tracer, both optional, for its clients and API."""
 
     runtime: Runtime | None = None
-    """The SDK runtime serving /metrics; None: the SDK's default runtime, no metrics."""
+    """The process's SDK runtime (serving /metrics if configured); None: the SDK default."""
     tracer_provider: TracerProvider | None = None
     """Where spans go; None: no tracing."""
     interceptors: Sequence[ClientInterceptor] = field(default_factory=tuple)
@@ -70,19 +70,18 @@ class Telemetry:
 
 
 def start_telemetry(settings: Settings, *, service_name: str, http: bool = False) -> Telemetry:
-    """Metrics on PIZZA_METRICS_ADDRESS and spans to the OTEL_EXPORTER_OTLP_* endpoint,
-    each only if configured; ``http`` for a process serving the API (its request metrics).
+    """The process's SDK runtime, with metrics on PIZZA_METRICS_ADDRESS and spans to the
+    OTEL_EXPORTER_OTLP_* endpoint, each only if configured; ``http`` for a process serving
+    the API (its request metrics).
 
     Raises MetricsUnavailable if the address cannot be served.
     """
-    runtime = None
-    if settings.metrics_address:
-        buckets: dict[str, Sequence[float]] = dict(SAGA_HISTOGRAM_BUCKETS)
-        if http:
-            from pizza_saga.api.metrics import HISTOGRAM_BUCKETS as HTTP_BUCKETS
+    buckets: dict[str, Sequence[float]] = dict(SAGA_HISTOGRAM_BUCKETS)
+    if http:
+        from pizza_saga.api.metrics import HISTOGRAM_BUCKETS as HTTP_BUCKETS
 
-            buckets.update(HTTP_BUCKETS)
-        runtime = metrics_runtime(settings.metrics_address, histogram_buckets=buckets)
+        buckets.update(HTTP_BUCKETS)
+    runtime = process_runtime(settings.metrics_address, histogram_buckets=buckets)
     return traced(runtime, tracer_provider_from_env(service_name))
 
 

@@ -20,7 +20,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +42,39 @@ class MetricsUnavailable(Exception):
 _runtime: Runtime | None = None
 
 
-def metrics_runtime(
-    address: str, *, histogram_buckets: Mapping[str, Sequence[float]] | None = None
+def process_runtime(
+    metrics_address: str | None,
+    *,
+    histogram_buckets: Mapping[str, Sequence[float]] | None = None,
 ) -> Runtime:
-    """The process's one SDK runtime, serving Prometheus metrics on ``address``.
+    """The process's one SDK runtime; with ``metrics_address`` it serves Prometheus there.
 
     Made on the first call and set as the SDK's default runtime, so every client and worker
-    of the process reports through it; later calls return the same runtime. Histograms
-    recorded in seconds need their bucket bounds in ``histogram_buckets`` (by metric name):
-    the SDK's default bounds are for milliseconds.
+    of the process reports through it; later calls return the same runtime. The SDK core's
+    own log lines go through Python logging (logger ``temporalio.core``), in the process's
+    log format. Histograms recorded in seconds need their bucket bounds in
+    ``histogram_buckets`` (by metric name): the SDK's default bounds are for milliseconds.
     """
     global _runtime
     if _runtime is not None:
         return _runtime
-    config = PrometheusConfig(
-        bind_address=address,
-        counters_total_suffix=True,
-        unit_suffix=True,
-        durations_as_seconds=True,
-        histogram_bucket_overrides=dict(histogram_buckets or {}),
+    metrics = None
+    if metrics_address is not None:
+        metrics = PrometheusConfig(
+            bind_address=metrics_address,
+            counters_total_suffix=True,
+            unit_suffix=True,
+            durations_as_seconds=True,
+            histogram_bucket_overrides=dict(histogram_buckets or {}),
+        )
+    logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
     try:
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=config))
+        runtime = Runtime(telemetry=TelemetryConfig(logging=logs, metrics=metrics))
     except ValueError as err:
-        raise MetricsUnavailable(f"PIZZA_METRICS_ADDRESS {address}: {err}") from None
+        raise MetricsUnavailable(f"PIZZA_METRICS_ADDRESS {metrics_address}: {err}") from None
     Runtime.set_default(runtime, error_if_already_set=False)
     _runtime = runtime
     return runtime
