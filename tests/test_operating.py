@@ -25,8 +25,9 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
+from pizza_saga.app import SEARCH_ATTRIBUTES, build_service, open_stores
 from pizza_saga.billing import cards
+from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
@@ -90,10 +91,14 @@ class Stack:
         return (self.home / f"{name}.log").read_text()
 
     async def pizza(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return await self.pizza_with({}, *args)
+
+    async def pizza_with(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `pizza ARGS` to its end with ``env`` on top of the stack's environment."""
         return await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "pizza_saga", *args],
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=WAIT,
@@ -407,3 +412,57 @@ async def test_every_dashboard_and_alert_query_names_a_metric_the_product_export
         names = metric_names(query)
         assert names, f"no metric in {query!r}"
         assert names <= exported, f"{query!r} names {names - exported}, not exported"
+
+
+async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: Stack) -> None:
+    queue = f"doctor-{uuid.uuid4().hex}"
+    env = {"PIZZA_TASK_QUEUE": queue}
+    worker = stack.spawn("doctor-worker", "worker", **env)
+    settings = stack.settings.model_copy(update={"task_queue": queue})
+    client = await connect(settings, stack.env["TEMPORAL_ADDRESS"])
+    service = build_service(client, open_stores(settings), settings)
+    async with asyncio.timeout(WAIT):
+        while not await service.worker_polling():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    order = new_order(credit_card_info__number=cards.DECLINED_CARD)
+    await place_order(client, order_request(order, settings), task_queue=queue)
+    await asyncio.wait_for(order_outcome(client, order.order_number), WAIT)
+
+    healthy = await stack.pizza_with(env, "doctor")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    lines = healthy.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines[:-1]] == [
+        "✓ Temporal",
+        "✓ Search attribute",
+        "✓ Worker",
+        "✓ Encryption keys",
+        "✓ Store",
+    ]
+    assert f"decrypts order {order.order_number}" in healthy.stdout
+
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 30) == 0
+    wrong_keys = KeyRing.generate("not-the-workers").to_json()
+    broken = await stack.pizza_with(
+        {
+            **env,
+            "PIZZA_ENCRYPTION_KEYS": wrong_keys,
+            "PIZZA_DATABASE_URL": "postgresql+psycopg://pizza@127.0.0.1:1/pizza",
+        },
+        "doctor",
+    )
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    verdicts = {line[2:].split(":")[0]: line for line in broken.stdout.splitlines()[:-1]}
+    assert verdicts["Temporal"].startswith("✓")
+    assert verdicts["Search attribute"].startswith("✓")
+    assert (
+        verdicts["Worker"].startswith("✗")
+        and f"no worker polls task queue {queue}" in (verdicts["Worker"])
+    )
+    assert verdicts["Encryption keys"].startswith("✗")
+    assert f"cannot decrypt order {order.order_number}" in verdicts["Encryption keys"]
+    assert (
+        verdicts["Store"].startswith("✗")
+        and "cannot reach the store database" in (verdicts["Store"])
+    )
+    assert "3 of 5 checks failed" in broken.stdout

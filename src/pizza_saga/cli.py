@@ -881,6 +881,28 @@ def demo(
     _run(run())
 
 
+@app.command()
+def doctor() -> None:
+    """Check that this deployment can take orders, one line per check (exit 0: all pass).
+
+    Temporal and its namespace, the SagaNeedsOperator search attribute, a worker polling
+    PIZZA_TASK_QUEUE, the encryption keys (on the latest order's history), and the store's
+    reachability and schema; each failed check says what to do.
+    """
+    from pizza_saga.doctor import examine
+
+    settings = _settings()
+    checks = _run(examine(settings))
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        out.print(f"{mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
+    failed = [check.name for check in checks if not check.ok]
+    if failed:
+        out.print(f"[red]{len(failed)} of {len(checks)} checks failed[/]: {', '.join(failed)}")
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"[green]All {len(checks)} checks passed[/]")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the store database's schema to this version; stock new menu items.
