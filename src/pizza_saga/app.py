@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from opentelemetry.sdk.trace import TracerProvider
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
@@ -37,8 +36,9 @@ from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
 from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
 from pizza_saga.saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 
-if TYPE_CHECKING:  # the web framework is imported only by processes that serve HTTP
+if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
 
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""

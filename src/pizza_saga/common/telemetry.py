@@ -15,11 +15,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -28,6 +25,9 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,11 @@ def tracer_provider_from_env(service_name: str) -> TracerProvider | None:
         if protocol and protocol != "http/protobuf":
             log.warning("%s=%s: spans are exported over http/protobuf only", name, protocol)
             break
+    from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
