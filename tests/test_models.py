@@ -291,3 +291,23 @@ def test_the_workflow_input_carries_a_token_never_a_card_number() -> None:
         OrderRequest.model_validate(raw)
     with pytest.raises(ValidationError):
         PlacedOrder.model_validate(example_order().model_dump())
+
+
+@pytest.mark.parametrize(
+    "value", ["localhost:9464", "9464", "127.0.0.1:", "127.0.0.1:0", "::1:9464"]
+)
+def test_metrics_address_must_be_an_ip_address_and_port(value: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PIZZA_METRICS_ADDRESS": value})
+    assert str(caught.value).startswith("PIZZA_METRICS_ADDRESS: "), str(caught.value)
+    assert "IP address and port" in str(caught.value)
+
+
+def test_metrics_are_off_and_logs_are_text_by_default() -> None:
+    settings = Settings.from_env({})
+    assert settings.metrics_address is None
+    assert settings.log_format == "text"
+    on = Settings.from_env({"PIZZA_METRICS_ADDRESS": "[::1]:9464", "PIZZA_LOG_FORMAT": "json"})
+    assert (on.metrics_address, on.log_format) == ("[::1]:9464", "json")
+    with pytest.raises(SettingsError, match=r"^PIZZA_LOG_FORMAT: "):
+        Settings.from_env({"PIZZA_LOG_FORMAT": "xml"})

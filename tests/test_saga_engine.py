@@ -61,6 +61,8 @@ class Plan:
     backoff_seconds: float = 0.001
     deadline_seconds: float | None = None
     sleep_seconds: float = 0.0
+    local: bool = False
+    """Compensations as local activities (the steps heartbeat, so they stay regular)."""
 
 
 @activity.defn
@@ -100,6 +102,7 @@ class ToySaga:
                     timedelta(seconds=plan.deadline_seconds) if plan.deadline_seconds else None
                 ),
                 needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
+                local_activities=plan.local,
             )
         )
 
@@ -129,7 +132,8 @@ class ToySaga:
                         name,
                         compensation=undo,
                         compensation_arg=name,
-                        heartbeat_timeout=timedelta(seconds=2),
+                        # Only hanging steps heartbeat (and so stay regular activities).
+                        heartbeat_timeout=timedelta(seconds=2) if name.startswith("hang") else None,
                     )
                 )
             return results
@@ -418,3 +422,32 @@ async def test_deadline_cuts_a_saga_sleep_short(toys: Toys) -> None:
         if e.HasField("timer_started_event_attributes")
     ]
     assert timers and max(timers) <= timedelta(seconds=60)
+
+
+async def test_local_activities_fail_and_wait_for_an_operator_like_regular_ones(
+    toys: Toys,
+) -> None:
+    # A local activity's failure reaches the workflow unwrapped (no ActivityError): the
+    # step is still FAILED and the compensation still retried, then left to an operator.
+    handle = await toys.start(Plan(["a", "broken-b", "fail-c"], attempts=2, local=True))
+
+    ledger = await until(
+        handle,
+        lambda lg: (
+            lg[1].compensation_state is CompensationState.NEEDS_OPERATOR
+            and lg[0].compensation_state is CompensationState.COMPENSATED
+        ),
+    )
+    assert [(r.state, r.outcome) for r in ledger] == [
+        (StepState.SUCCEEDED, StepOutcome.SUCCEEDED),
+        (StepState.SUCCEEDED, StepOutcome.SUCCEEDED),
+        (StepState.FAILED, StepOutcome.FAILED),
+    ]
+    assert ledger[2].error == "StepError: fail-c cannot be done"
+    assert ledger[1].compensation_attempts == 2
+    assert ledger[1].compensation_error == "UndoError: broken-b cannot be undone"
+    history = await handle.fetch_history()
+    assert not any(e.HasField("activity_task_scheduled_event_attributes") for e in history.events)
+
+    await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
+    assert error_type(await outcome(handle)) == COMPENSATION_ERROR

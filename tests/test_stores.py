@@ -156,8 +156,10 @@ def test_concurrent_releases_of_one_order_put_stock_back_once(stores: Stores) ->
 
 
 def test_charge_twice_records_one_charge_at_the_first_amount(stores: Stores) -> None:
-    assert stores.payments.charge(CHARGED, 3500, "4242") == 3500
-    assert stores.payments.charge(CHARGED, 9999, "4242") == 3500
+    first = stores.payments.charge(CHARGED, 3500, "4242")
+    again = stores.payments.charge(CHARGED, 9999, "4242")
+    assert (first.amount, first.now) == (3500, True)
+    assert (again.amount, again.now) == (3500, False)
     entries = stores.payments.payments()
     assert [(e.order_number, e.kind, e.amount, e.card_last4) for e in entries] == [
         (ORDER, CHARGE, 3500, "4242")
@@ -166,8 +168,10 @@ def test_charge_twice_records_one_charge_at_the_first_amount(stores: Stores) -> 
 
 def test_refund_twice_refunds_once(stores: Stores) -> None:
     stores.payments.charge(CHARGED, 3500, "4242")
-    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
-    assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
+    first, again = stores.payments.refund(CHARGED), stores.payments.refund(CHARGED)
+    assert first == again == Charged(3500, "4242")
+    assert first is not None and again is not None
+    assert (first.now, again.now) == (True, False)
     entries = stores.payments.payments()
     assert [(e.kind, e.amount, e.card_last4) for e in entries] == [
         (CHARGE, 3500, "4242"),
@@ -201,12 +205,13 @@ def test_bills_of_different_orders_get_different_confirmation_numbers(
 
 
 def test_concurrent_charges_of_one_order_record_one_charge(stores: Stores) -> None:
-    amounts = all_at_once(lambda i: stores.payments.charge(CHARGED, 3500 + i, "4242"))
+    charges = all_at_once(lambda i: stores.payments.charge(CHARGED, 3500 + i, "4242"))
     entries = stores.payments.payments()
     assert len(entries) == 1
     assert entries[0].kind == CHARGE
-    # Every caller is told the one amount actually charged.
-    assert amounts == [entries[0].amount] * THREADS
+    # Every caller is told the one amount actually charged; one of them charged it.
+    assert [c.amount for c in charges] == [entries[0].amount] * THREADS
+    assert [c.now for c in charges].count(True) == 1
 
 
 def test_charge_api_takes_only_the_last_four_digits() -> None:
@@ -280,7 +285,7 @@ def test_the_same_execution_is_a_retry_whatever_its_run(stores: Stores) -> None:
     # A reset keeps the execution (the first run id of the chain): the retried step
     # must find its own effect, not another order's.
     stores.payments.charge(CHARGED, 3500, "4242")
-    assert stores.payments.charge(CHARGED, 3500, "4242") == 3500
+    assert stores.payments.charge(CHARGED, 3500, "4242") == Charged(3500, "4242")
     assert stores.payments.refund(CHARGED) == Charged(3500, "4242")
     assert net_money(stores) == 0
 
@@ -346,7 +351,7 @@ def test_charge_committing_first_is_refunded_by_the_overlapping_rollback(stores:
         lambda: stores.payments.refund(CHARGED),
         hold_at="INSERT INTO payments",
     )
-    assert step.result(timeout=30) == 3500
+    assert step.result(timeout=30) == Charged(3500, "4242")
     assert refunded == Charged(3500, "4242")
     assert net_money(stores) == 0
 

@@ -7,12 +7,15 @@ from these functions and the settings; nothing else wires stores, activities or 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.common import MetricMeter
+from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, Worker
 
 from pizza_saga.billing.activities import BillingActivities
@@ -21,8 +24,10 @@ from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.arguments import WorkflowArgumentCheck
 from pizza_saga.common.crypto import KeyRing, KeyRingError, load_or_create_key_file, read_key_file
 from pizza_saga.common.db import open_engine
+from pizza_saga.common.logs import configure_logging
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import ensure_search_attributes, worker_client
+from pizza_saga.common.telemetry import process_runtime, tracer_provider_from_env
+from pizza_saga.common.temporal import connect, ensure_search_attributes, worker_client
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
@@ -30,17 +35,91 @@ from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service import OrderService
-from pizza_saga.order.workflow import PizzaOrderWorkflow
+from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
 from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
+from pizza_saga.saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 
-if TYPE_CHECKING:  # the web framework is imported only by processes that serve HTTP
+if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
+    from opentelemetry.sdk.trace import TracerProvider
 
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""
 
 INITIAL_STOCK = 100
 """Pizzas of each menu item on hand when a store database is first created."""
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A process's metrics runtime and tracer, both optional, for its clients and API."""
+
+    runtime: Runtime | None = None
+    """The process's SDK runtime (serving /metrics if configured); None: the SDK default."""
+    tracer_provider: TracerProvider | None = None
+    """Where spans go; None: no tracing."""
+    interceptors: Sequence[ClientInterceptor] = field(default_factory=tuple)
+    """Client interceptors (tracing); workers made from the client use them too."""
+
+    @property
+    def meter(self) -> MetricMeter:
+        """The meter whose metrics the process's endpoint serves (a no-op one without)."""
+        return self.runtime.metric_meter if self.runtime else MetricMeter.noop
+
+    def flush(self) -> None:
+        """Send the spans still buffered (before the process exits)."""
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush()
+
+
+def start_telemetry(settings: Settings, *, service_name: str, http: bool = False) -> Telemetry:
+    """The process's SDK runtime, with metrics on PIZZA_METRICS_ADDRESS and spans to the
+    OTEL_EXPORTER_OTLP_* endpoint, each only if configured; ``http`` for a process serving
+    the API (its request metrics).
+
+    Raises MetricsUnavailable if the address cannot be served.
+    """
+    buckets: dict[str, Sequence[float]] = dict(SAGA_HISTOGRAM_BUCKETS)
+    if http:
+        from pizza_saga.api.metrics import HISTOGRAM_BUCKETS as HTTP_BUCKETS
+
+        buckets.update(HTTP_BUCKETS)
+    runtime = process_runtime(settings.metrics_address, histogram_buckets=buckets)
+    return traced(runtime, tracer_provider_from_env(service_name))
+
+
+def traced(runtime: Runtime | None, provider: TracerProvider | None) -> Telemetry:
+    """Telemetry on ``runtime`` whose clients (and their workers) trace to ``provider``."""
+    if provider is None:
+        return Telemetry(runtime=runtime)
+    from temporalio.contrib.opentelemetry import TracingInterceptor
+
+    tracer = provider.get_tracer("pizza_saga")
+    return Telemetry(
+        runtime=runtime, tracer_provider=provider, interceptors=(TracingInterceptor(tracer),)
+    )
+
+
+async def connect_client(
+    settings: Settings, telemetry: Telemetry | None = None, *, target_host: str | None = None
+) -> Client:
+    """A client of the configured Temporal, reporting through ``telemetry`` if given."""
+    telemetry = telemetry or Telemetry()
+    return await connect(
+        settings, target_host, runtime=telemetry.runtime, interceptors=telemetry.interceptors
+    )
+
+
+def order_number_of(workflow_id: str) -> str | None:
+    """The order number a workflow id stands for; None for a workflow that is no order."""
+    if workflow_id.startswith(WORKFLOW_ID_PREFIX):
+        return workflow_id.removeprefix(WORKFLOW_ID_PREFIX)
+    return None
+
+
+def set_up_logging(settings: Settings) -> None:
+    """Logging as PIZZA_LOG_FORMAT says, with order numbers in JSON lines, cards masked."""
+    configure_logging(settings.log_format, business_key=order_number_of, key_name="order_number")
 
 
 @dataclass(frozen=True)
@@ -178,9 +257,23 @@ def build_service(client: Client | None, stores: Stores, settings: Settings) -> 
     )
 
 
-def build_api(service: OrderService, *, ui_url: str, namespace: str) -> FastAPI:
-    """The HTTP API and pages over ``service``, linking orders to the Web UI at ``ui_url``."""
+def build_api(
+    service: OrderService, *, ui_url: str, namespace: str, telemetry: Telemetry | None = None
+) -> FastAPI:
+    """The HTTP API and pages over ``service``, linking orders to the Web UI at ``ui_url``.
+
+    With ``telemetry``: each request counted and timed on its metrics endpoint, and traced
+    (a request's span is the parent of the workflow it starts) when it has a tracer.
+    """
     from pizza_saga.api import create_app
     from pizza_saga.api.app import Links
+    from pizza_saga.api.metrics import RequestMetrics
 
-    return create_app(service, links=Links(ui_url=ui_url, namespace=namespace))
+    web = create_app(service, links=Links(ui_url=ui_url, namespace=namespace))
+    if telemetry is not None:
+        web.add_middleware(RequestMetrics, meter=telemetry.meter)
+        if telemetry.tracer_provider is not None:
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+            FastAPIInstrumentor.instrument_app(web, tracer_provider=telemetry.tracer_provider)
+    return web

@@ -179,8 +179,10 @@ def _unreachable_reason(error: Exception) -> str:
     return found.group(1) if found else " ".join(str(error).split())
 
 
-async def _client(settings: Settings, *, retry_until: asyncio.Event | None = None) -> Any:
-    """A client of the configured Temporal namespace.
+async def _client(
+    settings: Settings, *, retry_until: asyncio.Event | None = None, telemetry: Any = None
+) -> Any:
+    """A client of the configured Temporal namespace (reporting through ``telemetry``).
 
     Bad configuration exits 2 at once. Temporal unreachable exits 3; with ``retry_until``
     it is retried with exponential backoff, logging each attempt, until it answers, or
@@ -189,8 +191,9 @@ async def _client(settings: Settings, *, retry_until: asyncio.Event | None = Non
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
     from temporalio.service import RPCError, RPCStatusCode
 
+    from pizza_saga.app import connect_client
     from pizza_saga.common.crypto import KeyRingError
-    from pizza_saga.common.temporal import connect, connect_config
+    from pizza_saga.common.temporal import connect_config
 
     try:
         config = connect_config()
@@ -205,7 +208,7 @@ async def _client(settings: Settings, *, retry_until: asyncio.Event | None = Non
     while True:
         attempt += 1
         try:
-            client = await connect(settings)
+            client = await connect_client(settings, telemetry)
             await client.workflow_service.describe_namespace(
                 DescribeNamespaceRequest(namespace=namespace)
             )
@@ -240,6 +243,18 @@ async def _client(settings: Settings, *, retry_until: asyncio.Event | None = Non
             await asyncio.wait_for(retry_until.wait(), delay)
         if retry_until.is_set():
             return None
+
+
+def _telemetry(settings: Settings, *, service_name: str, http: bool = False) -> Any:
+    """The process's metrics endpoint and tracer, as configured; exits 3 if the metrics
+    address cannot be served."""
+    from pizza_saga.app import start_telemetry
+    from pizza_saga.common.telemetry import MetricsUnavailable
+
+    try:
+        return start_telemetry(settings, service_name=service_name, http=http)
+    except MetricsUnavailable as e:
+        _fail(str(e), EXIT_UNAVAILABLE)
 
 
 def _ui_url(settings: Settings) -> tuple[str, str]:
@@ -400,16 +415,28 @@ def worker() -> None:
     Waits for Temporal if it is not up yet. On SIGTERM or Ctrl-C it stops taking tasks and
     lets running activities finish (at most PIZZA_SHUTDOWN_GRACE_SECONDS), then exits 0.
     """
-    from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
+    from pizza_saga.app import (
+        build_service,
+        build_worker_for,
+        open_stores,
+        prepare_namespace,
+        set_up_logging,
+    )
     from pizza_saga.common.faults import CrashAt
-    from pizza_saga.common.logmask import install_card_masking
+    from pizza_saga.order.metrics import report_orders_needing_operator
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    install_card_masking()
+    set_up_logging(settings)
+    telemetry = _telemetry(settings, service_name="pizza-worker")
 
     async def run(stop: asyncio.Event) -> None:
-        client = await _client(settings, retry_until=stop)
+        try:
+            await serve(stop)
+        finally:
+            telemetry.flush()
+
+    async def serve(stop: asyncio.Event) -> None:
+        client = await _client(settings, retry_until=stop, telemetry=telemetry)
         if client is None:
             log.info("stopped before Temporal answered")
             return
@@ -419,12 +446,18 @@ def worker() -> None:
             return
         faults = [CrashAt(settings.crash_at)] if settings.crash_at else []
         worker = build_worker_for(client, stores, settings, interceptors=faults)
+        metrics = f"; metrics on http://{settings.metrics_address}/metrics"
         out.print(
             f"Worker polling {settings.task_queue} with {settings.activity_slots} activity and "
-            f"{settings.workflow_slots} workflow task slots; state in {settings.home} "
-            "(Ctrl-C or SIGTERM to stop)",
+            f"{settings.workflow_slots} workflow task slots; state in {settings.home}"
+            f"{metrics if settings.metrics_address else ''} (Ctrl-C or SIGTERM to stop)",
             soft_wrap=True,
         )
+        if settings.metrics_address:
+            waiting = build_service(client, stores, settings)
+            reporting = asyncio.create_task(
+                report_orders_needing_operator(waiting, telemetry.meter)
+            )
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -435,6 +468,8 @@ def worker() -> None:
                 settings.shutdown_grace_seconds,
             )
             await worker.shutdown()
+        if settings.metrics_address:
+            reporting.cancel()
         try:
             await running
         except Exception as e:  # the SDK's fatal worker errors (namespace gone, ...)
@@ -450,30 +485,34 @@ def api(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the HTTP API (/api, /docs) and the order pages, until Ctrl-C."""
-    from pizza_saga.app import build_api, build_service, open_stores
-    from pizza_saga.common.logmask import install_card_masking
+    from pizza_saga.app import build_api, build_service, open_stores, set_up_logging
 
     settings = _settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    install_card_masking()
+    set_up_logging(settings)
+    telemetry = _telemetry(settings, service_name="pizza-api", http=True)
 
     async def run(stop: asyncio.Event) -> None:
         from pizza_saga.api.server import ApiServer
 
-        client = await _client(settings)
+        client = await _client(settings, telemetry=telemetry)
         service = build_service(client, open_stores(settings), settings)
         ui_url, namespace = _ui_url(settings)
-        web = build_api(service, ui_url=ui_url, namespace=namespace)
+        web = build_api(service, ui_url=ui_url, namespace=namespace, telemetry=telemetry)
         try:
             server = ApiServer(web, host=host, port=port)
             await server.start()
         except OSError as e:
             _fail(f"--port {port}: cannot listen on {host}:{port}: {e.strerror}", EXIT_UNAVAILABLE)
-        out.print(f"API and pages on {server.url} (docs: /docs; Ctrl-C to stop)")
+        metrics = f"; metrics on http://{settings.metrics_address}/metrics"
+        out.print(
+            f"API and pages on {server.url} (docs: /docs"
+            f"{metrics if settings.metrics_address else ''}; Ctrl-C to stop)"
+        )
         try:
             await stop.wait()  # SIGTERM or Ctrl-C: end the event streams, finish requests
         finally:
             await server.stop()
+            telemetry.flush()
 
     _run_until_signal(run)
 
@@ -883,6 +922,28 @@ def demo(
             _fail(str(e), 3)
 
     _run(run())
+
+
+@app.command()
+def doctor() -> None:
+    """Check that this deployment can take orders, one line per check (exit 0: all pass).
+
+    Temporal and its namespace, the SagaNeedsOperator search attribute, a worker polling
+    PIZZA_TASK_QUEUE, the encryption keys (on the latest order's history), and the store's
+    reachability and schema; each failed check says what to do.
+    """
+    from pizza_saga.doctor import examine
+
+    settings = _settings()
+    checks = _run(examine(settings))
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[red]✗[/]"
+        out.print(f"{mark} {check.name}: {escape(check.detail)}", soft_wrap=True)
+    failed = [check.name for check in checks if not check.ok]
+    if failed:
+        out.print(f"[red]{len(failed)} of {len(checks)} checks failed[/]: {', '.join(failed)}")
+        raise typer.Exit(EXIT_FAILED)
+    out.print(f"[green]All {len(checks)} checks passed[/]")
 
 
 @db_app.command("upgrade")

@@ -25,6 +25,11 @@ from pizza_saga.saga import CompensationContext, StepOutcome
 BOUNCING_EMAIL_PREFIX = "bounce@"
 """Sandbox rule: bills to addresses starting with this cannot be delivered."""
 
+CHARGED_CENTS = "pizza_money_charged_cents"
+"""Counter of cents charged to cards (each charge once, when the store records it)."""
+REFUNDED_CENTS = "pizza_money_refunded_cents"
+"""Counter of cents refunded to cards (each refund once, when the store records it)."""
+
 CHARGE_STEP = "process_credit_card"
 BILL_STEP = "send_bill"
 """The saga steps whose effects (per order) the charge and the bill are."""
@@ -72,9 +77,14 @@ class BillingActivities:
         card_last4 = cards.last4(number)
         del number
         try:
-            amount = await asyncio.to_thread(self._store.charge, effect, request.amount, card_last4)
+            charged = await asyncio.to_thread(
+                self._store.charge, effect, request.amount, card_last4
+            )
         except EffectRefused as err:
             raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
+        amount = charged.amount
+        if charged.now:  # a retry that finds the charge recorded moved no money
+            _count(CHARGED_CENTS, "Cents charged to cards.", amount)
         await asyncio.to_thread(
             functools.partial(self._vault.destroy, order_number=request.order_number)
         )
@@ -117,6 +127,8 @@ class BillingActivities:
         )
         amount = refunded.amount if refunded else 0
         card_last4 = refunded.card_last4 if refunded else None
+        if refunded and refunded.now:
+            _count(REFUNDED_CENTS, "Cents refunded to cards.", amount)
         if amount:
             summary = f"Customer Refunded: {amount} cents to card ending {card_last4}"
         else:
@@ -150,3 +162,7 @@ class BillingActivities:
             billing_timestamp=int(record.created_at.timestamp()),
             amount=record.amount,
         )
+
+
+def _count(name: str, description: str, cents: int) -> None:
+    activity.metric_meter().create_counter(name, description, "cents").add(cents)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine, String, UniqueConstraint, insert, select
@@ -51,6 +51,8 @@ class Charged:
 
     amount: int
     card_last4: str
+    now: bool = field(default=False, compare=False)
+    """Whether this call moved the money (False: a repeat, told what was done before)."""
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ class PaymentStore:
         self._engine = engine
         self._effects = EffectLog(engine)
 
-    def charge(self, effect: EffectKey, amount: int, card_last4: str) -> int:
-        """Record this order's charge once; returns the amount charged (the first call's).
+    def charge(self, effect: EffectKey, amount: int, card_last4: str) -> Charged:
+        """Record this order's charge once; returns the charge (the first call's).
 
         Raises EffectRefused when the order's charge was rolled back first or belongs to
         another execution.
@@ -94,9 +96,9 @@ class PaymentStore:
             detail = {"amount": amount, "card_last4": card_last4}
             earlier = self._effects.do(conn, effect, detail)
             if earlier is not None:
-                return int(earlier["amount"])
+                return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
             conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
-            return amount
+        return Charged(amount=amount, card_last4=card_last4, now=True)
 
     def charged(self, effect: EffectKey) -> Charged | None:
         """This execution's charge of the order, if it was recorded (and not refunded)."""
@@ -107,23 +109,30 @@ class PaymentStore:
     def refund(
         self, effect: EffectKey, *, authorize: Callable[[Charged], None] = lambda _: None
     ) -> Charged | None:
-        """Refund this order's charge once; what was refunded, None if nothing was charged.
+        """Refund this order's charge once; what was refunded (``now`` if by this call), None
+        if nothing was charged.
 
         ``authorize`` asks the card processor first; if it raises, nothing is recorded and
         the refund can be tried again.
         """
 
+        moved = False
+
         def give_back(detail: Detail) -> None:
+            nonlocal moved
             charged = Charged(amount=detail["amount"], card_last4=detail["card_last4"])
             authorize(charged)
             conn.execute(
                 _ADD_PAYMENT,
                 {"order_number": effect.key, "kind": REFUND, **detail},
             )
+            moved = True
 
         with self._engine.begin() as conn:
             undone = self._effects.undo(conn, effect, give_back)
-        return Charged(amount=undone["amount"], card_last4=undone["card_last4"]) if undone else None
+        if undone is None:
+            return None
+        return Charged(amount=undone["amount"], card_last4=undone["card_last4"], now=moved)
 
     def bill(
         self, effect: EffectKey, *, customer_id: int, amount: int, description: str

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 
 class SettingsError(ValueError):
@@ -71,6 +73,35 @@ class Settings(BaseModel):
         default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
     )
     """Crash tests only: kill the worker at activity:before|after (see common/faults.py)."""
+
+    metrics_address: str | None = Field(default=None, alias="PIZZA_METRICS_ADDRESS")
+    """host:port where `pizza worker` and `pizza api` serve Prometheus metrics; off if unset."""
+    log_format: Literal["text", "json"] = Field(default="text", alias="PIZZA_LOG_FORMAT")
+    """Log lines as text, or as one JSON object per line (with order, workflow, step)."""
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_and_port(cls, address: str | None) -> str | None:
+        if address is None:
+            return None
+        host, sep, port = address.rpartition(":")
+        bracketed = host.startswith("[") and host.endswith("]")
+        try:
+            ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+        except ValueError:
+            ip = None
+        if (
+            not sep
+            or ip is None
+            or (ip.version == 6) != bracketed
+            or not port.isdigit()
+            or not 0 < int(port) < 65536
+        ):
+            raise ValueError(
+                f"{address!r} is not an IP address and port (e.g. 127.0.0.1:9464, 0.0.0.0:9464 "
+                "or [::1]:9464)"
+            )
+        return address
 
     @property
     def store_url(self) -> str:

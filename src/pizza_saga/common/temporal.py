@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import sysconfig
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType, WorkerStatus
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, ListWorkersRequest
 from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import RawValue, SearchAttributeKey
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import (
@@ -25,6 +29,7 @@ from temporalio.converter import (
 )
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.common.crypto import (
@@ -156,13 +161,28 @@ def connect_config() -> dict[str, Any]:
     return config
 
 
-async def connect(settings: Settings, target_host: str | None = None) -> Client:
-    """A client for the configured Temporal service (or ``target_host``), encrypting."""
+async def connect(
+    settings: Settings,
+    target_host: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[ClientInterceptor] = (),
+) -> Client:
+    """A client for the configured Temporal service (or ``target_host``), encrypting.
+
+    ``runtime`` is the process's SDK runtime (its metrics); ``interceptors`` (tracing) also
+    apply to every worker made from the client.
+    """
     config = connect_config()
     if target_host is not None:
         config["target_host"] = target_host
     ring = key_ring(settings, config["target_host"])
-    return await Client.connect(**config, data_converter=data_converter(ring))
+    return await Client.connect(
+        **config,
+        data_converter=data_converter(ring),
+        runtime=runtime,
+        interceptors=interceptors,
+    )
 
 
 async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttributeKey[Any]]) -> None:
@@ -189,6 +209,54 @@ async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttribut
         except RPCError as err:
             if err.status is not RPCStatusCode.ALREADY_EXISTS:
                 raise
+
+
+_STOPPING = (WorkerStatus.WORKER_STATUS_SHUTTING_DOWN, WorkerStatus.WORKER_STATUS_SHUTDOWN)
+
+
+async def polling_workers(client: Client, task_queue: str, *, fresh: timedelta) -> list[str] | None:
+    """Identities of the workers polling ``task_queue`` for workflow tasks; None if the
+    server cannot tell (the time-skipping test server).
+
+    A poller counts if it polled within ``fresh`` (a long poll lasts about a minute) and has
+    not announced since that it is stopping: a worker shutting down says so in its last
+    heartbeat (where the server lists workers), so it drops out at once rather than a
+    minute later. A worker that died without a word drops out after ``fresh``.
+    """
+    try:
+        described = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+    except RPCError as err:
+        if err.status is RPCStatusCode.UNIMPLEMENTED:
+            return None
+        raise
+    now = datetime.now(UTC)
+    recent: dict[str, datetime] = {}
+    for poller in described.pollers:
+        seen = poller.last_access_time.ToDatetime(tzinfo=UTC)
+        if now - seen < fresh:
+            recent[poller.identity] = max(seen, recent.get(poller.identity, seen))
+    if not recent:
+        return []
+    try:
+        listed = await client.workflow_service.list_workers(
+            ListWorkersRequest(namespace=client.namespace, query=f"TaskQueue = '{task_queue}'")
+        )
+    except RPCError:  # not every server lists workers (an experimental API): pollers only
+        return sorted(recent)
+    stopped: dict[str, datetime] = {}
+    for info in listed.workers_info:
+        beat = info.worker_heartbeat
+        if beat.status in _STOPPING:
+            at = beat.heartbeat_time.ToDatetime(tzinfo=UTC)
+            stopped[beat.worker_identity] = max(at, stopped.get(beat.worker_identity, at))
+    # A poll after the announcement is a new worker under the same identity.
+    return sorted(who for who, seen in recent.items() if who not in stopped or seen > stopped[who])
 
 
 def binary(name: str) -> Path:

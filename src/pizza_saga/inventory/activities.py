@@ -14,6 +14,8 @@ from pizza_saga.saga import CompensationContext, StepOutcome
 
 STEP = "update_inventory"
 """The saga step whose effect (per order) the reservation is."""
+OUT_OF_STOCK = "pizza_out_of_stock"
+"""Counter of reservations refused for want of stock, by ``item`` (the first one short)."""
 
 
 def _effect(request: StockRequest) -> EffectKey:
@@ -32,6 +34,9 @@ class InventoryActivities:
         try:
             await asyncio.to_thread(self._store.reserve, _effect(request), request.items)
         except OutOfStock as err:
+            activity.metric_meter().create_counter(
+                OUT_OF_STOCK, "Orders refused for want of stock."
+            ).add(1, {"item": err.item})
             raise ApplicationError(str(err), type="OutOfStockError", non_retryable=True) from None
         except EffectRefused as err:
             raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None

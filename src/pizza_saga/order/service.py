@@ -424,6 +424,21 @@ class OrderService:
             raise InvalidInput("not a page token from this service", field="page_token")
         return token
 
+    async def count_needing_operator(self) -> int:
+        """How many running orders wait for an operator's decision (from visibility)."""
+        query = " AND ".join(
+            [
+                f"TaskQueue = '{self.task_queue}'",
+                "WorkflowType = 'PizzaOrderWorkflow'",
+                f"{NEEDS_OPERATOR_ATTRIBUTE.name} = true",
+                "ExecutionStatus = 'Running'",
+            ]
+        )
+        try:
+            return (await self._temporal.count_workflows(query)).count
+        except RPCError as err:
+            raise TemporalUnavailable(f"Temporal refused the count: {err.message}") from None
+
     # --- Stock and payments ---------------------------------------------------------------
 
     def stock(self) -> dict[str, int]:

@@ -8,6 +8,7 @@ nobody takes is reported as "DELIVERY FAILURE", not rolled back: the pizzas are 
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
@@ -23,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from pizza_saga.common.arguments import argument_error
     from pizza_saga.inventory.activities import InventoryActivities
     from pizza_saga.inventory.models import StockRequest
+    from pizza_saga.order import metrics
     from pizza_saga.order.activities import get_distance, notify_delivery_driver
     from pizza_saga.order.menu import price_order
     from pizza_saga.order.models import DeliveryRequest, OrderConfirmation, OrderRequest
@@ -43,6 +45,16 @@ STEP_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 """Forward steps retry passing failures a few times; final errors are non-retryable."""
+
+
+def _error_type(err: BaseException) -> str:
+    """The type of the outermost application error behind ``err`` (else its class name)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type:
+            return cause.type
+        cause = cause.__cause__
+    return type(err).__name__
 
 
 def workflow_id_for(order_number: str) -> str:
@@ -102,10 +114,19 @@ class PizzaOrderWorkflow:
             )
         )
         try:
-            return await saga.run(lambda: self._order(saga, request))
+            confirmation = await saga.run(lambda: self._order(saga, request))
+        except asyncio.CancelledError:
+            metrics.order_ended("cancelled")
+            raise
+        except Exception as err:
+            metrics.order_ended("failed", _error_type(err))
+            raise
         finally:
             # An operator's `resolve` gets its answer before the run closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
+        delivered = confirmation.status == "SUCCESS"
+        metrics.order_ended("completed" if delivered else "delivery_failed")
+        return confirmation
 
     async def _order(self, saga: Saga, request: OrderRequest) -> OrderConfirmation:
         order = request.order

@@ -34,11 +34,13 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     TimeoutError,
     is_cancelled_exception,
 )
 from temporalio.workflow import ActivityCancellationType
 
+from pizza_saga.saga import metrics
 from pizza_saga.saga.ledger import (
     CompensationContext,
     CompensationState,
@@ -48,6 +50,7 @@ from pizza_saga.saga.ledger import (
     StepRecord,
     StepState,
 )
+from pizza_saga.saga.metrics import CompensationResult, RollbackReason
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -110,6 +113,15 @@ class _Failure:
 
     error: BaseException
     cancelled: bool = False
+
+    @property
+    def reason(self) -> RollbackReason:
+        """Why the saga rolls back, as its metrics say it."""
+        if self.cancelled:
+            return RollbackReason.CANCELLATION
+        if isinstance(self.error, ApplicationError) and self.error.type == DEADLINE_ERROR:
+            return RollbackReason.DEADLINE
+        return RollbackReason.FAILURE
 
 
 def activity_name(fn: Callable[..., Any]) -> str:
@@ -184,7 +196,11 @@ class Saga:
                 failure = _Failure(err, cancelled=True)
             else:
                 failure = _Failure(err)
+        failed_at = workflow.now()
+        metrics.rollback_started(failure.reason)
         await self._shielded(self._compensate())
+        took = (workflow.now() - failed_at).total_seconds()
+        metrics.rollback_finished(failure.reason, took)
         raise self._final_error(failure)
 
     async def step(
@@ -245,22 +261,28 @@ class Saga:
             record.outcome = await self._outcome_after_cancel(handle)
             record.state, record.error = StepState.CANCELLED, "cancelled"
             record.finished_at = workflow.now()
+            metrics.step_ended(name, record.state)
             raise
-        except ActivityError as err:
+        except (ActivityError, FailureError) as err:
+            # A local activity's failure arrives as its own error, not in an ActivityError.
             record.finished_at = workflow.now()
             if is_cancelled_exception(err):
                 record.state, record.outcome = StepState.CANCELLED, StepOutcome.UNKNOWN
                 record.error = "cancelled"
+                metrics.step_ended(name, record.state)
                 raise asyncio.CancelledError() from err
             record.state = StepState.FAILED
             record.error = describe_failure(err)
-            timed_out = isinstance(err.__cause__, TimeoutError)
+            cause = err.__cause__ if isinstance(err, ActivityError) else err
+            timed_out = isinstance(cause, TimeoutError)
             record.outcome = StepOutcome.UNKNOWN if timed_out else StepOutcome.FAILED
+            metrics.step_ended(name, record.state)
             if timed_out and self._past_deadline():
                 raise self._deadline_error() from err
             raise
         record.state, record.outcome = StepState.SUCCEEDED, StepOutcome.SUCCEEDED
         record.finished_at = workflow.now()
+        metrics.step_ended(name, record.state)
         return result
 
     @staticmethod
@@ -325,6 +347,7 @@ class Saga:
         for remaining_attempts in range(attempts - 1, -1, -1):
             record.compensation_state = CompensationState.RUNNING
             record.compensation_attempts += 1
+            metrics.compensation_attempted(record.step)
             context = CompensationContext(
                 step=record.step,
                 outcome=record.outcome or StepOutcome.UNKNOWN,
@@ -345,7 +368,7 @@ class Saga:
                     await workflow.execute_local_activity(comp.activity, **options)
                 else:
                     await workflow.execute_activity(comp.activity, **options)
-            except ActivityError as err:
+            except (ActivityError, FailureError) as err:  # a local activity's comes unwrapped
                 record.compensation_error = describe_failure(err)
                 workflow.logger.warning(
                     "compensation %s of step %s failed (attempt %d): %s",
@@ -353,20 +376,25 @@ class Saga:
                     record.step,
                     context.attempt,
                     record.compensation_error,
+                    extra={"saga_step": record.step, "saga_attempt": context.attempt},
                 )
                 if remaining_attempts:
                     record.compensation_state = CompensationState.RETRYING
+                    metrics.compensation_result(record.step, CompensationResult.RETRIED)
                     await workflow.sleep(self._backoff(attempts - remaining_attempts))
                 continue
             record.compensation_state = CompensationState.COMPENSATED
             record.compensated_at = workflow.now()
+            metrics.compensation_result(record.step, CompensationResult.COMPENSATED)
             return
         record.compensation_state = CompensationState.NEEDS_OPERATOR
+        metrics.compensation_result(record.step, CompensationResult.NEEDS_OPERATOR)
         workflow.logger.error(
             "compensation %s of step %s needs an operator after %d attempts",
             record.compensation,
             record.step,
             record.compensation_attempts,
+            extra={"saga_step": record.step, "saga_attempt": record.compensation_attempts},
         )
         self._flag_operator()
 
@@ -380,6 +408,7 @@ class Saga:
                 record.compensation_state = CompensationState.SKIPPED
                 record.operator_note = f"skipped by operator: {decision.reason}"
                 record.compensated_at = workflow.now()
+                metrics.compensation_result(record.step, CompensationResult.SKIPPED)
             else:
                 record.operator_note = "retried by operator"
                 await self._attempt(comp, 1)
