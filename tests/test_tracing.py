@@ -1,9 +1,8 @@
 """Traces: one trace from placing an order through its workflow to every activity and
 compensation, on the real dev server, with the product's own client, worker and API.
 
-The spans go to OpenTelemetry's in-memory exporter. The order's HTTP route is not part of
-the API yet, so the trace starts at the client's StartWorkflow (OrderService.place, which
-the route will call); the API's own request spans are checked on /readyz.
+The spans go to OpenTelemetry's in-memory exporter. The order is placed with
+`POST /api/orders` on the API app (in process), so the trace starts at that request.
 """
 
 from __future__ import annotations
@@ -70,13 +69,21 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
     stores = open_stores(settings)
     service = build_service(client, stores, settings)
 
-    async with build_worker(client, stores, task_queue=settings.task_queue):
+    web = build_api(
+        service, ui_url="http://localhost:8233", namespace="default", telemetry=telemetry
+    )
+    async with (
+        build_worker(client, stores, task_queue=settings.task_queue),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://api") as http,
+    ):
         async with asyncio.timeout(WAIT):
             while not await service.worker_polling():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         exporter.clear()  # what polling for the worker traced is no part of the order
-        placed = await service.place(new_order(customer__email="bounce@example.com"))
-        outcome = await service.wait(placed.order_number, within=WAIT)
+        order = new_order(customer__email="bounce@example.com")
+        placed = await http.post("/api/orders", json=order.model_dump(mode="json"))
+        assert placed.status_code == 202, placed.text
+        outcome = await service.wait(order.order_number, within=WAIT)
         assert outcome.status is OrderStatus.FAILED
 
         # The last span (the workflow's run) ends when the worker reports it: wait for it.
@@ -86,9 +93,10 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
     provider.force_flush()
     spans = exporter.get_finished_spans()
 
+    [request] = [s for s in spans if s.parent is None and s.name == "POST /api/orders"]
+    trace_id = request.context.trace_id
     [start] = [s for s in spans if s.name == "StartWorkflow:PizzaOrderWorkflow"]
-    assert start.parent is None, "placing the order starts the trace"
-    trace_id = start.context.trace_id
+    assert start.context.trace_id == trace_id, "the API request starts the order's trace"
     others = {s.name for s in spans if s.context.trace_id != trace_id}
     # Following the order (its ledger, by query) is traced on its own, not as the order.
     assert others <= {"QueryWorkflow:ledger", "HandleQuery:ledger"}, others
@@ -108,9 +116,6 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
     assert spans_named(spans, "RunWorkflow:") == ["RunWorkflow:PizzaOrderWorkflow"]
 
     # The API's requests are spans of their own, named by route template.
-    web = build_api(
-        service, ui_url="http://localhost:8233", namespace="default", telemetry=telemetry
-    )
     exporter.clear()
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=web), base_url="http://api"
