@@ -445,6 +445,7 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
         "✓ Worker",
         "✓ Encryption keys",
         "✓ Store",
+        "✓ Vault key",
     ]
     assert f"decrypts order {order.order_number}" in healthy.stdout
 
@@ -473,4 +474,12 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
         verdicts["Store"].startswith("✗")
         and "cannot reach the store database" in (verdicts["Store"])
     )
-    assert "3 of 5 checks failed" in broken.stdout
+    assert verdicts["Vault key"].startswith("✗")  # its store is unreachable: not checked
+    assert "4 of 6 checks failed" in broken.stdout
+
+    # Numbers kept under a vault key the deployment no longer has: named.
+    stores = open_stores(Settings.from_env({**stack.env, **env}))
+    stores.vault.tokenize(cards.DECLINED_CARD, order_number=f"V{uuid.uuid4().hex[:8]}")
+    lost = await stack.pizza_with({**env, "PIZZA_VAULT_KEYS": wrong_keys}, "doctor")
+    [vault_line] = [line for line in lost.stdout.splitlines() if line[2:].startswith("Vault key")]
+    assert vault_line.startswith("✗") and "cannot be charged" in vault_line, lost.stdout

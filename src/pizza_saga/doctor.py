@@ -4,7 +4,8 @@ to do when it fails.
 Checks, against the configured Temporal (TEMPORAL_* variables or profile: embedded, a
 cluster, or Temporal Cloud) and the configured store: the connection and namespace, the
 search attribute the saga sets, a worker polling the task queue, the encryption keys (they
-must decrypt a recent order of the task queue), and the store's reachability and schema.
+must decrypt a recent order of the task queue), the store's reachability and schema, and the
+card vault's keys.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, order_number_of
+from pizza_saga.app import SEARCH_ATTRIBUTES, order_number_of, vault_key_ring
+from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.crypto import ENCODING, EncryptionCodec, KeyRingError
 from pizza_saga.common.db import StoreError, open_engine, shown
 from pizza_saga.common.settings import Settings
@@ -186,13 +189,40 @@ async def store(ctx: Context) -> Check:
     return Check(name, True, f"{shown(engine.url)} at schema {revision}")
 
 
+async def vault_key(ctx: Context) -> Check:
+    """The card vault's key ring is configured and holds every key kept numbers are under."""
+    name = "Vault key"
+    try:
+        engine = await asyncio.to_thread(open_engine, ctx.settings.store_url, pool_size=1)
+    except StoreError:
+        return Check(name, False, "not checked: the store database is not reachable")
+    try:
+        shared = engine.dialect.name != "sqlite"
+        ring = vault_key_ring(ctx.settings, shared=shared)
+        missing = await asyncio.to_thread(CardVault(engine, ring).missing_keys)
+    except KeyRingError as err:
+        return Check(name, False, str(err))
+    except SQLAlchemyError:
+        return Check(name, False, "not checked: the store's schema is not current")
+    finally:
+        engine.dispose()
+    if missing:
+        return Check(
+            name,
+            False,
+            f"card numbers are kept under vault key(s) {', '.join(sorted(missing))}, not in "
+            "PIZZA_VAULT_KEYS / PIZZA_VAULT_KEY_FILE: their orders cannot be charged",
+        )
+    return Check(name, True, f"vault key ring (primary {ring.primary}) holds every key in use")
+
+
 CHECKS: tuple[CheckFn, ...] = (
     temporal,
     search_attribute,
     worker,
     encryption_keys,
     store,
-    # The card vault's key check (billing/) goes here: a CheckFn returning Check("Vault key", ...).
+    vault_key,
 )
 """Every check, in order; a later one may use what an earlier one found (the client)."""
 

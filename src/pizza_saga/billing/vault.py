@@ -97,6 +97,7 @@ _PURGE = (
     .where(VaultEntry.expires_at < bindparam("now"), VaultEntry.sealed.is_not(None))
     .values(sealed=None, destroyed_at=bindparam("now"))
 )
+_KEYS_IN_USE = select(VaultEntry.key_id).where(VaultEntry.sealed.is_not(None)).distinct()
 _FORGET = delete(VaultEntry).where(VaultEntry.destroyed_at < bindparam("before"))
 
 
@@ -194,6 +195,12 @@ class CardVault:
         """Destroy one token's number: the edge made it, then could not place the order."""
         with self._engine.begin() as conn:
             conn.execute(_DISCARD, {"discarded": card.token, "now": self._clock()})
+
+    def missing_keys(self) -> set[str]:
+        """Ids of keys that sealed numbers still kept but that this vault's ring lacks."""
+        with self._engine.connect() as conn:
+            used = set(conn.scalars(_KEYS_IN_USE))
+        return used - set(self._ciphers)
 
     def purge(self, *, forget_after: timedelta = timedelta(days=30)) -> None:
         """Destroy expired numbers, and forget tokens destroyed longer than ``forget_after``."""
