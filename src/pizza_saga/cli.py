@@ -568,14 +568,18 @@ def order(
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Start it and return.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     example: Annotated[
-        bool, typer.Option("--example", help="Print the seed's order as JSON and exit.")
+        bool,
+        typer.Option(
+            "--example", help="Print the seed's order, under a new number, as JSON and exit."
+        ),
     ] = False,
 ) -> None:
     """Place an order and wait for its outcome (exit 0 completed, 1 failed, 2 bad input)."""
     from pizza_saga.order.example import example_order
 
     if example:
-        _print_json(example_order().model_dump_json(indent=2))
+        # A new number each time: a file made from it can be placed (once) without editing.
+        _print_json(example_order(order_number=new_order_number()).model_dump_json(indent=2))
         return
     settings = _settings()
     pizza_order = load_order(file, card, order_number)
