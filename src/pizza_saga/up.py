@@ -85,6 +85,9 @@ async def run_up(
             running = asyncio.create_task(worker.run(), name="worker")
             died = asyncio.create_task(dev.exited(), name="dev server")
             stopping = asyncio.create_task(stop.wait(), name="stop")
+            # Ready means orders can be placed: the worker polls (placing refuses before).
+            while not running.done() and not await service.worker_polling():  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             console.print(
                 f"Pages and API  {api.url}  (new order: {api.url}/orders/new, "
                 f"API docs: {api.url}/docs)\n"
