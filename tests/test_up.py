@@ -26,11 +26,13 @@ EXIT_SECONDS = 30.0
 async def test_up_serves_pages_temporal_and_a_worker_until_ctrl_c(tmp_path: Path) -> None:
     home = tmp_path / "up-home"
     ports = {name: free_port() for name in ("port", "ui-port", "codec-port", "api-port")}
+    metrics_port = free_port()
     env = {
         **os.environ,
         "PIZZA_HOME": str(home),
         "PIZZA_PREP_SECONDS": "0",
         "PIZZA_DRIVER_SECONDS": "0",
+        "PIZZA_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
     }
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "pizza_saga", "up"),
@@ -64,6 +66,11 @@ async def test_up_serves_pages_temporal_and_a_worker_until_ctrl_c(tmp_path: Path
             assert final["web_ui_url"].startswith(f"http://localhost:{ports['ui-port']}/")
             ui = await http.get(f"http://localhost:{ports['ui-port']}/")
             assert ui.status_code == 200
+            # Metrics are on in `pizza up`: the SDK's, the saga's and the API's, on one page.
+            assert f"Metrics        http://127.0.0.1:{metrics_port}/metrics" in printed
+            scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+            for metric in ("temporal_workflow_completed", "saga_", "http_"):
+                assert metric in scraped, metric
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)

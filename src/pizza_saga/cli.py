@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -40,6 +41,8 @@ T = TypeVar("T")
 EXIT_FAILED = 1
 EXIT_INVALID = 2
 EXIT_UNAVAILABLE = 3
+DEFAULT_METRICS_PORT = 9464
+"""Where `pizza up` and the demo serve metrics unless PIZZA_METRICS_ADDRESS says otherwise."""
 EXIT_CONFLICT = 4
 """The order is not in a state the command can act on (finished, nothing waits)."""
 
@@ -255,6 +258,22 @@ def _telemetry(settings: Settings, *, service_name: str, http: bool = False) -> 
         return start_telemetry(settings, service_name=service_name, http=http)
     except MetricsUnavailable as e:
         _fail(str(e), EXIT_UNAVAILABLE)
+
+
+def _with_metrics(settings: Settings) -> Settings:
+    """``settings`` with metrics on for a developer's all-in-one process (`pizza up`, the
+    demo): PIZZA_METRICS_ADDRESS if set, else 127.0.0.1:9464, else any free port."""
+    if settings.metrics_address:
+        return settings
+    from pizza_saga.common.devserver import free_port
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_METRICS_PORT))
+            port = DEFAULT_METRICS_PORT
+        except OSError:
+            port = free_port()
+    return settings.model_copy(update={"metrics_address": f"127.0.0.1:{port}"})
 
 
 def _ui_url(settings: Settings) -> tuple[str, str]:
@@ -912,10 +931,14 @@ def demo(
         search_attributes=SEARCH_ATTRIBUTES,
     )
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    settings = _with_metrics(settings)
+    telemetry = _telemetry(settings, service_name="pizza-demo", http=True)
 
     async def run() -> None:
         try:
-            await run_demo(settings, server, codec_port, out, interactive=interactive)
+            await run_demo(
+                settings, server, codec_port, out, interactive=interactive, telemetry=telemetry
+            )
         except TokenError as e:
             _fail(str(e))
         except PortInUse as e:
@@ -1020,9 +1043,14 @@ def up(
         codec_endpoint=f"http://localhost:{codec_port}",
     )
 
+    settings = _with_metrics(settings)
+    telemetry = _telemetry(settings, service_name="pizza-up", http=True)
+
     async def run(stop: asyncio.Event) -> None:
         try:
-            await run_up(settings, server, Ports(host, api_port, codec_port), out, stop)
+            await run_up(
+                settings, server, Ports(host, api_port, codec_port), out, stop, telemetry=telemetry
+            )
         except (KeyRingError, TokenError) as e:
             _fail(str(e))
         except PortInUse as e:  # taken between the check and the start

@@ -14,9 +14,11 @@ from rich.console import Console
 
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
+    Telemetry,
     build_api,
     build_service,
     build_worker_for,
+    connect_client,
     open_stores,
     prepare_namespace,
 )
@@ -26,7 +28,7 @@ from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
 from pizza_saga.common.logmask import install_card_masking
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import DEFAULT_NAMESPACE, connect, key_ring
+from pizza_saga.common.temporal import DEFAULT_NAMESPACE, key_ring
 from pizza_saga.order.client import OrderOutcome, order_outcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.render import print_outcome
@@ -43,6 +45,7 @@ async def run_demo(
     *,
     interactive: bool,
     api_port: int = API_PORT,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Start server, codec server, worker and the pages; place the good and the broken-card
     order."""
@@ -65,11 +68,13 @@ async def run_demo(
             running_dev_server(server, settings.home / "temporal-server.log")
         )
     async with embedded:
-        client = await connect(settings, server.address)
+        client = await connect_client(settings, telemetry, target_host=server.address)
         await prepare_namespace(client)
         stores = open_stores(settings)
         service = build_service(client, stores, settings)
-        pages = build_api(service, ui_url=server.ui_url, namespace=DEFAULT_NAMESPACE)
+        pages = build_api(
+            service, ui_url=server.ui_url, namespace=DEFAULT_NAMESPACE, telemetry=telemetry
+        )
         async with (
             build_worker_for(client, stores, settings),
             _serving(pages, api_port) as api,

@@ -16,9 +16,11 @@ from rich.markup import escape
 
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
+    Telemetry,
     build_api,
     build_service,
     build_worker_for,
+    connect_client,
     open_stores,
     prepare_namespace,
 )
@@ -28,7 +30,7 @@ from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServerConfig, describe_exit, running_dev_server
 from pizza_saga.common.logmask import install_card_masking
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect, key_ring
+from pizza_saga.common.temporal import key_ring
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ async def run_up(
     ports: Ports,
     console: Console,
     stop: asyncio.Event,
+    *,
+    telemetry: Telemetry | None = None,
 ) -> None:
     """Run the dev server, codec server, worker and API until ``stop`` is set.
 
@@ -75,12 +79,14 @@ async def run_up(
         serving(codec, ports.codec, ui_origins(server.ui_port), token=token.value) as endpoint,
         running_dev_server(server, server_log) as dev,
     ):
-        client = await connect(settings, server.address)
+        client = await connect_client(settings, telemetry, target_host=server.address)
         await prepare_namespace(client)
         stores = open_stores(settings)
         worker = build_worker_for(client, stores, settings)
         service = build_service(client, stores, settings)
-        web = build_api(service, ui_url=server.ui_url, namespace=client.namespace)
+        web = build_api(
+            service, ui_url=server.ui_url, namespace=client.namespace, telemetry=telemetry
+        )
         async with ApiServer(web, host=ports.host, port=ports.api) as api:
             running = asyncio.create_task(worker.run(), name="worker")
             died = asyncio.create_task(dev.exited(), name="dev server")
@@ -94,6 +100,7 @@ async def run_up(
                 f"Temporal       {server.address}, Web UI {server.ui_url} "
                 f"(decoding through the codec server on port {ports.codec})\n"
                 f"Worker         task queue {settings.task_queue}; log {log_file}\n"
+                f"Metrics        http://{settings.metrics_address}/metrics\n"
                 f"State          {settings.home}\n"
                 + "".join(
                     escape(line) + "\n"
