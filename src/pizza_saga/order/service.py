@@ -42,6 +42,8 @@ POLLER_FRESH = timedelta(seconds=90)
 """A worker's long poll lasts up to about a minute: one seen later than this is gone."""
 WATCH_INTERVAL = 0.25
 """Seconds between looks at a followed order (describe and ledger query)."""
+WORKER_SEEN_SECONDS = 1.0
+"""How long placing trusts that a worker polls, once Temporal said so."""
 KEY_WAIT_SECONDS = 10.0
 """How long a request waits for another request with its idempotency key to place the order."""
 KEY_STALE_SECONDS = 60.0
@@ -185,6 +187,7 @@ class OrderService:
         self._payments = payments
         self._vault = vault
         self._keys = idempotency
+        self._worker_seen_at = -WORKER_SEEN_SECONDS
         self._settings = settings
 
     @property
@@ -207,7 +210,7 @@ class OrderService:
         the token and the last four digits only. Raises NoWorker before anything happens when
         no worker polls the task queue, and OrderAlreadyPlaced when the number was used.
         """
-        if not await self.worker_polling():
+        if not await self._worker_seen_lately():
             raise NoWorker(self.task_queue)
         card = await asyncio.to_thread(
             functools.partial(
@@ -482,6 +485,17 @@ class OrderService:
             now - poller.last_access_time.ToDatetime(tzinfo=UTC) < POLLER_FRESH
             for poller in described.pollers
         )
+
+    async def _worker_seen_lately(self) -> bool:
+        """worker_polling, asked at most once a second while it says yes: placing orders
+        under load needs no round trip each to learn what a second ago told."""
+        now = time.monotonic()
+        if now - self._worker_seen_at < WORKER_SEEN_SECONDS:
+            return True
+        polling = await self.worker_polling()
+        if polling:
+            self._worker_seen_at = now
+        return polling
 
     async def readiness(self) -> Readiness:
         """Temporal reachable, a worker polling, the store database answering."""
