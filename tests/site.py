@@ -32,7 +32,7 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import OrderService
-from tests.test_cli_processes import until
+from tests.live_api import until
 
 TEST_CARDS = [
     GOOD_CARD,

@@ -8,14 +8,13 @@ guessed time.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,6 +33,7 @@ from pizza_saga.common.devserver import (
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for
+from tests.live_api import until
 from tests.test_cli import Pizza, _processes_mentioning, new_number, wait_for_worker
 
 pytestmark = pytest.mark.devserver
@@ -43,19 +43,6 @@ WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.05
 EXIT_SECONDS = 30.0
 """How long a process may take to exit once it should."""
-
-
-async def until(what: str, check: Callable[[], bool | Awaitable[bool]]) -> None:
-    """Poll ``check`` until it holds; fail, saying what was awaited, at the deadline."""
-    try:
-        async with asyncio.timeout(WAIT_SECONDS):
-            while True:
-                result = check()
-                if await result if inspect.isawaitable(result) else result:
-                    return
-                await asyncio.sleep(POLL_SECONDS)
-    except TimeoutError:
-        raise AssertionError(f"gave up after {WAIT_SECONDS}s waiting for {what}") from None
 
 
 async def exit_code(process: subprocess.Popen[bytes]) -> int:

@@ -17,9 +17,9 @@ from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
 from pizza_saga.render import workflow_url
+from tests.live_api import until
 from tests.orders import new_order
 from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in
-from tests.test_cli_processes import until
 
 pytestmark = pytest.mark.devserver
 

@@ -179,6 +179,16 @@ async def _form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
+async def _accepted_form(request: Request) -> dict[str, str] | HTMLResponse:
+    """The posted form's fields, or the refusal page: from another site, or not our form."""
+    if _cross_site(request):
+        return _refused(request)
+    try:
+        return await _form(request)
+    except FormError as err:
+        return _refused(request, err)
+
+
 def _cross_site(request: Request) -> bool:
     """Whether a POST comes from another site's page (forms of ours come from this one)."""
     if request.headers.get("sec-fetch-site") == "cross-site":
@@ -342,12 +352,9 @@ async def new_order(request: Request, service: Service) -> HTMLResponse:
 @router.post("/orders/new", response_class=HTMLResponse)
 async def place_order(request: Request, service: Service) -> Response:
     """Place the order the form describes and go to its page; the form again if it is wrong."""
-    if _cross_site(request):
-        return _refused(request)
-    try:
-        form = await _form(request)
-    except FormError as err:
-        return _refused(request, err)
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
     defaults = _default_form()
     values = {**defaults, **{k: v for k, v in form.items() if k in defaults}}
     if "is_delivery" not in form:
@@ -433,12 +440,9 @@ async def cancel_order(request: Request, service: Service, order_number: str) ->
 @router.post("/orders/{order_number}/resolve", response_class=HTMLResponse)
 async def resolve_order(request: Request, service: Service, order_number: str) -> Response:
     """An operator's decision (retry, or skip with a reason), then back to the order's page."""
-    if _cross_site(request):
-        return _refused(request)
-    try:
-        form = await _form(request)
-    except FormError as err:
-        return _refused(request, err)
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
@@ -490,12 +494,9 @@ async def stock_page(request: Request, service: Service) -> HTMLResponse:
 @router.post("/stock", response_class=HTMLResponse)
 async def restock(request: Request, service: Service) -> Response:
     """Set the stock of the items the form names, then back to the stock page."""
-    if _cross_site(request):
-        return _refused(request)
-    try:
-        form = await _form(request)
-    except FormError as err:
-        return _refused(request, err)
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
     changes: dict[str, int] = {}
     try:
         for index, item in enumerate(MENU):
