@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sysconfig
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -21,11 +22,14 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, ListWork
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import RawValue, SearchAttributeKey
-from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
+    CompositePayloadConverter,
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
+    DefaultPayloadConverter,
     EncodingPayloadConverter,
+    JSONPlainPayloadConverter,
 )
 from temporalio.envconfig import ClientConfigProfile
 from temporalio.exceptions import ApplicationError
@@ -71,7 +75,22 @@ class _RejectedPayloadConverter(EncodingPayloadConverter):
         raise _rejection(rejection_reason(payload))
 
 
-class ProductPayloadConverter(PydanticPayloadConverter):
+@functools.cache
+def _encoding_converters() -> tuple[EncodingPayloadConverter, ...]:
+    """The product's encoding converters, made once per process and shared.
+
+    The SDK makes a payload converter for every workflow activation; sharing these keeps
+    that cheap, and keeps one cache of pydantic type adapters instead of one per activation.
+    """
+    json = PydanticJSONPlainPayloadConverter()
+    defaults = DefaultPayloadConverter.default_encoding_payload_converters
+    return (
+        *(json if isinstance(c, JSONPlainPayloadConverter) else c for c in defaults),
+        _RejectedPayloadConverter(),
+    )
+
+
+class ProductPayloadConverter(CompositePayloadConverter):
     """Pydantic models as JSON; a refused payload, or one of an encoding this service does
     not write, is a non-retryable RejectedPayloadError where it is read.
 
@@ -80,9 +99,7 @@ class ProductPayloadConverter(PydanticPayloadConverter):
     """
 
     def __init__(self) -> None:
-        super().__init__()
-        rejected = _RejectedPayloadConverter()
-        self.converters = {**self.converters, rejected.encoding.encode(): rejected}
+        super().__init__(*_encoding_converters())
 
     def from_payloads(
         self, payloads: Sequence[Payload], type_hints: list[type] | None = None
