@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 
+from sqlalchemy import Connection
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -49,23 +51,31 @@ class BillingActivities:
         The only activity that sees a card number: it takes it from the vault for this
         order's token, and destroys it once the charge is recorded.
         """
-        info = activity.info()
+        charged = await asyncio.to_thread(self._charge, request, activity.info().attempt)
+        if charged.now:  # a retry that finds the charge recorded moved no money
+            _count(CHARGED_CENTS, "Cents charged to cards.", charged.amount)
+        activity.logger.info(
+            "Charged %d cents to card ending %s for order %s",
+            charged.amount,
+            charged.card_last4,
+            request.order_number,
+        )
+        return ChargeReceipt(amount=charged.amount, card_last4=charged.card_last4)
+
+    def _charge(self, request: ChargeRequest, attempt: int) -> Charged:
+        """The charge's blocking part, on one worker thread: the vault and the store."""
         effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
-        earlier = await asyncio.to_thread(self._store.charged, effect)
-        if earlier is not None:  # a retry after the charge was recorded: the number is gone
-            return ChargeReceipt(amount=earlier.amount, card_last4=earlier.card_last4)
         try:
-            number = await asyncio.to_thread(
-                functools.partial(
-                    self._vault.detokenize,
-                    request.card.token,
-                    order_number=request.order_number,
-                )
-            )
+            number = self._vault.detokenize(request.card.token, order_number=request.order_number)
         except CardTokenError as err:
+            # The number goes in the charge's own transaction: gone, it may have been charged
+            # (a retry, or a reset run of this execution). Then that charge is the answer.
+            earlier = self._store.charged(effect)
+            if earlier is not None:
+                return earlier
             raise ApplicationError(str(err), type="CardTokenError", non_retryable=True) from None
         try:
-            cards.authorize(number, info.attempt)
+            cards.authorize(number, attempt)
         except cards.InvalidCard as err:
             raise ApplicationError(
                 str(err), type="CreditCardProcessingError", non_retryable=True
@@ -77,24 +87,11 @@ class BillingActivities:
         card_last4 = cards.last4(number)
         del number
         try:
-            charged = await asyncio.to_thread(
-                self._store.charge, effect, request.amount, card_last4
+            return self._store.charge(
+                effect, request.amount, card_last4, along=self._destroyer(request.order_number)
             )
         except EffectRefused as err:
             raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
-        amount = charged.amount
-        if charged.now:  # a retry that finds the charge recorded moved no money
-            _count(CHARGED_CENTS, "Cents charged to cards.", amount)
-        await asyncio.to_thread(
-            functools.partial(self._vault.destroy, order_number=request.order_number)
-        )
-        activity.logger.info(
-            "Charged %d cents to card ending %s for order %s",
-            amount,
-            card_last4,
-            request.order_number,
-        )
-        return ChargeReceipt(amount=amount, card_last4=card_last4)
 
     @activity.defn
     async def refund_customer(
@@ -113,7 +110,15 @@ class BillingActivities:
                 raise ApplicationError(str(err), type="RefundFailedError") from None
 
         effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
-        refunded = await asyncio.to_thread(self._store.refund, effect, authorize=authorize)
+        # Rolled back: the card number, if still kept, is no longer needed by anyone.
+        refunded = await asyncio.to_thread(
+            functools.partial(
+                self._store.refund,
+                effect,
+                authorize=authorize,
+                along=self._destroyer(request.order_number),
+            )
+        )
         if refunded is None and context.outcome is StepOutcome.SUCCEEDED:
             raise ApplicationError(
                 f"process_credit_card succeeded for order {request.order_number} "
@@ -121,10 +126,6 @@ class BillingActivities:
                 type="CompensationInconsistencyError",
                 non_retryable=True,
             )
-        # Rolled back: the card number, if still kept, is no longer needed by anyone.
-        await asyncio.to_thread(
-            functools.partial(self._vault.destroy, order_number=request.order_number)
-        )
         amount = refunded.amount if refunded else 0
         card_last4 = refunded.card_last4 if refunded else None
         if refunded and refunded.now:
@@ -135,6 +136,10 @@ class BillingActivities:
             summary = "Nothing to refund: no charge had been made"
         activity.logger.info("%s (order %s)", summary, request.order_number)
         return RefundReceipt(amount=amount, card_last4=card_last4, summary=summary)
+
+    def _destroyer(self, order_number: str) -> Callable[[Connection], None]:
+        """Destroys the order's card number inside the store transaction it is given."""
+        return lambda conn: self._vault.destroy(order_number=order_number, conn=conn)
 
     @activity.defn
     async def send_bill(self, bill: Bill) -> BillReceipt:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, String, UniqueConstraint, insert, select
+from sqlalchemy import Connection, Engine, String, UniqueConstraint, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pizza_saga.common.db import Base, as_utc, utcnow
@@ -84,20 +84,30 @@ class PaymentStore:
         self._engine = engine
         self._effects = EffectLog(engine)
 
-    def charge(self, effect: EffectKey, amount: int, card_last4: str) -> Charged:
+    def charge(
+        self,
+        effect: EffectKey,
+        amount: int,
+        card_last4: str,
+        *,
+        along: Callable[[Connection], None] = lambda _: None,
+    ) -> Charged:
         """Record this order's charge once; returns the charge (the first call's).
 
-        Raises EffectRefused when the order's charge was rolled back first or belongs to
-        another execution.
+        ``along`` runs in the same transaction (destroying the card number): done with the
+        charge, or not at all. Raises EffectRefused when the order's charge was rolled back
+        first or belongs to another execution.
         """
         if not (len(card_last4) == 4 and card_last4.isascii() and card_last4.isdigit()):
             raise ValueError("only a card's last four digits may be stored")
         with self._engine.begin() as conn:
             detail = {"amount": amount, "card_last4": card_last4}
             earlier = self._effects.do(conn, effect, detail)
-            if earlier is not None:
-                return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
-            conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
+            if earlier is None:
+                conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
+            along(conn)
+        if earlier is not None:
+            return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
         return Charged(amount=amount, card_last4=card_last4, now=True)
 
     def charged(self, effect: EffectKey) -> Charged | None:
@@ -107,13 +117,17 @@ class PaymentStore:
         return Charged(amount=done["amount"], card_last4=done["card_last4"]) if done else None
 
     def refund(
-        self, effect: EffectKey, *, authorize: Callable[[Charged], None] = lambda _: None
+        self,
+        effect: EffectKey,
+        *,
+        authorize: Callable[[Charged], None] = lambda _: None,
+        along: Callable[[Connection], None] = lambda _: None,
     ) -> Charged | None:
         """Refund this order's charge once; what was refunded (``now`` if by this call), None
         if nothing was charged.
 
         ``authorize`` asks the card processor first; if it raises, nothing is recorded and
-        the refund can be tried again.
+        the refund can be tried again. ``along`` runs in the same transaction.
         """
 
         moved = False
@@ -130,6 +144,7 @@ class PaymentStore:
 
         with self._engine.begin() as conn:
             undone = self._effects.undo(conn, effect, give_back)
+            along(conn)
         if undone is None:
             return None
         return Charged(amount=undone["amount"], card_last4=undone["card_last4"], now=moved)

@@ -17,7 +17,17 @@ from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, LargeBinary, String, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    String,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pizza_saga.billing.cards import last4
@@ -186,10 +196,17 @@ class CardVault:
             raise CardTokenError(f"card token {_shown(token)} does not decrypt") from None
         return plain.decode()
 
-    def destroy(self, *, order_number: str) -> None:
-        """Destroy every card number kept for the order: it was charged or rolled back."""
-        with self._engine.begin() as conn:
+    def destroy(self, *, order_number: str, conn: Connection | None = None) -> None:
+        """Destroy every card number kept for the order: it was charged or rolled back.
+
+        With ``conn``, inside its transaction: the number goes with the change that made it
+        useless, or stays if that change rolls back.
+        """
+        if conn is not None:
             conn.execute(_DESTROY, {"order": order_number, "now": self._clock()})
+            return
+        with self._engine.begin() as own:
+            own.execute(_DESTROY, {"order": order_number, "now": self._clock()})
 
     def discard(self, card: CardToken) -> None:
         """Destroy one token's number: the edge made it, then could not place the order."""
