@@ -238,7 +238,6 @@ class Saga:
             self._compensations.append(_Compensation(record, compensation, compensation_arg))
         common: dict[str, Any] = {
             "activity_id": name,
-            "summary": f"saga step {name}",
             "start_to_close_timeout": start_to_close_timeout or self._options.step_timeout,
             # The deadline bounds every step, so no extra timer is needed to enforce it.
             "schedule_to_close_timeout": remaining,
@@ -357,9 +356,6 @@ class Saga:
                 options: dict[str, Any] = {
                     "args": [comp.arg, context],
                     "activity_id": f"{record.step}:compensation:{context.attempt}",
-                    "summary": (
-                        f"compensation of saga step {record.step} (attempt {context.attempt})"
-                    ),
                     "start_to_close_timeout": self._options.compensation_timeout,
                     # The saga counts and spaces the attempts itself, for the ledger.
                     "retry_policy": RetryPolicy(maximum_attempts=1),
