@@ -16,7 +16,8 @@ from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import MetricMeter
 from temporalio.runtime import Runtime
-from temporalio.worker import Interceptor, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
@@ -196,13 +197,15 @@ def build_worker(
     workflow_slots: int | None = None,
     graceful_shutdown_timeout: timedelta = timedelta(),
     interceptors: Sequence[Interceptor] = (),
+    sandboxed: bool = True,
 ) -> Worker:
     """A worker for the order workflow and every activity it calls, polling ``task_queue``.
 
     It reads payloads strictly (only what the product's codec encrypted, see `worker_client`)
     and fails a run started with the wrong number of arguments at once. Slots left None take
     the SDK's default; ``graceful_shutdown_timeout`` is how long running activities may go on
-    after ``shutdown()`` before they are cancelled.
+    after ``shutdown()`` before they are cancelled. ``sandboxed``: workflows run in the SDK's
+    sandbox, which refuses non-deterministic calls (the tests' workers keep it on).
     """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments, stores.vault)
@@ -223,6 +226,7 @@ def build_worker(
         max_concurrent_workflow_tasks=workflow_slots,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
         interceptors=[WorkflowArgumentCheck(), *interceptors],
+        workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
     )
 
 
@@ -233,7 +237,8 @@ def build_worker_for(
     *,
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
-    """The worker as a deployment configures it: its task queue, slots and grace period."""
+    """The worker as a deployment configures it: its task queue, slots, grace period and
+    sandbox (off unless PIZZA_WORKFLOW_SANDBOX is set)."""
     return build_worker(
         client,
         stores,
@@ -242,6 +247,7 @@ def build_worker_for(
         workflow_slots=settings.workflow_slots,
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         interceptors=interceptors,
+        sandboxed=settings.workflow_sandbox,
     )
 
 

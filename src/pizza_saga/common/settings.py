@@ -50,6 +50,9 @@ class Settings(BaseModel):
         default=30.0, alias="PIZZA_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600
     )
     """On SIGTERM a worker stops polling and gives running activities this long to finish."""
+    workflow_sandbox: bool = Field(default=False, alias="PIZZA_WORKFLOW_SANDBOX")
+    """Run workflows in the SDK's sandbox. Off in workers: it costs about a quarter of their
+    CPU per order; the test suite runs every workflow in it instead (README, How it compares)."""
 
     local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
     """Orders run their short steps as local activities (see SagaPolicy)."""

@@ -24,9 +24,9 @@ with workflow.unsafe.imports_passed_through():
     from pizza_saga.common.arguments import argument_error
     from pizza_saga.inventory.activities import InventoryActivities
     from pizza_saga.inventory.models import StockRequest
-    from pizza_saga.order import metrics
     from pizza_saga.order.activities import get_distance, notify_delivery_driver
     from pizza_saga.order.menu import price_order
+    from pizza_saga.order.metrics import order_ended
     from pizza_saga.order.models import DeliveryRequest, OrderConfirmation, OrderRequest
     from pizza_saga.saga import (
         NEEDS_OPERATOR_ATTRIBUTE,
@@ -116,16 +116,16 @@ class PizzaOrderWorkflow:
         try:
             confirmation = await saga.run(lambda: self._order(saga, request))
         except asyncio.CancelledError:
-            metrics.order_ended("cancelled")
+            order_ended("cancelled")
             raise
         except Exception as err:
-            metrics.order_ended("failed", _error_type(err))
+            order_ended("failed", _error_type(err))
             raise
         finally:
             # An operator's `resolve` gets its answer before the run closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
         delivered = confirmation.status == "SUCCESS"
-        metrics.order_ended("completed" if delivered else "delivery_failed")
+        order_ended("completed" if delivered else "delivery_failed")
         return confirmation
 
     async def _order(self, saga: Saga, request: OrderRequest) -> OrderConfirmation:
