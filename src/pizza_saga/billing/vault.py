@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
     Connection,
     Engine,
+    Index,
     LargeBinary,
     String,
     bindparam,
     delete,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,6 +62,16 @@ class VaultEntry(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     destroyed_at: Mapped[datetime | None]
+
+    # The purge looks only at numbers still kept (migration 0004).
+    __table_args__ = (
+        Index(
+            "ix_card_vault_kept_expiry",
+            "expires_at",
+            sqlite_where=text("sealed IS NOT NULL"),
+            postgresql_where=text("sealed IS NOT NULL"),
+        ),
+    )
 
 
 def brand_of(number: str) -> str:
