@@ -10,6 +10,7 @@ runs as the `postgres` user. The tests run their PostgreSQL stores on it, and so
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pwd
 import shutil
@@ -21,9 +22,11 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
-from psycopg.rows import TupleRow
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.rows import TupleRow
 
 INSTALL_HINT = "apt-get install -y postgresql"
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
@@ -86,7 +89,9 @@ def require_bindir() -> Path:
     """`find_bindir`'s directory; PostgresUnavailable if PostgreSQL's server is not installed."""
     bindir = find_bindir()
     if bindir is None:
-        raise PostgresUnavailable(NO_SERVER)
+        raise PostgresUnavailable(
+            f"PostgreSQL's server is not installed: {NO_SERVER} ({INSTALL_HINT})"
+        )
     return bindir
 
 
@@ -123,9 +128,13 @@ class PostgresCluster:
     def start(cls, bindir: Path) -> PostgresCluster:
         """initdb a cluster in a new temporary directory and start it on a free port.
 
-        PostgresUnavailable if it cannot run here (as root, without a `postgres` user);
-        RuntimeError, with the server's log, if initdb or the server fails.
+        PostgresUnavailable if it cannot run here (no psycopg driver; as root, without a
+        `postgres` user); RuntimeError, with the server's log, if initdb or the server fails.
         """
+        if importlib.util.find_spec("psycopg") is None:
+            raise PostgresUnavailable(
+                "the psycopg driver is not installed (pip install 'pizza-saga[postgres]')"
+            )
         as_user: list[str] = []
         root = Path(tempfile.mkdtemp(prefix="pizza-postgres-", dir=_scratch_dir()))
         if os.geteuid() == 0:
@@ -184,6 +193,8 @@ class PostgresCluster:
         self._admin = self._connect()
 
     def _connect(self) -> psycopg.Connection[TupleRow]:
+        import psycopg
+
         return psycopg.connect(
             host="127.0.0.1", port=self.port, user=SERVER_USER, dbname="postgres", autocommit=True
         )
