@@ -16,7 +16,7 @@ from pizza_saga.bench.cpu import (
     process_cpu_seconds,
     tree_cpu_seconds,
 )
-from pizza_saga.bench.run import billable_actions, load_blocks, percentiles, rollback_ms
+from pizza_saga.bench.run import RUNNERS, billable_actions, load_blocks, percentiles, rollback_ms
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -77,6 +77,14 @@ def test_load_blocks_with_the_api_run_each_runner_in_turn_then_in_reverse() -> N
     assert [who for who, _ in blocks] == (runners + runners[::-1]) * 2
     for who in runners:
         assert [i for w, r in blocks if w == who for i in r] == list(range(12))
+
+
+def test_load_blocks_of_the_four_runners_interleave_regular_and_local_mode() -> None:
+    blocks = load_blocks(300, rounds=2, runners=RUNNERS)
+
+    assert [who for who, _ in blocks] == [*RUNNERS, *reversed(RUNNERS)] * 2
+    for who in RUNNERS:
+        assert [i for w, r in blocks if w == who for i in r] == list(range(300))
 
 
 BURN = "import time\nwhile time.process_time() < {seconds}: pass\n"
