@@ -387,12 +387,16 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             # Workflow ids, and so the stores' idempotency keys, unique across runners and
             # phases.
             tag = f"{who}-{label}-{prefix}".replace(" ", "-")
-            return await drive(
-                indexes,
-                concurrency,
-                lambda i: runners[who](kind or kinds[i], tag, i),
-                lambda: progress.advance(task),
-            )
+            try:
+                return await drive(
+                    indexes,
+                    concurrency,
+                    lambda i: runners[who](kind or kinds[i], tag, i),
+                    lambda: progress.advance(task),
+                )
+            finally:
+                # Only the phase under way is drawn: the display's CPU is the client's.
+                progress.remove_task(task)
 
         async def histories_of(samples: list[Sample]) -> list[WorkflowHistory]:
             return [
