@@ -170,15 +170,18 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
         return False
     timelines = results["timeline"]
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.5))
+    every = [ms for timeline in timelines.values() for _, _, ms in timeline]
+    low, high = min(every, default=0.0), max(every, default=1.0)
+    bins = [low + (high - low) * i / 60 for i in range(61)]  # the same for every series
     for who, timeline in timelines.items():
         for kind in ("completed", "rolled_back"):
             values = [ms for _, k, ms in timeline if k == kind]
             if values:
-                latency.hist(values, bins=40, alpha=0.5, label=f"{who}, {kind} ({len(values)})")
+                latency.hist(values, bins=bins, alpha=0.5, label=f"{who}, {kind} ({len(values)})")
     latency.set_xlabel("order latency under load (ms)")
     latency.set_ylabel("orders")
     latency.set_title("Latency distribution")
-    latency.legend()
+    latency.legend(fontsize="small")
     ends = [t for timeline in timelines.values() for t, _, _ in timeline]
     seconds = int(max(ends, default=0)) + 1
     for who, timeline in timelines.items():
@@ -199,7 +202,7 @@ def write_plot(results: dict[str, Any], path: Path) -> bool:
     throughput.set_xlabel("time since the first loaded order (s); runners take turns")
     throughput.set_ylabel("orders/s")
     throughput.set_title("Throughput over time")
-    throughput.legend()
+    throughput.legend(fontsize="small")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
