@@ -20,8 +20,9 @@ $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -qq -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit (results in bench/).
+bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on SQLite and on PostgreSQL (results in bench/).
 	$(BIN)/pizza bench --out bench/results.json
+	$(BIN)/pizza bench --store postgres --out bench/results-postgres.json
 
 test: check  ## Lint, type-check, then the whole test suite.
 	$(BIN)/pytest

@@ -1,7 +1,7 @@
 """Shared fixtures: a time-skipping Temporal test server; stores on SQLite and on PostgreSQL.
 
 Every test that takes `settings` (or `stores`) runs twice, `[sqlite]` on a real SQLite
-file and `[postgres]` on a fresh database of a private PostgreSQL cluster (tests/postgres.py),
+file and `[postgres]` on a fresh database of a private PostgreSQL cluster (common/pgcluster.py),
 unless it is marked `SQLITE_ONLY`.
 """
 
@@ -17,9 +17,10 @@ from temporalio.testing import WorkflowEnvironment
 from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores, upgrade_stores
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import open_engine
+from pizza_saga.common.pgcluster import PostgresCluster
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
-from tests.postgres import PostgresCluster, find_bindir, unavailable
+from tests.postgres import start_cluster
 from tests.site import Site, running_site
 
 TEST_VAULT_KEYS = KeyRing.generate("test-vault").to_json()
@@ -43,10 +44,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
     """A private PostgreSQL cluster, one per session; skipped where PostgreSQL is missing."""
-    bindir = find_bindir()
-    if bindir is None:
-        unavailable("no initdb under /usr/lib/postgresql/*/bin nor in pg_config --bindir")
-    cluster = PostgresCluster.start(bindir)
+    cluster = start_cluster()
     try:
         yield cluster
     finally:

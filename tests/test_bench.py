@@ -1,13 +1,22 @@
-"""The bench's counting, on histories of real runs (tests/histories)."""
+"""The bench's counting, on histories of real runs (tests/histories), and its CPU readings."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
 
-from pizza_saga.bench.run import billable_actions, load_blocks, percentiles, rollback_ms
+from pizza_saga.bench.cpu import (
+    own_cpu_seconds,
+    peak_rss_mib,
+    process_cpu_seconds,
+    tree_cpu_seconds,
+)
+from pizza_saga.bench.run import RUNNERS, billable_actions, load_blocks, percentiles, rollback_ms
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -68,3 +77,49 @@ def test_load_blocks_with_the_api_run_each_runner_in_turn_then_in_reverse() -> N
     assert [who for who, _ in blocks] == (runners + runners[::-1]) * 2
     for who in runners:
         assert [i for w, r in blocks if w == who for i in r] == list(range(12))
+
+
+def test_load_blocks_of_the_four_runners_interleave_regular_and_local_mode() -> None:
+    blocks = load_blocks(300, rounds=2, runners=RUNNERS)
+
+    assert [who for who, _ in blocks] == [*RUNNERS, *reversed(RUNNERS)] * 2
+    for who in RUNNERS:
+        assert [i for w, r in blocks if w == who for i in r] == list(range(300))
+
+
+BURN = "import time\nwhile time.process_time() < {seconds}: pass\n"
+"""A child that spends this much CPU time, then (with `input()` after it) waits."""
+
+
+def test_a_process_tree_counts_its_exited_and_its_live_children() -> None:
+    me = os.getpid()
+    before = tree_cpu_seconds(me)
+
+    subprocess.run([sys.executable, "-c", BURN.format(seconds=0.3)], check=True)
+    after_exited = tree_cpu_seconds(me)
+    live = subprocess.Popen(
+        [sys.executable, "-c", BURN.format(seconds=0.3) + "print(flush=True); input()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert live.stdout is not None
+        live.stdout.readline()  # it has burnt its CPU and waits
+        with_live = tree_cpu_seconds(me)
+        live_own = process_cpu_seconds(live.pid)
+    finally:
+        live.communicate("\n", timeout=30)
+
+    # The exited child's time is in this process's cutime/cstime (reaped by run()).
+    assert after_exited - before >= 0.25
+    assert live_own >= 0.25
+    assert with_live - after_exited >= live_own - 0.02  # ticks: 10 ms apart
+
+
+def test_own_cpu_time_grows_with_work_and_peak_memory_is_read() -> None:
+    before = own_cpu_seconds()
+    sum(i * i for i in range(300_000))
+
+    assert own_cpu_seconds() > before
+    assert peak_rss_mib(os.getpid()) > 1

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from tests.postgres import PostgresCluster
+from pizza_saga.common.pgcluster import PostgresCluster
 
 
 @pytest.mark.parametrize("turn", ["first", "second"])

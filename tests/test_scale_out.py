@@ -28,13 +28,13 @@ from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.pgcluster import PostgresCluster
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from tests.orders import new_order, placed
-from tests.postgres import PostgresCluster
 
 pytestmark = pytest.mark.devserver
 

@@ -1,7 +1,11 @@
 """Drive N orders at concurrency C and the engine-limit baseline on the same server.
 
-With ``via="api"`` the same orders also go through the HTTP API (POST /api/orders?wait=true
-on a `pizza api` process), and the API's overhead is measured against placing them directly.
+Four runners share one server, one worker and one store database, in interleaved blocks:
+the engine limit and the orders with regular activities, and both again in local mode
+(short steps as local activities). With ``via="api"`` the orders also go through the HTTP
+API (POST /api/orders?wait=true on a `pizza api` process), and the API's overhead is measured
+against placing them directly. The store is a SQLite file, or a database on a private
+PostgreSQL cluster (common/pgcluster.py) that the bench starts and stops.
 """
 
 from __future__ import annotations
@@ -22,18 +26,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
+from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores, upgrade_stores
 from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselinePlan, BaselineWorkflow
+from pizza_saga.bench.cpu import (
+    CpuReader,
+    own_cpu_seconds,
+    peak_rss_mib,
+    process_cpu_seconds,
+    read_all,
+    tree_cpu_seconds,
+)
 from pizza_saga.billing import cards
 from pizza_saga.billing.vault import CardVault
+from pizza_saga.common.crypto import load_or_create_key_file
+from pizza_saga.common.db import open_engine
 from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.pgcluster import PostgresCluster, require_bindir
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import GOOD_CARD, example_order
@@ -50,10 +65,35 @@ ENGINE_PLANS = {
     "bill_failure": BaselinePlan(4, fail_at=3, compensations=2),
 }
 """The engine-limit workflow for each kind of order: the same activities, doing nothing."""
+RUNNERS = ("engine", "orders", "local engine", "local orders")
+"""What every bench runs, in block order: the engine limit and the orders, with regular
+activities and in local mode; `--via api` adds ``api`` (orders through the HTTP API)."""
+LOCAL_RUNNERS = frozenset({"local engine", "local orders"})
+PROCESSES = {
+    "server": "the Temporal dev server",
+    "worker": "the bench's worker process (orders and engine workflows)",
+    "client": "the bench's driver: starts the workflows, tokenizes the orders' cards",
+    "database": "PostgreSQL: the postmaster and its backends",
+    "api": "the `pizza api` process",
+}
+"""The processes whose CPU time the bench measures (SQLite runs inside worker and driver)."""
+WARM_UP = 10
 IDLE_SAMPLES = 20
+"""Workflows run one at a time for the idle figures (fewer if the bench places fewer)."""
 HISTORY_SAMPLES = 50
 API_READY_SECONDS = 60.0
 """How long the bench waits for its `pizza api` process to answer /readyz."""
+
+THROUGHPUT_TARGET = 0.95
+"""Orders' throughput at least this share of the engine limit."""
+WORKER_CPU_TARGET = 1.1
+"""An order's worker CPU at most this many times the engine workflow's."""
+ROLLBACK_TARGET = 1.1
+"""An order's rollback under load (p50) at most this many times the engine's."""
+LOCAL_THROUGHPUT_TARGET = 1.3
+"""Local orders' throughput at least this many times the (regular) engine limit."""
+LOCAL_ACTIONS_TARGET = 3
+"""Billable actions of a completed local order: the start, one local-activity task, the driver."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +107,10 @@ class BenchSettings:
     )
     seed: int = 1
     rounds: int = 2
-    """Rounds of engine, orders, orders, engine blocks in the loaded run."""
-    local: bool = False
-    """Local mode: orders with local activities, against an engine of the same shape."""
-    via: str = "client"
+    """Rounds of the loaded run; each runs every runner in turn, then in reverse."""
+    store: Literal["sqlite", "postgres"] = "sqlite"
+    """The store database: a SQLite file, or a database on a private PostgreSQL cluster."""
+    via: Literal["client", "api"] = "client"
     """``client``: orders placed with the Temporal client; ``api``: also through the HTTP API."""
 
 
@@ -89,12 +129,6 @@ class Sample:
         return (self.finished - self.started) * 1000
 
 
-@dataclass
-class WorkerStats:
-    cpu_seconds: float
-    peak_rss_mib: float
-
-
 def percentiles(values: list[float]) -> dict[str, float]:
     """p50, p95 and p99 (ms, rounded), or zeros when there is nothing to measure."""
     if len(values) < 2:
@@ -102,18 +136,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": only, "p95": only, "p99": only}
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return {"p50": round(cuts[49], 1), "p95": round(cuts[94], 1), "p99": round(cuts[98], 1)}
-
-
-def worker_stats(pid: int) -> WorkerStats:
-    """CPU time and peak resident memory of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
-    status = Path(f"/proc/{pid}/status").read_text()
-    peak_kib = next(
-        int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")
-    )
-    return WorkerStats(cpu_seconds=cpu, peak_rss_mib=round(peak_kib / 1024, 1))
 
 
 ONE_ACTION_EVENTS = {
@@ -257,46 +279,95 @@ async def _outcome(handle: WorkflowHandle[Any, Any], started: float) -> Sample:
 
 @dataclass
 class Measured:
-    """What the loaded run gave for the orders or for the engine."""
+    """What the loaded run gave for one runner."""
 
     samples: list[Sample] = field(default_factory=list)
     wall_seconds: float = 0.0
-    worker_cpu_seconds: float = 0.0
+    cpu_seconds: dict[str, float | None] = field(default_factory=dict)
+    """CPU time each process spent during this runner's blocks; None: not measured."""
+
+    def add_cpu(self, before: dict[str, float | None], after: dict[str, float | None]) -> None:
+        """Add one block's CPU time, from readings before and after it."""
+        for name, then in before.items():
+            now, so_far = after[name], self.cpu_seconds.get(name, 0.0)
+            if then is None or now is None or so_far is None:
+                self.cpu_seconds[name] = None
+            else:
+                self.cpu_seconds[name] = so_far + now - then
+
+    @property
+    def worker_cpu_seconds(self) -> float:
+        return self.cpu_seconds.get("worker") or 0.0
+
+
+@dataclass
+class History:
+    """Histories of one runner's workflows, by how they ended."""
+
+    completed: list[WorkflowHistory] = field(default_factory=list)
+    rolled_back: list[WorkflowHistory] = field(default_factory=list)
+    idle_rollbacks: list[WorkflowHistory] = field(default_factory=list)
+    """Bounced bills run one at a time (none in local mode: no activity events to time)."""
+
+    def of(self, kind: str) -> list[WorkflowHistory]:
+        return self.completed if kind == "completed" else self.rolled_back
 
 
 async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
-    """Run the whole bench; the results as the JSON report holds them."""
+    """Run the whole bench; the results as the JSON report holds them.
+
+    On PostgreSQL, PostgresUnavailable before anything starts if this machine cannot run it.
+    """
     rng = random.Random(bench.seed)
     kinds = rng.choices(list(bench.mix), weights=list(bench.mix.values()), k=bench.orders)
     prefix = secrets.token_hex(3).upper()
-    local = bench.local
     async with AsyncExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pizza-bench-")))
         env = {**os.environ, "PIZZA_HOME": str(home)}
+        database, database_cpu = _store_database(bench, stack, env)
         own_server = "TEMPORAL_ADDRESS" not in os.environ
+        server_cpu: CpuReader | None = None  # an outside server's is not measured
         if own_server:
             config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
-            await stack.enter_async_context(running_dev_server(config, home / "server.log"))
+            server = await stack.enter_async_context(
+                running_dev_server(config, home / "server.log")
+            )
             env["TEMPORAL_ADDRESS"] = config.address
+            server_cpu = functools.partial(process_cpu_seconds, server.process.pid)
         settings = Settings.from_env(env)
-        # Enough stock for every order: the bench measures speed, not running out.
         stores = open_stores(settings)
-        stores.inventory.stock_up(dict.fromkeys(MENU, 10 * bench.orders), overwrite=True)
+        stack.callback(stores.engine.dispose)
+        # Enough stock for every order: the bench measures speed, not running out.
+        stock = 10 * len(RUNNERS) * bench.orders
+        stores.inventory.stock_up(dict.fromkeys(MENU, stock), overwrite=True)
         # A process of its own, so that its CPU and memory are the worker's alone.
         worker = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
             [sys.executable, "-m", "pizza_saga.bench.worker"], env=env, stdin=subprocess.DEVNULL
         )
         stack.callback(_stop, worker)
-        client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
-        runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
-            "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, local),
-            "orders": lambda kind, tag, i: run_order(
-                client, stores.vault, kind, tag, i, local=local, task_queue=settings.task_queue
-            ),
+        # Read before and after every loaded block (PROCESSES; None: not measured).
+        readers: dict[str, CpuReader | None] = {
+            "server": server_cpu,
+            "worker": functools.partial(process_cpu_seconds, worker.pid),
+            "client": own_cpu_seconds,
         }
-        api_process: subprocess.Popen[bytes] | None = None
+        if database_cpu is not None:
+            readers["database"] = database_cpu
+        client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
+
+        def order_runner(local: bool) -> Callable[[str, str, int], Awaitable[Sample]]:
+            return lambda kind, tag, i: run_order(
+                client, stores.vault, kind, tag, i, local=local, task_queue=settings.task_queue
+            )
+
+        runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
+            "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, False),
+            "orders": order_runner(False),
+            "local engine": lambda kind, tag, i: run_engine(client, kind, tag, i, True),
+            "local orders": order_runner(True),
+        }
         if bench.via == "api":
-            api_process, api_url = _start_api(env, home / "api.log", local=local)
+            api_process, api_url = _start_api(env, home / "api.log")
             stack.callback(_stop, api_process, signal.SIGINT)
             http = await stack.enter_async_context(
                 aiohttp.ClientSession(
@@ -307,112 +378,241 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             )
             await _api_ready(http, api_process)
             runners["api"] = lambda kind, tag, i: run_via_api(http, client, kind, tag, i)
+            readers["api"] = functools.partial(process_cpu_seconds, api_process.pid)
 
         async def phase(
             who: str, label: str, indexes: range, concurrency: int, kind: str | None = None
         ) -> tuple[list[Sample], float]:
             task = progress.add_task(f"{who}, {label}", total=len(indexes))
-            # Workflow ids, and so the stores' idempotency keys, unique across phases (and
-            # across the two ways of placing orders).
-            tag = f"{'api-' if who == 'api' else ''}{label.replace(' ', '-')}-{prefix}"
-            return await drive(
-                indexes,
-                concurrency,
-                lambda i: runners[who](kind or kinds[i], tag, i),
-                lambda: progress.advance(task),
-            )
+            # Workflow ids, and so the stores' idempotency keys, unique across runners and
+            # phases.
+            tag = f"{who}-{label}-{prefix}".replace(" ", "-")
+            try:
+                return await drive(
+                    indexes,
+                    concurrency,
+                    lambda i: runners[who](kind or kinds[i], tag, i),
+                    lambda: progress.advance(task),
+                )
+            finally:
+                # Only the phase under way is drawn: the display's CPU is the client's.
+                progress.remove_task(task)
+
+        async def histories_of(samples: list[Sample]) -> list[WorkflowHistory]:
+            return [
+                await client.get_workflow_handle(s.workflow_id).fetch_history() for s in samples
+            ]
 
         # Warm up (imports, caches, the server's first workflows), then measure idle latency
         # of completed orders, and the rollback of bounced bills (the longest), one at a time.
+        idle_samples = range(min(IDLE_SAMPLES, bench.orders))
         for who in runners:
-            await phase(who, "warm-up", range(10), 5, "completed")
-        idle = {
-            who: (await phase(who, "idle", range(IDLE_SAMPLES), 1, "completed"))[0]
-            for who in runners
-        }
-        idle_rollbacks: dict[str, list[WorkflowHistory]] = {}
+            await phase(who, "warm-up", range(WARM_UP), 5, "completed")
+        idle = {who: (await phase(who, "idle", idle_samples, 1, "completed"))[0] for who in runners}
+        histories = {who: History() for who in runners}
         for who in runners:
-            samples, _ = await phase(who, "idle rollback", range(IDLE_SAMPLES), 1, "bill_failure")
-            idle_rollbacks[who] = [
-                await client.get_workflow_handle(s.workflow_id).fetch_history() for s in samples
-            ]
+            if who not in LOCAL_RUNNERS:
+                samples, _ = await phase(who, "idle rollback", idle_samples, 1, "bill_failure")
+                histories[who].idle_rollbacks = await histories_of(samples)
+
         loaded = {who: Measured() for who in runners}
         block_rates: list[tuple[str, float]] = []
-        api_cpu_before = worker_stats(api_process.pid).cpu_seconds if api_process else 0.0
         for who, indexes in load_blocks(bench.orders, bench.rounds, runners=list(runners)):
-            cpu_before = worker_stats(worker.pid).cpu_seconds
+            before = read_all(readers)
             samples, wall = await phase(who, "load", indexes, bench.concurrency)
+            loaded[who].add_cpu(before, read_all(readers))
             loaded[who].samples += samples
             loaded[who].wall_seconds += wall
-            loaded[who].worker_cpu_seconds += worker_stats(worker.pid).cpu_seconds - cpu_before
             block_rates.append((who, round(len(indexes) / wall, 1)))
-        peak_rss = worker_stats(worker.pid).peak_rss_mib
-        api_cpu = worker_stats(api_process.pid).cpu_seconds - api_cpu_before if api_process else 0
+        peak_rss = peak_rss_mib(worker.pid)
 
-        histories: dict[str, dict[str, list[WorkflowHistory]]] = {
-            who: {"completed": [], "rolled_back": []} for who in runners
-        }
         for who, measured in loaded.items():
             for sample in measured.samples:
-                kept = histories[who][sample.kind]
+                kept = histories[who].of(sample.kind)
                 if len(kept) < HISTORY_SAMPLES:
                     handle = client.get_workflow_handle(sample.workflow_id)
                     kept.append(await handle.fetch_history())
 
-    orders, engine = loaded["orders"], loaded["engine"]
-    orders_per_s = bench.orders / orders.wall_seconds
-    engine_per_s = bench.orders / engine.wall_seconds
-    timeline_start = min(s.started for s in orders.samples)
+    regular = _against_engine(bench, loaded, idle, histories, "orders", "engine")
+    local = _against_engine(bench, loaded, idle, histories, "local orders", "local engine")
+    cpu_ms_per_order = {
+        who: {
+            process: None if seconds is None else round(seconds * 1000 / bench.orders, 1)
+            for process, seconds in measured.cpu_seconds.items()
+        }
+        for who, measured in loaded.items()
+    }
+    looked_at = loaded["orders"].samples + loaded["local orders"].samples
+    timeline_start = min(s.started for s in looked_at)
     via_api: dict[str, Any] = {}
     if "api" in loaded:
-        via_api = {"api": _api_results(bench, loaded, idle, api_cpu)}
+        via_api = {"api": _api_results(bench, loaded, idle)}
     return {
-        "orders_per_s": round(orders_per_s, 1),
-        "engine_limit_per_s": round(engine_per_s, 1),
-        "ratio": round(orders_per_s / engine_per_s, 3),
-        "engine_latency_ms": percentiles([s.latency_ms for s in idle["engine"]])["p50"],
-        "idle_latency_ms": percentiles([s.latency_ms for s in idle["orders"]])["p50"],
-        "latency_ms": _latencies(orders.samples),
-        "engine_latency_under_load_ms": _latencies(engine.samples),
-        "idle_rollback_ms": _rollbacks(idle_rollbacks["orders"]),
-        "engine_idle_rollback_ms": _rollbacks(idle_rollbacks["engine"]),
-        "rollback_ms": _rollbacks(histories["orders"]["rolled_back"]),
-        "engine_rollback_ms": _rollbacks(histories["engine"]["rolled_back"]),
-        "history_events_per_order": {
-            kind: round(statistics.mean(len(h.events) for h in hs), 1) if hs else 0
-            for kind, hs in histories["orders"].items()
-        },
-        "actions_per_order": _actions(histories["orders"]),
-        "engine_actions_per_workflow": _actions(histories["engine"]),
-        "worker_cpu_seconds": {
-            "baseline": round(engine.worker_cpu_seconds, 2),
-            "orders": round(orders.worker_cpu_seconds, 2),
-        },
+        "store": bench.store,
+        **regular,
         "worker_peak_rss_mib": peak_rss,
+        "local": local,
         **via_api,
+        "cpu_ms_per_order": cpu_ms_per_order,
+        "targets": _targets(bench, loaded, regular, local),
         "block_rates_per_s": block_rates,
         "settings": {
             **asdict(bench),
+            "runners": list(runners),
             "engine_plans": {kind: asdict(plan) for kind, plan in ENGINE_PLANS.items()},
-            "blocks": "engine, orders, orders, engine; once per round",
+            "blocks": "every runner in turn, then in reverse; once per round",
             "server": "embedded dev server (SQLite, WAL)" if own_server else "TEMPORAL_ADDRESS",
+            "store_database": database,
+            "cpu_processes": {
+                process: PROCESSES[process] if read is not None else "not measured (outside)"
+                for process, read in readers.items()
+            },
             "simulated_waits": 0,
             "cpus": os.cpu_count(),
         },
         "timeline": {
-            "orders": [
+            who: [
                 [round(s.finished - timeline_start, 3), s.kind, round(s.latency_ms, 1)]
-                for s in sorted(orders.samples, key=lambda s: s.finished)
-            ],
+                for s in sorted(loaded[who].samples, key=lambda s: s.finished)
+            ]
+            for who in ("orders", "local orders")
         },
     }
+
+
+def _store_database(
+    bench: BenchSettings, stack: AsyncExitStack, env: dict[str, str]
+) -> tuple[str, CpuReader | None]:
+    """Point ``env`` (PIZZA_HOME set) at the bench's own store database and card vault keys.
+
+    On PostgreSQL: a private cluster and a database on it, upgraded as `pizza db upgrade`
+    does, gone when ``stack`` closes. What the database is, and how to read its CPU time
+    (None: it runs inside the processes that use it).
+    """
+    home = Path(env["PIZZA_HOME"])
+    # The card vault's keys: a throwaway ring (a shared store must be given its keys).
+    env.pop("PIZZA_VAULT_KEYS", None)
+    env["PIZZA_VAULT_KEY_FILE"] = str(home / "vault-keys.json")
+    load_or_create_key_file(home / "vault-keys.json")
+    if bench.store == "sqlite":
+        env["PIZZA_DATABASE_URL"] = f"sqlite:///{home / 'pizza.db'}"
+        return "SQLite, a file in the bench's home", None
+    # In this thread (a few seconds, before anything else runs): Ctrl-C meanwhile stops it.
+    bindir = require_bindir()
+    cluster = PostgresCluster.start(bindir)
+    stack.callback(cluster.stop)
+    url = env["PIZZA_DATABASE_URL"] = stack.enter_context(cluster.database())
+    engine = open_engine(url, pool_size=1)
+    try:
+        upgrade_stores(engine)
+    finally:
+        engine.dispose()
+    postgres = f"PostgreSQL {bindir.parent.name}, a private cluster (fsync off)"
+    return postgres, functools.partial(tree_cpu_seconds, cluster.postmaster_pid)
+
+
+def _against_engine(
+    bench: BenchSettings,
+    loaded: dict[str, Measured],
+    idle: dict[str, list[Sample]],
+    histories: dict[str, History],
+    orders: str,
+    engine: str,
+) -> dict[str, Any]:
+    """The figures of one kind of orders beside those of its engine limit."""
+    orders_per_s = bench.orders / loaded[orders].wall_seconds
+    engine_per_s = bench.orders / loaded[engine].wall_seconds
+    ours, theirs = histories[orders], histories[engine]
+    return {
+        "orders_per_s": round(orders_per_s, 1),
+        "engine_limit_per_s": round(engine_per_s, 1),
+        "ratio": round(orders_per_s / engine_per_s, 3),
+        "engine_latency_ms": percentiles([s.latency_ms for s in idle[engine]])["p50"],
+        "idle_latency_ms": percentiles([s.latency_ms for s in idle[orders]])["p50"],
+        "latency_ms": _latencies(loaded[orders].samples),
+        "engine_latency_under_load_ms": _latencies(loaded[engine].samples),
+        "idle_rollback_ms": _rollbacks(ours.idle_rollbacks),
+        "engine_idle_rollback_ms": _rollbacks(theirs.idle_rollbacks),
+        "rollback_ms": _rollbacks(ours.rolled_back),
+        "engine_rollback_ms": _rollbacks(theirs.rolled_back),
+        "history_events_per_order": _events(ours),
+        "engine_history_events_per_workflow": _events(theirs),
+        "actions_per_order": _actions(ours),
+        "engine_actions_per_workflow": _actions(theirs),
+        "worker_cpu_seconds": {
+            "baseline": round(loaded[engine].worker_cpu_seconds, 2),
+            "orders": round(loaded[orders].worker_cpu_seconds, 2),
+        },
+    }
+
+
+def _targets(
+    bench: BenchSettings,
+    loaded: dict[str, Measured],
+    regular: dict[str, Any],
+    local: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """What the order saga should reach, each with its value and whether it is met."""
+    engine_per_s = bench.orders / loaded["engine"].wall_seconds
+    local_per_s = bench.orders / loaded["local orders"].wall_seconds
+    rollback = _target(
+        "orders' rollback p50 under load / the engine's",
+        _ratio(regular["rollback_ms"]["p50"], regular["engine_rollback_ms"]["p50"]),
+        "<=",
+        ROLLBACK_TARGET,
+    )
+    rollback["idle_ratio"] = _ratio(
+        regular["idle_rollback_ms"]["p50"], regular["engine_idle_rollback_ms"]["p50"]
+    )
+    return {
+        "throughput": _target(
+            "orders' throughput / the engine limit",
+            _ratio(bench.orders / loaded["orders"].wall_seconds, engine_per_s),
+            ">=",
+            THROUGHPUT_TARGET,
+        ),
+        "worker_cpu": _target(
+            "orders' worker CPU per order / the engine's",
+            _ratio(loaded["orders"].worker_cpu_seconds, loaded["engine"].worker_cpu_seconds),
+            "<=",
+            WORKER_CPU_TARGET,
+        ),
+        "rollback": rollback,
+        "local_throughput": _target(
+            "local orders' throughput / the engine limit (regular)",
+            _ratio(local_per_s, engine_per_s),
+            ">=",
+            LOCAL_THROUGHPUT_TARGET,
+        ),
+        "local_actions": _target(
+            "local orders' billable actions per completed order",
+            local["actions_per_order"]["completed"] or None,
+            "<=",
+            LOCAL_ACTIONS_TARGET,
+        ),
+    }
+
+
+def _target(
+    what: str, value: float | None, op: Literal["<=", ">="], bound: float
+) -> dict[str, Any]:
+    """A target: its value, the bound it is held to, and met (None: nothing to measure)."""
+    met = None if value is None else value >= bound if op == ">=" else value <= bound
+    return {"what": what, "value": value, "op": op, "target": bound, "met": met}
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or not theirs:
+        return None
+    return round(ours / theirs, 3)
 
 
 def load_blocks(
     orders: int, rounds: int, *, runners: Sequence[str] = ("engine", "orders")
 ) -> list[tuple[str, range]]:
     """The loaded run's blocks: the runners in turn, then in reverse, in each round
-    (engine, orders, orders, engine; or engine, orders, api, api, orders, engine).
+    (engine, orders, orders, engine; or engine, orders, local engine, local orders, local
+    orders, local engine, orders, engine).
 
     Drift over the run (the server's database grows, the machine's other load comes and
     goes) weighs on all alike; each runner runs every index once.
@@ -427,14 +627,12 @@ def load_blocks(
 
 
 def _api_results(
-    bench: BenchSettings,
-    loaded: dict[str, Measured],
-    idle: dict[str, list[Sample]],
-    api_cpu_seconds: float,
+    bench: BenchSettings, loaded: dict[str, Measured], idle: dict[str, list[Sample]]
 ) -> dict[str, Any]:
     """The API against placing directly: throughput, latency, and its overhead per order
     (the difference of the p50 latencies of the same orders, idle and under load)."""
     api, direct = loaded["api"], loaded["orders"]
+    api_cpu_seconds = api.cpu_seconds.get("api") or 0.0
     api_per_s = bench.orders / api.wall_seconds
     direct_per_s = bench.orders / direct.wall_seconds
     idle_api = percentiles([s.latency_ms for s in idle["api"]])["p50"]
@@ -459,16 +657,15 @@ def _api_results(
     }
 
 
-def _start_api(
-    env: dict[str, str], log: Path, *, local: bool
-) -> tuple[subprocess.Popen[bytes], str]:
-    """A `pizza api` process placing orders as the bench does (no simulated waits)."""
+def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A `pizza api` process placing orders as the bench's `orders` runner does (regular
+    activities, no simulated waits)."""
     port = free_port()
     api_env = {
         **env,
         "PIZZA_PREP_SECONDS": "0",
         "PIZZA_DRIVER_SECONDS": "0",
-        "PIZZA_LOCAL_ACTIVITIES": "true" if local else "false",
+        "PIZZA_LOCAL_ACTIVITIES": "false",
     }
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -513,10 +710,21 @@ def _rollbacks(histories: list[WorkflowHistory]) -> dict[str, float | None]:
     return {k: v for k, v in percentiles(rollbacks).items() if k != "p95"}
 
 
-def _actions(histories: dict[str, list[WorkflowHistory]]) -> dict[str, int]:
+def _actions(history: History) -> dict[str, int]:
     """The most any sampled run of each kind cost."""
     return {
-        kind: max((billable_actions(h) for h in hs), default=0) for kind, hs in histories.items()
+        kind: max((billable_actions(h) for h in history.of(kind)), default=0)
+        for kind in ("completed", "rolled_back")
+    }
+
+
+def _events(history: History) -> dict[str, float]:
+    """History events per run of each kind, on average over the sampled runs."""
+    return {
+        kind: round(statistics.mean(len(h.events) for h in hs), 1)
+        if (hs := history.of(kind))
+        else 0
+        for kind in ("completed", "rolled_back")
     }
 
 
