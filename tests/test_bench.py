@@ -79,7 +79,7 @@ def test_load_blocks_with_the_api_run_each_runner_in_turn_then_in_reverse() -> N
         assert [i for w, r in blocks if w == who for i in r] == list(range(12))
 
 
-def test_load_blocks_of_the_four_runners_interleave_regular_and_local_mode() -> None:
+def test_load_blocks_of_every_runner_interleave_regular_and_local_mode() -> None:
     blocks = load_blocks(300, rounds=2, runners=RUNNERS)
 
     assert [who for who, _ in blocks] == [*RUNNERS, *reversed(RUNNERS)] * 2

@@ -82,6 +82,9 @@ def test_the_bench_reports_every_runner_its_processes_cpu_and_the_targets(
     assert positive(local["orders_per_s"]) and positive(local["engine_limit_per_s"])
     assert local["actions_per_order"]["completed"] == 3
     assert results["actions_per_order"]["completed"] == 6
+    # The same orders on a worker that keeps the SDK's sandbox, as the engine's does.
+    assert results["sandboxed"]["actions_per_order"]["completed"] == 6
+    assert positive(results["targets"]["worker_cpu"]["sandboxed_ratio"])
     assert set(results["timeline"]) == {"orders", "local orders"}
     plotted = out.with_suffix(".png").exists()
     assert plotted == (importlib.util.find_spec("matplotlib") is not None)

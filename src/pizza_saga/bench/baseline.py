@@ -17,6 +17,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 BASELINE_TASK_QUEUE = "bench-baseline"
 
 
+def sandboxed_queue(task_queue: str) -> str:
+    """The task queue of the bench's order worker that keeps the SDK's sandbox."""
+    return f"{task_queue}-sandboxed"
+
+
 @activity.defn
 async def noop(step: int) -> int:
     """Does nothing, as fast as an activity can."""

@@ -1,4 +1,5 @@
-"""The bench's worker process: the order worker and the baseline worker, same settings.
+"""The bench's worker process: the order worker (also one in the SDK's sandbox) and the
+engine-limit worker.
 
     python -m pizza_saga.bench.worker
 
@@ -12,8 +13,14 @@ import logging
 
 from temporalio.worker import Worker
 
-from pizza_saga.app import build_worker_for, open_stores, prepare_namespace
-from pizza_saga.bench.baseline import BASELINE_TASK_QUEUE, BaselineWorkflow, fail, noop
+from pizza_saga.app import build_worker, build_worker_for, open_stores, prepare_namespace
+from pizza_saga.bench.baseline import (
+    BASELINE_TASK_QUEUE,
+    BaselineWorkflow,
+    fail,
+    noop,
+    sandboxed_queue,
+)
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect, worker_client
 
@@ -22,14 +29,20 @@ async def main() -> None:
     settings = Settings.from_env()
     client = await connect(settings)
     await prepare_namespace(client)
-    orders = build_worker_for(client, open_stores(settings), settings)
+    stores = open_stores(settings)
+    orders = build_worker_for(client, stores, settings)
+    # The same orders in the SDK's sandbox, as the engine's workflows (and the seed's) run.
+    sandboxed = build_worker(
+        client, stores, task_queue=sandboxed_queue(settings.task_queue), sandboxed=True
+    )
+    # The SDK's defaults, as the seed's worker has them (its sandbox included).
     baseline = Worker(
         worker_client(client),
         task_queue=BASELINE_TASK_QUEUE,
         workflows=[BaselineWorkflow],
         activities=[noop, fail],
     )
-    await asyncio.gather(orders.run(), baseline.run())
+    await asyncio.gather(orders.run(), sandboxed.run(), baseline.run())
 
 
 if __name__ == "__main__":
