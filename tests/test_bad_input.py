@@ -50,16 +50,22 @@ class Clients:
     codec: EncryptionCodec
 
 
-@pytest.fixture
-async def clients(time_skipping_env: WorkflowEnvironment, stores: Stores) -> AsyncIterator[Clients]:
-    """A real worker serving orders, the product's client, and a plain client."""
+@pytest.fixture(params=[True, False], ids=["sandboxed", "unsandboxed"])
+async def clients(
+    time_skipping_env: WorkflowEnvironment, stores: Stores, request: pytest.FixtureRequest
+) -> AsyncIterator[Clients]:
+    """A real worker serving orders, the product's client, and a plain client.
+
+    The worker runs the workflow in the SDK's sandbox, and outside it as deployed workers do
+    (PIZZA_WORKFLOW_SANDBOX): bad input must fail the run at once either way.
+    """
     product = time_skipping_env.client
     codec = product.data_converter.payload_codec
     assert isinstance(codec, EncryptionCodec)
     plain = await Client.connect(
         product.service_client.config.target_host, namespace=product.namespace
     )
-    async with build_worker(product, stores, task_queue=TASK_QUEUE):
+    async with build_worker(product, stores, task_queue=TASK_QUEUE, sandboxed=request.param):
         yield Clients(product=product, plain=plain, codec=codec)
 
 

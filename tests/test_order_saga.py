@@ -55,12 +55,21 @@ def pause() -> PausePoint:
     return PausePoint()
 
 
-@pytest.fixture
+@pytest.fixture(params=[True, False], ids=["sandboxed", "unsandboxed"])
 async def client(
-    time_skipping_env: WorkflowEnvironment, stores: Stores, pause: PausePoint, task_queue: str
+    time_skipping_env: WorkflowEnvironment,
+    stores: Stores,
+    pause: PausePoint,
+    task_queue: str,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Client]:
+    """A worker for the orders: in the SDK's sandbox, and outside it as deployed workers run."""
     async with build_worker(
-        time_skipping_env.client, stores, task_queue=task_queue, interceptors=[pause]
+        time_skipping_env.client,
+        stores,
+        task_queue=task_queue,
+        interceptors=[pause],
+        sandboxed=request.param,
     ):
         yield time_skipping_env.client
 
