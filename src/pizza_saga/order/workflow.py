@@ -113,17 +113,20 @@ class PizzaOrderWorkflow:
                 local_activities=policy.local_activities,
             )
         )
+        # An operator's `resolve` gets its answer before the run closes: each way out waits
+        # for the handlers. Not in a `finally`: a run evicted from the worker's cache is
+        # closed (GeneratorExit), and must not wait on anything then.
         try:
             confirmation = await saga.run(lambda: self._order(saga, request))
         except asyncio.CancelledError:
             order_ended("cancelled")
+            await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         except Exception as err:
             order_ended("failed", _error_type(err))
-            raise
-        finally:
-            # An operator's `resolve` gets its answer before the run closes.
             await workflow.wait_condition(workflow.all_handlers_finished)
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
         delivered = confirmation.status == "SUCCESS"
         order_ended("completed" if delivered else "delivery_failed")
         return confirmation
