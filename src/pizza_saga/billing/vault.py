@@ -214,11 +214,11 @@ class CardVault:
         With ``conn``, inside its transaction: the number goes with the change that made it
         useless, or stays if that change rolls back.
         """
-        if conn is not None:
-            conn.execute(_DESTROY, {"order": order_number, "now": self._clock()})
+        if conn is None:
+            with self._engine.begin() as own:
+                self.destroy(order_number=order_number, conn=own)
             return
-        with self._engine.begin() as own:
-            own.execute(_DESTROY, {"order": order_number, "now": self._clock()})
+        conn.execute(_DESTROY, {"order": order_number, "now": self._clock()})
 
     def discard(self, card: CardToken) -> None:
         """Destroy one token's number: the edge made it, then could not place the order."""
