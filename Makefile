@@ -4,12 +4,16 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
+# The saga library: a distribution of its own, with its own tests; the product depends on it.
+SAGA := packages/temporal-saga
 
-.PHONY: demo test bench check lint typecheck format clean
+.PHONY: demo test test-saga bench check lint typecheck format clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
+	@# The library first, editable: the product's own requirement on it is then satisfied.
+	$(BIN)/python -m pip install -qq -e '$(SAGA)[test]'
 	$(BIN)/python -m pip install -qq -e '.[dev]'
 	touch $(STAMP)
 
@@ -27,8 +31,12 @@ bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on 
 	$(BIN)/pizza bench --out bench/results.json
 	$(BIN)/pizza bench --store postgres --out bench/results-postgres.json
 
-test: check  ## Lint, type-check, then the whole test suite.
+test: check  ## Lint, type-check, then both test suites: the saga library's and the product's.
+	cd $(SAGA) && $(abspath $(BIN))/pytest
 	$(BIN)/pytest
+
+test-saga: $(STAMP)  ## The saga library's own suite (no product import).
+	cd $(SAGA) && $(abspath $(BIN))/pytest
 
 check: lint typecheck
 
@@ -38,6 +46,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	cd $(SAGA) && $(abspath $(BIN))/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

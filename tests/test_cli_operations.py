@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporal_saga import CompensationState, StepRecord, StepState
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from pizza_saga.billing import cards
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.saga import CompensationState, StepRecord, StepState
 from tests.test_cli import Pizza, new_number, pizza
 
 __all__ = ["pizza"]  # the module-scoped fixture, used by name: keep its import

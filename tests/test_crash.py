@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from temporal_saga.effects import EffectState
 
 from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
 from pizza_saga.common.devserver import DevServerConfig, running_dev_server
-from pizza_saga.common.effects import EffectRow, EffectState
+from pizza_saga.common.effects import EffectRow
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order

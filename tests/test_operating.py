@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
 from temporalio.client import Client
 
 from pizza_saga.app import SEARCH_ATTRIBUTES, build_service, open_stores
@@ -42,7 +43,6 @@ from pizza_saga.order.client import (
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import workflow_id_for
-from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
 from tests.metrics_text import Scrape, scrape, scrape_when
 from tests.orders import new_order, placed
 from tests.test_alert_rules import DASHBOARD, metric_names, rule_expressions

@@ -11,6 +11,13 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from temporal_saga import (
+    NEEDS_OPERATOR_ATTRIBUTE,
+    CompensationState,
+    OperatorAction,
+    OperatorDecision,
+    StepRecord,
+)
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -27,13 +34,6 @@ from pizza_saga.order.client import (
 )
 from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import PizzaOrderWorkflow
-from pizza_saga.saga import (
-    NEEDS_OPERATOR_ATTRIBUTE,
-    CompensationState,
-    OperatorAction,
-    OperatorDecision,
-    StepRecord,
-)
 from tests.orders import (
     RESULT_TIMEOUT,
     OrderHandle,

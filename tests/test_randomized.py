@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from temporal_saga import CompensationState
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError, CancelledError
@@ -37,7 +38,6 @@ from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
-from pizza_saga.saga import CompensationState
 from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, result_of, start
 from tests.pausing import PausePoint
 from tests.postgres import SQLITE_ONLY

@@ -15,11 +15,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
+from temporal_saga.effects import AlreadyUndone, EffectKey, OwnedByAnotherExecution
 
 from pizza_saga.app import INITIAL_STOCK, Stores, open_stores
 from pizza_saga.billing.cards import last4
 from pizza_saga.billing.store import CHARGE, REFUND, Charged, PaymentStore
-from pizza_saga.common.effects import AlreadyUndone, EffectKey, OwnedByAnotherExecution
 from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import OutOfStock
 from pizza_saga.order.example import GOOD_CARD

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from temporal_saga import CompensationState, StepRecord, StepState
+
 from pizza_saga.api import views
 from pizza_saga.order.client import OrderError, OrderOutcome, OrderStatus
 from pizza_saga.order.models import OrderConfirmation
-from pizza_saga.saga import CompensationState, StepRecord, StepState
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from temporal_saga import CompensationState, StepState
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,7 +22,6 @@ from pizza_saga.billing import cards
 from pizza_saga.order.example import BROKEN_CARD, example_order
 from pizza_saga.order.models import OrderRequest
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.saga import CompensationState, StepState
 from tests.orders import (
     activities_run,
     activity_results,

@@ -12,6 +12,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
+from temporal_saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import MetricMeter
@@ -37,8 +39,6 @@ from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
-from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE
-from pizza_saga.saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 
 if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI

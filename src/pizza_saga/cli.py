@@ -643,7 +643,7 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
 
 async def _follow(service: Any, order_number: str) -> Any:
     """The order's final outcome; says on stderr, once, when its rollback needs a person."""
-    from pizza_saga.saga import CompensationState
+    from temporal_saga import CompensationState
 
     told: set[str] = set()
     outcome = None
@@ -735,9 +735,9 @@ def resolve(
     Exit 4 when nothing waits for that decision (or the order has finished).
     """
     from pydantic import TypeAdapter
+    from temporal_saga import OperatorAction, StepRecord
 
     from pizza_saga.render import ledger_table
-    from pizza_saga.saga import OperatorAction, StepRecord
 
     if retry == skip:
         _fail("say either --retry or --skip")

@@ -7,10 +7,10 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from temporal_saga import CompensationState, StepRecord, StepState
 
 from pizza_saga.billing.store import PaymentEntry
 from pizza_saga.order.client import OrderOutcome, OrderStatus
-from pizza_saga.saga import CompensationState, StepRecord, StepState
 
 _STATUS_STYLE = {
     OrderStatus.COMPLETED: "bold green",

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from temporal_saga import CompensationState, OperatorAction, OperatorDecision
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
@@ -26,7 +27,6 @@ from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter
 from pizza_saga.order.client import resolve_order
 from pizza_saga.order.workflow import PizzaOrderWorkflow
-from pizza_saga.saga import CompensationState, OperatorAction, OperatorDecision
 from tests.orders import OrderHandle, new_order, start
 
 HERE = Path(__file__).parent

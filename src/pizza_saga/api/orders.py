@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from temporal_saga import StepRecord
 
 from pizza_saga.api.deps import Service
 from pizza_saga.api.schemas import (
@@ -26,7 +27,6 @@ from pizza_saga.order.idempotency import MAX_KEY_LENGTH
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.service import InvalidInput, OrderPage
 from pizza_saga.render import workflow_url
-from pizza_saga.saga import StepRecord
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 

@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from temporal_saga import OperatorAction
 
 from pizza_saga.api import views
 from pizza_saga.api.deps import Service
@@ -45,7 +46,6 @@ from pizza_saga.order.service import (
     TemporalUnavailable,
 )
 from pizza_saga.render import cents
-from pizza_saga.saga import OperatorAction
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16_384

@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
+from temporal_saga import OperatorAction
 
 from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.service import MAX_REASON, MAX_STOCK
-from pizza_saga.saga import OperatorAction
 
 ORDER_NUMBER_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from temporal_saga import CompensationState, StepRecord
+
 from pizza_saga.order.client import OrderOutcome, OrderStatus
 from pizza_saga.render import cents
-from pizza_saga.saga import CompensationState, StepRecord
 
 MIN_BAR_PERCENT = 0.6
 """A step that took no measurable time still gets a visible sliver."""

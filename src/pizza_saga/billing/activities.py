@@ -7,6 +7,8 @@ import functools
 from collections.abc import Callable
 
 from sqlalchemy import Connection
+from temporal_saga import CompensationContext, StepOutcome
+from temporal_saga.effects import EffectKey, EffectRefused
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,8 +23,6 @@ from pizza_saga.billing.models import (
 )
 from pizza_saga.billing.store import Charged, PaymentStore
 from pizza_saga.billing.vault import CardTokenError, CardVault
-from pizza_saga.common.effects import EffectKey, EffectRefused
-from pizza_saga.saga import CompensationContext, StepOutcome
 
 BOUNCING_EMAIL_PREFIX = "bounce@"
 """Sandbox rule: bills to addresses starting with this cannot be delivered."""

@@ -12,9 +12,10 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, String, UniqueConstraint, insert, select
 from sqlalchemy.orm import Mapped, mapped_column
+from temporal_saga.effects import Detail, EffectKey
 
 from pizza_saga.common.db import Base, as_utc, utcnow
-from pizza_saga.common.effects import Detail, EffectKey, EffectLog
+from pizza_saga.common.effects import effect_log
 
 CHARGE = "charge"
 REFUND = "refund"
@@ -82,7 +83,7 @@ class PaymentStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._effects = EffectLog(engine)
+        self._effects = effect_log(engine)
 
     def charge(
         self,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+from temporal_saga import CompensationContext, StepOutcome
+from temporal_saga.effects import EffectKey, EffectRefused
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pizza_saga.common.effects import EffectKey, EffectRefused
 from pizza_saga.inventory.models import StockReleased, StockRequest
 from pizza_saga.inventory.store import InventoryStore, OutOfStock
-from pizza_saga.saga import CompensationContext, StepOutcome
 
 STEP = "update_inventory"
 """The saga step whose effect (per order) the reservation is."""

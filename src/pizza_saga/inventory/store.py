@@ -6,9 +6,10 @@ from collections.abc import Mapping
 
 from sqlalchemy import CheckConstraint, Engine, String, bindparam, select, update
 from sqlalchemy.orm import Mapped, mapped_column
+from temporal_saga.effects import Detail, EffectKey, insert_if_absent
 
 from pizza_saga.common.db import Base
-from pizza_saga.common.effects import Detail, EffectKey, EffectLog, insert_if_absent
+from pizza_saga.common.effects import effect_log
 
 
 class StockItem(Base):
@@ -52,7 +53,7 @@ class InventoryStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._effects = EffectLog(engine)
+        self._effects = effect_log(engine)
         self._add_item = insert_if_absent(engine, StockItem, "item")
 
     def stock_up(self, quantities: Mapping[str, int], *, overwrite: bool = False) -> None:

@@ -6,6 +6,7 @@ from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, field_validator
+from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorDecision, StepRecord
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -28,7 +29,6 @@ from pizza_saga.order.models import (
     SimulatedWaits,
 )
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow, workflow_id_for
-from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorDecision, StepRecord
 
 LEDGER_QUERY_TIMEOUT = timedelta(seconds=5)
 

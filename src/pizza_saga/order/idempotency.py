@@ -21,10 +21,10 @@ from enum import StrEnum
 
 from sqlalchemy import Engine, String, bindparam, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
+from temporal_saga.effects import claimed, insert_if_absent
 
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import Base, as_utc, utcnow
-from pizza_saga.common.effects import claimed, insert_if_absent
 
 MAX_KEY_LENGTH = 255
 

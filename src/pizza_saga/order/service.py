@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
+from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorAction, OperatorDecision, StepRecord
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -33,7 +34,6 @@ from pizza_saga.order.idempotency import IdempotencyStore, KeyClaim, KeyState
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, workflow_id_for
-from pizza_saga.saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorAction, OperatorDecision, StepRecord
 
 MAX_REASON = 500
 """Longest operator reason kept in the ledger."""

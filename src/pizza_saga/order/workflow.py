@@ -18,6 +18,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
+    from temporal_saga import (
+        NEEDS_OPERATOR_ATTRIBUTE,
+        OnExhausted,
+        OperatorDecision,
+        Saga,
+        SagaOptions,
+        StepRecord,
+    )
 
     from pizza_saga.billing.activities import BillingActivities
     from pizza_saga.billing.models import Bill, ChargeRequest, RefundRequest
@@ -28,13 +36,6 @@ with workflow.unsafe.imports_passed_through():
     from pizza_saga.order.menu import price_order
     from pizza_saga.order.metrics import order_ended
     from pizza_saga.order.models import DeliveryRequest, OrderConfirmation, OrderRequest
-    from pizza_saga.saga import (
-        NEEDS_OPERATOR_ATTRIBUTE,
-        OperatorDecision,
-        Saga,
-        SagaOptions,
-        StepRecord,
-    )
 
 WORKFLOW_ID_PREFIX = "pizza-workflow-order-"
 MAX_DELIVERY_KM = 25
@@ -109,6 +110,7 @@ class PizzaOrderWorkflow:
                 deadline=timedelta(seconds=policy.deadline_seconds),
                 compensation_attempts=policy.compensation_attempts,
                 compensation_backoff=timedelta(seconds=policy.compensation_backoff_seconds),
+                on_exhausted=OnExhausted.WAIT_FOR_OPERATOR,
                 needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
                 local_activities=policy.local_activities,
             )
@@ -117,7 +119,8 @@ class PizzaOrderWorkflow:
         # for the handlers. Not in a `finally`: a run evicted from the worker's cache is
         # closed (GeneratorExit), and must not wait on anything then.
         try:
-            confirmation = await saga.run(lambda: self._order(saga, request))
+            async with saga:
+                confirmation = await self._order(saga, request)
         except asyncio.CancelledError:
             order_ended("cancelled")
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -147,7 +150,7 @@ class PizzaOrderWorkflow:
         execution = saga.execution
 
         if order.is_delivery:
-            distance = await saga.step("get_distance", get_distance, order.address)
+            distance = await saga.execute_activity(get_distance, order.address)
             if distance.kilometers > MAX_DELIVERY_KM:
                 raise ApplicationError(
                     f"customer lives outside the service area: {distance.kilometers} km away, "
@@ -165,15 +168,12 @@ class PizzaOrderWorkflow:
             items=dict(Counter(pizza.description for pizza in order.items)),
             execution=execution,
         )
-        await saga.step(
-            "update_inventory",
+        await saga.execute_activity(
             InventoryActivities.update_inventory,
             stock,
-            compensation=InventoryActivities.revert_inventory,
-            compensation_arg=stock,
+            compensate_with=InventoryActivities.revert_inventory,
         )
-        charge = await saga.step(
-            "process_credit_card",
+        charge = await saga.execute_activity(
             BillingActivities.process_credit_card,
             ChargeRequest(
                 order_number=order.order_number,
@@ -182,13 +182,12 @@ class PizzaOrderWorkflow:
                 amount=price.total,
                 execution=execution,
             ),
-            compensation=BillingActivities.refund_customer,
+            compensate_with=BillingActivities.refund_customer,
             compensation_arg=RefundRequest(order_number=order.order_number, execution=execution),
         )
         # No compensation of its own, but inside the saga: a bill that cannot be sent
         # refunds the charge and puts the pizzas back.
-        bill = await saga.step(
-            "send_bill",
+        bill = await saga.execute_activity(
             BillingActivities.send_bill,
             Bill(
                 customer_id=order.customer.customer_id,
@@ -214,8 +213,7 @@ class PizzaOrderWorkflow:
 
     async def _driver_accepted(self, saga: Saga, request: OrderRequest) -> bool:
         try:
-            answer = await saga.step(
-                "notify_delivery_driver",
+            answer = await saga.execute_activity(
                 notify_delivery_driver,
                 DeliveryRequest(
                     order_number=request.order.order_number,

@@ -1,12 +1,25 @@
 """The saga's data: the ledger of steps, and what compensations and operators are told.
 
-No ``from __future__ import annotations`` here: these classes cross the data converter,
-and inside the workflow sandbox pydantic must not have to resolve string annotations.
+Plain dataclasses and string enums, so that Temporal's default data converter (and the
+pydantic one) carries them in queries and updates. No ``from __future__ import
+annotations`` here: inside the workflow sandbox a converter must not have to resolve string
+annotations.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+
+
+class StepKind(StrEnum):
+    """What kind of step a saga step is (Richardson's compensatable, pivot and retriable)."""
+
+    COMPENSATABLE = "COMPENSATABLE"
+    """Undone by its compensation if the saga rolls back."""
+    PIVOT = "PIVOT"
+    """The point of no return: once it succeeds, the saga only goes forward."""
+    RETRIABLE = "RETRIABLE"
+    """Must succeed: retried until it does, then left to an operator."""
 
 
 class StepState(StrEnum):
@@ -17,6 +30,10 @@ class StepState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     """Interrupted by the run's cancellation or deadline; whether it took effect is unknown."""
+    NEEDS_OPERATOR = "NEEDS_OPERATOR"
+    """A step that must succeed failed every attempt; waits for a person to retry or skip it."""
+    SKIPPED = "SKIPPED"
+    """A person decided a step that must succeed will not run (and said why)."""
 
 
 class StepOutcome(StrEnum):
@@ -45,6 +62,8 @@ class CompensationState(StrEnum):
     """Failed every attempt; waits for a person to retry it or to skip it."""
     SKIPPED = "SKIPPED"
     """A person decided it will not run (and said why)."""
+    FAILED = "FAILED"
+    """Failed every attempt, and the saga was told to raise rather than wait."""
 
 
 @dataclass
@@ -53,10 +72,10 @@ class StepRecord:
 
     step: str
     """Step name; also the forward activity's id, so activities can key on it."""
-    activity: str
-    """Activity type of the forward action."""
+    activity: str | None
+    """Activity type of the forward action; None for a compensation added on its own."""
     compensation: str | None
-    """Activity type of the compensation, if one was registered."""
+    """Name of the compensation (an activity type or a coroutine), if one was registered."""
     state: StepState = StepState.RUNNING
     outcome: StepOutcome | None = None
     compensation_state: CompensationState = CompensationState.NONE
@@ -66,11 +85,12 @@ class StepRecord:
     compensation_error: str | None = None
     """The last compensation attempt's error, if one failed."""
     operator_note: str | None = None
-    """What an operator decided about this compensation, and why."""
+    """What an operator decided about this step or its compensation, and why."""
     started_at: datetime | None = None
     finished_at: datetime | None = None
     compensation_started_at: datetime | None = None
     compensated_at: datetime | None = None
+    kind: StepKind = StepKind.COMPENSATABLE
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ class CompensationContext:
 
 
 class OperatorAction(StrEnum):
-    """What an operator can decide about a compensation that keeps failing."""
+    """What an operator can decide about a step or compensation that keeps failing."""
 
     RETRY = "RETRY"
     SKIP = "SKIP"
@@ -93,10 +113,10 @@ class OperatorAction(StrEnum):
 
 @dataclass(frozen=True)
 class OperatorDecision:
-    """A person's decision about a compensation that needs one."""
+    """A person's decision about a step or compensation that needs one."""
 
     action: OperatorAction
     step: str | None = None
-    """The step whose compensation is meant; may be left out when only one waits."""
+    """The step meant; may be left out when only one waits."""
     reason: str | None = None
     """Why; required to skip (it is recorded in the ledger and the run's error)."""

@@ -1,206 +1,51 @@
-"""The generic saga engine, on its own: a toy workflow with no pizza in it.
+"""The saga engine on the time-skipping test server, with the SDK's default converter.
 
-Step names say what the toy activities do: ``fail-*`` fails for good, ``hang-*`` runs until
-cancelled; compensations of ``broken-*`` always fail, of ``flakyN-*`` fail N times.
+The toy saga (toy.py) names its steps after what their activities do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from temporalio import activity, workflow
-from temporalio.client import (
-    Client,
-    WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import RetryPolicy
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from toy import (
+    WAIT,
+    Plan,
+    ToyHandle,
+    Toys,
+    ToySaga,
+    calls,
+    contexts,
+    error_type,
+    hanging,
+    outcome,
+    toy_worker,
+    until,
+)
 
-with workflow.unsafe.imports_passed_through():
-    from pizza_saga.common.temporal import worker_client
-    from pizza_saga.saga import (
-        COMPENSATION_ERROR,
-        DEADLINE_ERROR,
-        NEEDS_OPERATOR_ATTRIBUTE,
-        CompensationContext,
-        CompensationState,
-        OperatorAction,
-        OperatorDecision,
-        Saga,
-        SagaOptions,
-        StepOutcome,
-        StepRecord,
-        StepState,
-    )
-
-WAIT = 30.0  # seconds; a run or a ledger state not reached by then fails the test
-
-calls: list[str] = []
-"""What the toy activities did, in order (activities run outside the sandbox)."""
-contexts: dict[str, list[CompensationContext]] = {}
-hanging = asyncio.Event()
-
-
-@dataclass
-class Plan:
-    """The toy saga's steps and options."""
-
-    steps: list[str]
-    parallel: bool = False
-    attempts: int = 2
-    backoff_seconds: float = 0.001
-    deadline_seconds: float | None = None
-    sleep_seconds: float = 0.0
-    local: bool = False
-    """Compensations as local activities (the steps heartbeat, so they stay regular)."""
-
-
-@activity.defn
-async def do(name: str) -> str:
-    calls.append(f"do {name}")
-    if name.startswith("fail"):
-        raise ApplicationError(f"{name} cannot be done", type="StepError", non_retryable=True)
-    if name.startswith("hang"):
-        hanging.set()
-        while True:  # until cancelled, which heartbeating lets it see
-            activity.heartbeat()
-            await asyncio.sleep(0.05)
-    return f"{name} done"
-
-
-@activity.defn
-async def undo(name: str, context: CompensationContext) -> None:
-    calls.append(f"undo {name}")
-    contexts.setdefault(name, []).append(context)
-    if name.startswith("broken"):
-        raise ApplicationError(f"{name} cannot be undone", type="UndoError")
-    if name.startswith("flaky") and context.attempt <= int(name[5]):
-        raise ApplicationError(f"{name} not yet (attempt {context.attempt})", type="UndoError")
-
-
-@workflow.defn
-class ToySaga:
-    @workflow.init
-    def __init__(self, plan: Plan) -> None:
-        self.saga = Saga(
-            SagaOptions(
-                step_retry=RetryPolicy(maximum_attempts=1),
-                compensation_attempts=plan.attempts,
-                compensation_backoff=timedelta(seconds=plan.backoff_seconds),
-                parallel_compensation=plan.parallel,
-                deadline=(
-                    timedelta(seconds=plan.deadline_seconds) if plan.deadline_seconds else None
-                ),
-                needs_operator_attribute=NEEDS_OPERATOR_ATTRIBUTE,
-                local_activities=plan.local,
-            )
-        )
-
-    @workflow.query
-    def ledger(self) -> list[StepRecord]:
-        return self.saga.ledger
-
-    @workflow.update
-    async def resolve(self, decision: OperatorDecision) -> StepRecord:
-        return await self.saga.decide(decision)
-
-    @resolve.validator
-    def _validate(self, decision: OperatorDecision) -> None:
-        self.saga.validate_decision(decision)
-
-    @workflow.run
-    async def run(self, plan: Plan) -> list[str]:
-        async def body() -> list[str]:
-            if plan.sleep_seconds:
-                await self.saga.sleep(timedelta(seconds=plan.sleep_seconds))
-            results = []
-            for name in plan.steps:
-                results.append(
-                    await self.saga.step(
-                        name,
-                        do,
-                        name,
-                        compensation=undo,
-                        compensation_arg=name,
-                        # Only hanging steps heartbeat (and so stay regular activities).
-                        heartbeat_timeout=timedelta(seconds=2) if name.startswith("hang") else None,
-                    )
-                )
-            return results
-
-        try:
-            return await self.saga.run(body)
-        finally:
-            await workflow.wait_condition(workflow.all_handlers_finished)
-
-
-ToyHandle = WorkflowHandle[ToySaga, list[str]]
-
-
-@dataclass(frozen=True)
-class Toys:
-    """Starts toy sagas on the task queue of this test's own worker."""
-
-    client: Client
-    task_queue: str
-
-    async def start(self, plan: Plan) -> ToyHandle:
-        """Start a toy saga that runs ``plan``."""
-        return await self.client.start_workflow(
-            ToySaga.run, plan, id=f"toy-{uuid.uuid4()}", task_queue=self.task_queue
-        )
+from temporal_saga import (
+    COMPENSATION_ERROR,
+    DEADLINE_ERROR,
+    NEEDS_OPERATOR_ATTRIBUTE,
+    CompensationState,
+    OperatorAction,
+    OperatorDecision,
+    StepOutcome,
+    StepRecord,
+    StepState,
+)
 
 
 @pytest.fixture
 async def toys(time_skipping_env: WorkflowEnvironment, task_queue: str) -> AsyncIterator[Toys]:
-    calls.clear()
-    contexts.clear()
-    hanging.clear()
-    async with Worker(
-        worker_client(time_skipping_env.client),
-        task_queue=task_queue,
-        workflows=[ToySaga],
-        activities=[do, undo],
-    ):
-        yield Toys(time_skipping_env.client, task_queue)
-
-
-async def outcome(handle: ToyHandle) -> list[str] | BaseException:
-    """The run's result, or the outermost application error (or cancellation) it failed with."""
-    try:
-        return await asyncio.wait_for(handle.result(), WAIT)
-    except WorkflowFailureError as err:
-        error: BaseException | None = err.cause
-        while error is not None and not isinstance(error, ApplicationError | CancelledError):
-            error = error.__cause__
-        assert error is not None, err
-        return error
-
-
-async def until(handle: ToyHandle, done: Callable[[list[StepRecord]], bool]) -> list[StepRecord]:
-    """Poll the ledger query until ``done(ledger)``; fail the test after WAIT seconds."""
-
-    def reached(ledger: list[StepRecord]) -> bool:
-        try:
-            return done(ledger)
-        except IndexError:  # the step asked about has not started yet
-            return False
-
-    async with asyncio.timeout(WAIT):
-        # The ledger is only observable by query: poll it (no fixed sleep guessing a state).
-        while not reached(ledger := await handle.query(ToySaga.ledger)):  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    return ledger
+    async for toys in toy_worker(time_skipping_env.client, task_queue):
+        yield toys
 
 
 def states(ledger: list[StepRecord]) -> dict[str, CompensationState]:
@@ -209,10 +54,6 @@ def states(ledger: list[StepRecord]) -> dict[str, CompensationState]:
 
 async def needs_operator_flag(handle: ToyHandle) -> bool | None:
     return (await handle.describe()).typed_search_attributes.get(NEEDS_OPERATOR_ATTRIBUTE)
-
-
-def error_type(result: object) -> str | None:
-    return result.type if isinstance(result, ApplicationError) else None
 
 
 async def test_all_steps_succeed_and_nothing_is_undone(toys: Toys) -> None:
@@ -341,7 +182,7 @@ async def test_operator_decisions_that_cannot_apply_are_rejected(toys: Toys) -> 
     ):
         with pytest.raises(WorkflowUpdateFailedError) as rejected:
             await handle.execute_update(ToySaga.resolve, bad)
-        assert re.search(r"reason is required|no compensation of step", str(rejected.value.cause))
+        assert re.search(r"reason is required|nothing of step", str(rejected.value.cause))
 
     await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
     assert error_type(await outcome(handle)) == COMPENSATION_ERROR

@@ -3,7 +3,7 @@
 Recorded with `workflow.metric_meter()`, so a replayed workflow task counts nothing again;
 every series carries the SDK's ``workflow_type``, ``namespace`` and ``task_queue`` labels.
 The names below are those of the meter; a Prometheus exporter adds ``_total`` to counters
-and ``_seconds`` to the duration (see docs/saga-engine.md, section Metrics).
+and ``_seconds`` to the duration (see README.md, section Metrics).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from temporalio import workflow
 
-from pizza_saga.saga.ledger import StepState
+from temporal_saga.ledger import StepState
 
 STEPS = "saga_steps"
 """Counter of forward steps that ended, by ``step`` and ``outcome`` (succeeded, failed,
@@ -45,7 +45,7 @@ class CompensationResult(StrEnum):
     """What became of one compensation attempt or decision.
 
     Every attempt is exactly one of COMPENSATED, RETRIED (failed, another follows after
-    the backoff) or NEEDS_OPERATOR (failed, attempts used up); SKIPPED is an operator's
+    the backoff), NEEDS_OPERATOR or FAILED (failed, attempts used up); SKIPPED is an operator's
     decision, not an attempt.
     """
 
@@ -53,6 +53,8 @@ class CompensationResult(StrEnum):
     RETRIED = "retried"
     NEEDS_OPERATOR = "needs_operator"
     SKIPPED = "skipped"
+    FAILED = "failed"
+    """Failed every attempt, and the saga raises instead of waiting for an operator."""
 
 
 def step_ended(step: str, state: StepState) -> None:

