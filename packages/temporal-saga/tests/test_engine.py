@@ -33,9 +33,12 @@ from temporal_saga import (
     COMPENSATION_ERROR,
     DEADLINE_ERROR,
     NEEDS_OPERATOR_ATTRIBUTE,
+    STEP_SKIPPED_ERROR,
     CompensationState,
+    OnExhausted,
     OperatorAction,
     OperatorDecision,
+    StepKind,
     StepOutcome,
     StepRecord,
     StepState,
@@ -292,3 +295,92 @@ async def test_local_activities_fail_and_wait_for_an_operator_like_regular_ones(
 
     await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
     assert error_type(await outcome(handle)) == COMPENSATION_ERROR
+
+
+async def test_compensation_gets_the_steps_argument_with_or_without_a_context(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "plain-b", "fail-c"]))
+
+    assert error_type(await outcome(handle)) == "StepError"
+    assert calls[-3:] == ["undo fail-c", "undo plain-b (no context)", "undo a"]
+
+
+async def test_compensation_that_fails_every_attempt_raises_when_told_to(toys: Toys) -> None:
+    plan = Plan(["a", "broken-b", "fail-c"], attempts=2, on_exhausted=OnExhausted.RAISE)
+    handle = await toys.start(plan)
+
+    error = await outcome(handle)
+    assert error_type(error) == COMPENSATION_ERROR
+    assert isinstance(error, ApplicationError)
+    assert "StepError: fail-c cannot be done" in error.message
+    ledger = await handle.query(ToySaga.ledger)
+    assert states(ledger) == {
+        "a": CompensationState.COMPENSATED,
+        "broken-b": CompensationState.FAILED,
+        "fail-c": CompensationState.COMPENSATED,
+    }
+    assert ledger[1].compensation_attempts == 2
+    assert await needs_operator_flag(handle) is not True
+
+
+async def test_explicit_compensate_undoes_once_and_the_run_completes(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "b"], explicit_compensate=True))
+
+    assert await outcome(handle) == ["a done", "b done"]
+    assert calls == ["do a", "do b", "undo b", "undo a"]
+    assert set(states(await handle.query(ToySaga.ledger)).values()) == {
+        CompensationState.COMPENSATED
+    }
+
+
+async def test_added_compensation_runs_as_a_child_workflow_in_reverse_order(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "fail-b"], added=["refund-x"]))
+
+    assert error_type(await outcome(handle)) == "StepError"
+    assert calls == ["do a", "do fail-b", "undo fail-b", "undo a", "child undo refund-x"]
+    ledger = await handle.query(ToySaga.ledger)
+    assert (ledger[0].step, ledger[0].activity, ledger[0].compensation_state) == (
+        "refund-x",
+        None,
+        CompensationState.COMPENSATED,
+    )
+
+
+async def test_failure_after_the_pivot_is_retried_forward_never_compensated(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "pivot-b", "must-fail-c"]))
+
+    ledger = await until(handle, lambda lg: lg[2].state is StepState.NEEDS_OPERATOR)
+    assert [r.kind for r in ledger] == [StepKind.COMPENSATABLE, StepKind.PIVOT, StepKind.RETRIABLE]
+    assert await needs_operator_flag(handle) is True
+    retried = await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.RETRY))
+    assert retried.state is StepState.NEEDS_OPERATOR
+    await handle.cancel()  # past the pivot: noted, not acted on
+    skipped = await handle.execute_update(
+        ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="sent by hand")
+    )
+    assert skipped.state is StepState.SKIPPED
+
+    assert error_type(await outcome(handle)) == STEP_SKIPPED_ERROR
+    assert calls == ["do a", "do pivot-b", "do must-fail-c", "do must-fail-c"]
+    ledger = await handle.query(ToySaga.ledger)
+    assert ledger[0].compensation_state is CompensationState.REGISTERED
+    assert ledger[2].operator_note == "skipped by operator: sent by hand"
+
+
+async def test_a_failing_pivot_rolls_back_what_came_before(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "fail-pivot", "b"]))
+
+    assert error_type(await outcome(handle)) == "StepError"
+    assert calls == ["do a", "do fail-pivot", "undo a"]
+
+
+async def test_skipping_a_step_that_must_succeed_before_the_pivot_rolls_back(toys: Toys) -> None:
+    handle = await toys.start(Plan(["a", "must-fail-b"]))
+    await until(handle, lambda lg: lg[1].state is StepState.NEEDS_OPERATOR)
+
+    await handle.execute_update(
+        ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, step="must-fail-b", reason="no")
+    )
+
+    assert error_type(await outcome(handle)) == STEP_SKIPPED_ERROR
+    assert calls == ["do a", "do must-fail-b", "undo a"]
+    assert await needs_operator_flag(handle) is False

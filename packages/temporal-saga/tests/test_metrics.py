@@ -41,6 +41,7 @@ from toy import (
     record_undo,
     reset,
     undo,
+    undo_plain,
 )
 
 from temporal_saga import (
@@ -129,7 +130,7 @@ async def metered(
         client,
         task_queue=task_queue,
         workflows=[ToySaga, UndoWorkflow],
-        activities=[do, undo, record_undo],
+        activities=[do, undo, undo_plain, record_undo],
         max_cached_workflows=0,  # every workflow task replays the history first
     ):
         yield Metered(Toys(env_client, task_queue), metrics, task_queue, Counter(), {})

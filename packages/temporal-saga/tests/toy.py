@@ -1,8 +1,9 @@
 """A toy saga for the package's tests: steps whose names say what their activities do.
 
-``fail-*`` fails for good, ``hang-*`` runs until cancelled, ``must-fail-*`` is a retriable
-step that fails for good, ``pivot-*`` is the pivot; compensations of ``broken-*`` always
-fail, of ``flakyN-*`` fail N times. ``child-*`` steps are compensated by a child workflow.
+``fail-*`` fails for good, ``hang-*`` runs until cancelled; a step whose name has ``pivot``
+in it is the pivot, ``must`` a step that must succeed (retriable), ``plain`` one whose
+compensation takes no CompensationContext; compensations of ``broken-*`` always fail, of
+``flakyN-*`` fail N times. ``Plan.added`` names compensations run as child workflows.
 """
 
 from __future__ import annotations
@@ -82,6 +83,11 @@ async def undo(name: str, context: CompensationContext) -> None:
 
 
 @activity.defn
+async def undo_plain(name: str) -> None:
+    calls.append(f"undo {name} (no context)")
+
+
+@activity.defn
 async def record_undo(name: str) -> None:
     calls.append(f"child undo {name}")
 
@@ -135,6 +141,7 @@ class ToySaga:
                 results = await self._steps(saga, plan)
                 if plan.explicit_compensate:
                     await saga.compensate()
+                    await saga.compensate()  # a second call finds nothing left to undo
         except BaseException:
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
@@ -153,12 +160,12 @@ class ToySaga:
             await saga.sleep(timedelta(seconds=plan.sleep_seconds))
         results = []
         for name in plan.steps:
-            if name.startswith("pivot"):
+            if "pivot" in name:
                 results.append(
                     await saga.execute_activity(do, name, step=name, kind=StepKind.PIVOT)
                 )
                 continue
-            if name.startswith("must"):
+            if "must" in name:
                 results.append(
                     await saga.execute_activity(do, name, step=name, kind=StepKind.RETRIABLE)
                 )
@@ -168,7 +175,9 @@ class ToySaga:
                     do,
                     name,
                     step=name,
-                    compensate_with=None if saga.committed else undo,
+                    compensate_with=(
+                        None if saga.committed else undo_plain if "plain" in name else undo
+                    ),
                     # Only hanging steps heartbeat (and so stay regular activities).
                     heartbeat_timeout=timedelta(seconds=2) if name.startswith("hang") else None,
                 )
@@ -206,7 +215,7 @@ async def toy_worker(client: Client, task_queue: str, **options: object) -> Asyn
         client,
         task_queue=task_queue,
         workflows=[ToySaga, UndoWorkflow],
-        activities=[do, undo, record_undo],
+        activities=[do, undo, undo_plain, record_undo],
         **options,  # type: ignore[arg-type]
     ):
         yield Toys(client, task_queue)
