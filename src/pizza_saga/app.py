@@ -198,6 +198,7 @@ def build_worker(
     graceful_shutdown_timeout: timedelta = timedelta(),
     interceptors: Sequence[Interceptor] = (),
     sandboxed: bool = True,
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     """A worker for the order workflow and every activity it calls, polling ``task_queue``.
 
@@ -206,6 +207,8 @@ def build_worker(
     the SDK's default; ``graceful_shutdown_timeout`` is how long running activities may go on
     after ``shutdown()`` before they are cancelled. ``sandboxed``: workflows run in the SDK's
     sandbox, which refuses non-deterministic calls (the tests' workers keep it on).
+    ``max_cached_workflows``: runs kept in memory between tasks (the SDK's default); 0
+    replays every run's history for each task.
     """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments, stores.vault)
@@ -227,6 +230,7 @@ def build_worker(
         graceful_shutdown_timeout=graceful_shutdown_timeout,
         interceptors=[WorkflowArgumentCheck(), *interceptors],
         workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
+        max_cached_workflows=max_cached_workflows,
     )
 
 
