@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 # The saga library: a distribution of its own, with its own tests; the product depends on it.
 SAGA := packages/temporal-saga
 
-.PHONY: demo test test-saga bench check lint typecheck format clean
+.PHONY: demo test test-saga saga-docs bench check lint typecheck format clean
 
 $(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: check  ## Lint, type-check, then both test suites: the saga library's and 
 
 test-saga: $(STAMP)  ## The saga library's own suite (no product import).
 	cd $(SAGA) && $(abspath $(BIN))/pytest
+
+saga-docs: $(STAMP)  ## The saga library's API reference, from its docstrings, in $(SAGA)/docs/api.
+	$(BIN)/pdoc temporal_saga temporal_saga.effects temporal_saga.testing -o $(SAGA)/docs/api
 
 check: lint typecheck
 

@@ -142,7 +142,7 @@ class ToySaga:
                 if plan.explicit_compensate:
                     await saga.compensate()
                     await saga.compensate()  # a second call finds nothing left to undo
-        except BaseException:
+        except (Exception, asyncio.CancelledError):
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         await workflow.wait_condition(workflow.all_handlers_finished)

@@ -1,4 +1,4 @@
-"""Charges, refunds and bills, made once per order (see common/effects.py).
+"""Charges, refunds and bills, made once per order (see temporal_saga.effects).
 
 No card number is ever stored: a charge keeps the card's last four digits.
 """

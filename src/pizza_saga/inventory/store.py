@@ -1,4 +1,4 @@
-"""Stock on hand, and reservations made and released once per order (see common/effects.py)."""
+"""Stock on hand, and reservations made and released once per order (see temporal_saga.effects)."""
 
 from __future__ import annotations
 
