@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 # The saga library: a distribution of its own, with its own tests; the product depends on it.
 SAGA := packages/temporal-saga
+SAGA_VENV ?= /tmp/temporal-saga-venv
 
-.PHONY: demo test test-saga saga-docs bench check lint typecheck format clean
+.PHONY: demo test test-saga saga-standalone saga-docs bench check lint typecheck format clean
 
 $(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,14 @@ test: check  ## Lint, type-check, then both test suites: the saga library's and 
 
 test-saga: $(STAMP)  ## The saga library's own suite (no product import).
 	cd $(SAGA) && $(abspath $(BIN))/pytest
+
+saga-standalone:  ## The saga library alone in a fresh venv (nothing of the product): its tests and examples.
+	rm -rf $(SAGA_VENV)
+	$(PYTHON) -m venv $(SAGA_VENV)
+	$(SAGA_VENV)/bin/python -m pip install -qq --upgrade pip
+	$(SAGA_VENV)/bin/python -m pip install -qq '$(SAGA)[test]'
+	@! $(SAGA_VENV)/bin/python -m pip list 2>/dev/null | grep -Ei '^(pizza-saga|fastapi|typer|alembic) '
+	cd $(SAGA) && $(abspath $(SAGA_VENV))/bin/pytest -p no:cacheprovider
 
 saga-docs: $(STAMP)  ## The saga library's API reference, from its docstrings, in $(SAGA)/docs/api.
 	$(BIN)/pdoc temporal_saga temporal_saga.effects temporal_saga.testing -o $(SAGA)/docs/api

@@ -7,6 +7,7 @@ converter, as a project that installs this package alone has it.
 
 from __future__ import annotations
 
+import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator
@@ -71,3 +72,10 @@ async def dev_server_env() -> AsyncIterator[WorkflowEnvironment]:
 def task_queue() -> str:
     """A task queue of this test's own: no other test's worker takes its workflows."""
     return f"test-{uuid.uuid4().hex}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The package stands alone: no test module imports the product that uses it."""
+    product = sorted(m for m in sys.modules if m.split(".")[0] == "pizza_saga")
+    if product:
+        raise pytest.UsageError(f"the package's tests imported the product: {product[:5]}")
