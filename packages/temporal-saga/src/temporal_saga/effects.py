@@ -71,8 +71,8 @@ def effects_table(metadata: MetaData, name: str = DEFAULT_TABLE) -> Table:
         Column("owner", String(300), nullable=False),
         Column("state", String(10), nullable=False),
         Column("detail", JSON, nullable=True),
-        Column("created_at", DateTime, nullable=False),
-        Column("updated_at", DateTime, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
     )
 
 
