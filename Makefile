@@ -13,9 +13,9 @@ SAGA_VENV ?= /tmp/temporal-saga-venv
 $(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq --upgrade pip
-	@# The library first, editable: the product's own requirement on it is then satisfied.
-	$(BIN)/python -m pip install -qq -e '$(SAGA)[test]'
 	$(BIN)/python -m pip install -qq -e '.[dev]'
+	@# The product's requirement installs a copy of the library; make it editable, after.
+	$(BIN)/python -m pip install -qq -e '$(SAGA)[test]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## The seed's scenario on an embedded Temporal dev server.
@@ -23,6 +23,7 @@ demo: $(STAMP)  ## The seed's scenario on an embedded Temporal dev server.
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install -qq -e '.[dev,bench]'
+	$(BIN)/python -m pip install -qq -e '$(SAGA)[test]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on SQLite and on PostgreSQL (results in bench/).

@@ -185,7 +185,7 @@ async def test_operator_decisions_that_cannot_apply_are_rejected(toys: Toys) -> 
     ):
         with pytest.raises(WorkflowUpdateFailedError) as rejected:
             await handle.execute_update(ToySaga.resolve, bad)
-        assert re.search(r"reason is required|nothing of step", str(rejected.value.cause))
+        assert re.search(r"reason is required|no compensation of step", str(rejected.value.cause))
 
     await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
     assert error_type(await outcome(handle)) == COMPENSATION_ERROR
@@ -343,6 +343,7 @@ async def test_added_compensation_runs_as_a_child_workflow_in_reverse_order(toys
         None,
         CompensationState.COMPENSATED,
     )
+    assert ledger[0].compensation == "execute_child_workflow(UndoWorkflow.run)"
 
 
 async def test_failure_after_the_pivot_is_retried_forward_never_compensated(toys: Toys) -> None:

@@ -8,6 +8,7 @@ package's tests check that the first way still works on the SDK installed.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -31,10 +32,36 @@ def activity_name(fn: Callable[..., Any] | str) -> str:
     return str(getattr(fn, "__name__", fn))
 
 
-def callable_name(fn: Callable[..., Any]) -> str:
-    """A readable name for a compensation coroutine function (or a partial of one)."""
-    inner = getattr(fn, "func", fn)  # functools.partial
-    return str(getattr(inner, "__qualname__", None) or getattr(inner, "__name__", repr(inner)))
+_SCHEDULERS = {
+    "execute_child_workflow",
+    "start_child_workflow",
+    "execute_activity",
+    "start_activity",
+    "execute_local_activity",
+    "start_local_activity",
+    "execute_activity_method",
+    "execute_local_activity_method",
+}
+"""Workflow functions whose first argument names what actually compensates."""
+
+
+def compensation_name(fn: Callable[..., Any], args: tuple[Any, ...] = ()) -> str:
+    """A readable name for a compensation coroutine function, given its arguments.
+
+    ``execute_child_workflow(RefundWorkflow.run, ...)``, directly or in a partial, is named
+    after the workflow it starts (``execute_child_workflow(RefundWorkflow.run)``).
+    """
+    inner = fn
+    targets = list(args)
+    while isinstance(inner, functools.partial):
+        targets = [*inner.args, *targets]
+        inner = inner.func
+    name = str(getattr(inner, "__qualname__", None) or getattr(inner, "__name__", repr(inner)))
+    if getattr(inner, "__name__", None) in _SCHEDULERS and targets:
+        target = targets[0]
+        what = target if isinstance(target, str) else getattr(target, "__qualname__", target)
+        return f"{inner.__name__}({what})"
+    return name
 
 
 def positional_arity(fn: Callable[..., Any]) -> int | None:

@@ -28,7 +28,7 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType, VersioningIntent
 
 from temporal_saga import metrics
-from temporal_saga._names import activity_name, callable_name, positional_arity
+from temporal_saga._names import activity_name, compensation_name, positional_arity
 from temporal_saga.ledger import (
     CompensationContext,
     CompensationState,
@@ -546,7 +546,10 @@ class Saga:
     def _activity_compensation(
         self, compensation: Callable[..., Awaitable[Any]] | str, comp_args: list[Any]
     ) -> Callable[[CompensationContext], Awaitable[Any]]:
-        """How each attempt of an activity compensation is scheduled."""
+        """How each attempt of an activity compensation is scheduled.
+
+        One given by name is always passed the context (its parameters cannot be read).
+        """
         arity = None if isinstance(compensation, str) else positional_arity(compensation)
         with_context = arity is None or arity == len(comp_args) + 1
 
@@ -570,27 +573,29 @@ class Saga:
         """Register ``compensation(*args)``, any workflow coroutine, to run on rollback.
 
         For undoing what is not one activity: a child workflow, a signal to another workflow,
-        a local activity (wrap options with ``functools.partial``). Each attempt calls it
-        again; it is recorded in the ledger as a step of its own named ``step`` (default: the
-        coroutine's name).
+        a local activity (give options with ``functools.partial``). It is also passed a
+        `CompensationContext` if it takes one parameter more than ``args``. Each attempt
+        calls it again. It is recorded in the ledger as a step of its own, done when added,
+        named ``step`` (default: the coroutine's name).
         """
         if not self._entered:
             raise RuntimeError("add compensations inside `async with saga:`")
         if self.committed:
             raise ValueError(f"the saga passed its pivot {self._pivot!r}: nothing is undone now")
-        name = step or callable_name(compensation)
+        label = compensation_name(compensation, args)
         taken = {r.step for r in self._records}
-        if step is None and name in taken:
-            name = next(
-                f"{name}#{n}" for n in range(2, len(taken) + 2) if f"{name}#{n}" not in taken
-            )
-        elif name in taken:
-            raise ValueError(f"saga step {name!r} already exists in this saga")
+        if step is not None and step in taken:
+            raise ValueError(f"saga step {step!r} already exists in this saga")
+        name = step or next(
+            candidate
+            for n in range(1, len(taken) + 2)
+            if (candidate := label if n == 1 else f"{label}#{n}") not in taken
+        )
         now = workflow.now()
         record = StepRecord(
             step=name,
             activity=None,
-            compensation=callable_name(compensation),
+            compensation=label,
             state=StepState.SUCCEEDED,
             outcome=StepOutcome.SUCCEEDED,
             compensation_state=CompensationState.REGISTERED,
@@ -598,9 +603,10 @@ class Saga:
             finished_at=now,
         )
         self._records.append(record)
+        with_context = positional_arity(compensation) == len(args) + 1
 
         async def attempt(context: CompensationContext) -> Any:
-            return await compensation(*args)
+            return await (compensation(*args, context) if with_context else compensation(*args))
 
         self._compensations.append(_Compensation(record, attempt))
 
@@ -650,7 +656,7 @@ class Saga:
             waiting = [w for w in waiting if w.record.step == decision.step]
         if not waiting:
             what = f"step {decision.step!r}" if decision.step else "any step"
-            raise ValueError(f"nothing of {what} is waiting for an operator")
+            raise ValueError(f"no compensation of {what} is waiting for an operator")
         if len(waiting) > 1:
             steps = ", ".join(w.record.step for w in waiting)
             raise ValueError(f"several steps wait ({steps}): say which step")
