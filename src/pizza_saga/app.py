@@ -168,7 +168,7 @@ def vault_key_ring(settings: Settings, *, shared: bool) -> KeyRing:
         raise KeyRingError(
             "no card vault key configured for a shared store database: set "
             "PIZZA_VAULT_KEY_FILE or PIZZA_VAULT_KEYS, the same for every process "
-            "(README, section Card data)"
+            "(docs/card-data.md)"
         )
     return load_or_create_key_file(settings.default_vault_key_file)
 

@@ -158,7 +158,7 @@ async def encryption_keys(ctx: Context) -> Check:
             name,
             False,
             f"order {order}'s input is not encrypted: a client without "
-            "the product's codec started it (README, Card data)",
+            "the product's codec started it (docs/card-data.md)",
         )
     try:
         await EncryptionCodec(ring).decode(payloads)

@@ -160,7 +160,7 @@ class EncryptionCodec(PayloadCodec):
                 f"the payload was not encrypted (encoding {shown}): this service reads only "
                 "payloads its codec encrypted, so the client must encrypt with the product's "
                 "codec: pizza_saga.common.temporal.data_converter with the shared key ring, "
-                "or the codec server's /encode (README, Card data)"
+                "or the codec server's /encode (docs/card-data.md)"
             )
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)

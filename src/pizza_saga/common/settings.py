@@ -52,7 +52,7 @@ class Settings(BaseModel):
     """On SIGTERM a worker stops polling and gives running activities this long to finish."""
     workflow_sandbox: bool = Field(default=False, alias="PIZZA_WORKFLOW_SANDBOX")
     """Run workflows in the SDK's sandbox. Off in workers: it costs about a quarter of their
-    CPU per order; the tests' in-process workers keep it (README, Speed)."""
+    CPU per order; the tests' in-process workers keep it (docs/speed.md)."""
 
     local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
     """Orders run their short steps as local activities (see SagaPolicy)."""

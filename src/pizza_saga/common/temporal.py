@@ -166,7 +166,7 @@ def key_ring(settings: Settings, target_host: str) -> KeyRing:
         return load_or_create_key_file(settings.default_key_file)
     raise KeyRingError(
         f"no encryption key configured for Temporal at {target_host}: set PIZZA_KEY_FILE "
-        "or PIZZA_ENCRYPTION_KEYS (README, section Card data)"
+        "or PIZZA_ENCRYPTION_KEYS (docs/card-data.md)"
     )
 
 
