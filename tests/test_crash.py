@@ -1,7 +1,7 @@
 """Crash tests on the real dev server: kill -9 the worker mid-order, start a new one.
 
-A `pizza worker` started with PIZZA_CRASH_AT=activity:before|after SIGKILLs itself at that
-point of that activity (before its effect, or after the effect is committed but before
+A `pizza worker` started as `python -m tests.faults activity:before|after` SIGKILLs itself at
+that point of that activity (before its effect, or after the effect is committed but before
 Temporal hears of it). A second, healthy worker then takes over. Each order must end as if
 nothing happened: one charge (or a net zero), stock consistent, one bill.
 """
@@ -45,10 +45,14 @@ class Cluster:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
-    def worker(self, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    def worker(
+        self, log: Path, *, crash_at: str | None = None, **extra_env: str
+    ) -> subprocess.Popen[bytes]:
+        """`pizza worker`, or with ``crash_at`` one that kills itself there (tests/faults.py)."""
+        command = ["-m", "tests.faults", crash_at] if crash_at else ["-m", "pizza_saga", "worker"]
         with log.open("ab") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "pizza_saga", "worker"],
+                [sys.executable, *command],
                 env={**self.env, **extra_env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -128,9 +132,7 @@ async def test_order_survives_a_worker_killed_mid_step(
     client = await connect(settings, cluster.address)
 
     workers.append(
-        cluster.worker(
-            tmp_path / "crashing.log", PIZZA_CRASH_AT=crash_at, PIZZA_TASK_QUEUE=task_queue
-        )
+        cluster.worker(tmp_path / "crashing.log", crash_at=crash_at, PIZZA_TASK_QUEUE=task_queue)
     )
     await place_order(
         client, order_request(placed(order, stores.vault), settings), task_queue=task_queue

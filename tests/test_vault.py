@@ -8,6 +8,7 @@ order rolls back with nothing charged and its pizzas back on the shelf.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -252,3 +253,26 @@ def test_the_purge_each_tokenize_runs_reads_only_the_numbers_still_kept(stores: 
             plan = conn.execute(text(f"EXPLAIN SELECT token {purge_rows}"), {"now": utcnow()})
             shown = " ".join(str(row[0]) for row in plan)
     assert "ix_card_vault_kept_expiry" in shown, shown
+
+
+async def test_a_worker_forgets_destroyed_numbers_after_30_days_on_its_own(
+    stores: Stores, vault: CardVault, clock: Clock
+) -> None:
+    from pizza_saga.app import housekeeping
+
+    vault.tokenize(GOOD_CARD, order_number="HK1")
+    vault.destroy(order_number="HK1")
+    vault.tokenize(GOOD_CARD, order_number="HK2")  # expires, is not destroyed yet
+    clock.ahead = timedelta(days=31)
+
+    jobs = [
+        asyncio.create_task(job) for job in housekeeping(dataclasses.replace(stores, vault=vault))
+    ]
+    try:
+        async with asyncio.timeout(30):
+            # The purge runs on a thread of its own: poll the table (no sleep guessing when).
+            while sealed_rows(stores, "HK1") or sealed_rows(stores, "HK2") != [None]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+    finally:
+        for job in jobs:
+            job.cancel()

@@ -6,12 +6,12 @@ from these functions and the settings; nothing else wires stores, activities or 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
 from temporal_saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 from temporalio.client import Client
@@ -39,6 +39,7 @@ from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
+from pizza_saga.runtime import VAULT_PURGE_EVERY, repeat
 
 if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
@@ -156,6 +157,11 @@ def open_stores(settings: Settings) -> Stores:
     )
 
 
+def check_store_keys(settings: Settings) -> None:
+    """Raise KeyRingError now if the stores' keys are missing, before anything connects."""
+    vault_key_ring(settings, shared=make_url(settings.store_url).get_backend_name() != "sqlite")
+
+
 def vault_key_ring(settings: Settings, *, shared: bool) -> KeyRing:
     """The card vault's keys: PIZZA_VAULT_KEYS, else PIZZA_VAULT_KEY_FILE, else (for a store
     on this machine only) a ring generated once into PIZZA_HOME. KeyRingError says why not.
@@ -232,6 +238,12 @@ def build_worker(
         workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
         max_cached_workflows=max_cached_workflows,
     )
+
+
+def housekeeping(stores: Stores) -> list[Coroutine[Any, Any, None]]:
+    """What a worker process does on the side while it runs: the card vault's purge, hourly
+    (expired numbers destroyed, tokens destroyed 30 days ago forgotten)."""
+    return [repeat(stores.vault.purge, every=VAULT_PURGE_EVERY, what="purge the card vault")]
 
 
 def build_worker_for(

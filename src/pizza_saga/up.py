@@ -21,6 +21,7 @@ from pizza_saga.app import (
     build_service,
     build_worker_for,
     connect_client,
+    housekeeping,
     open_stores,
     prepare_namespace,
 )
@@ -31,6 +32,7 @@ from pizza_saga.common.devserver import DevServerConfig, describe_exit, running_
 from pizza_saga.common.logmask import install_card_masking
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import key_ring
+from pizza_saga.runtime import WorkerStopped, host_worker
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,17 @@ async def run_up(
             service, ui_url=server.ui_url, namespace=client.namespace, telemetry=telemetry
         )
         async with ApiServer(web, host=ports.host, port=ports.api) as api:
-            running = asyncio.create_task(worker.run(), name="worker")
-            died = asyncio.create_task(dev.exited(), name="dev server")
-            stopping = asyncio.create_task(stop.wait(), name="stop")
+            hosting = asyncio.create_task(
+                host_worker(
+                    worker,
+                    stop,
+                    alongside=[dev.exited(), *housekeeping(stores)],
+                    before_drain=api.stop,
+                ),
+                name="worker",
+            )
             # Ready means orders can be placed: the worker polls (placing refuses before).
-            while not running.done() and not await service.worker_polling():  # noqa: ASYNC110
+            while not hosting.done() and not await service.worker_polling():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             console.print(
                 f"Pages and API  {api.url}  (new order: {api.url}/orders/new, "
@@ -109,16 +117,10 @@ async def run_up(
                 + "Ctrl-C stops all of it.",
                 soft_wrap=True,
             )
-            await asyncio.wait({running, died, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            died.cancel()
-            if not running.done():
-                await api.stop()
-                await worker.shutdown()
             try:
-                await running
-            except Exception as err:  # the SDK's fatal worker errors (namespace gone, ...)
-                raise Stopped(f"the worker stopped: {err}; see {log_file}") from None
+                await hosting
+            except WorkerStopped as err:
+                raise Stopped(f"{err}; see {log_file}") from None
             if stop.is_set():
                 return
             if dev.process.returncode is not None:

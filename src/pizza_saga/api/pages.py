@@ -27,6 +27,7 @@ from temporal_saga import OperatorAction
 from pizza_saga.api import views
 from pizza_saga.api.deps import Service
 from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_first
+from pizza_saga.api.problems import STATUS_OF
 from pizza_saga.billing import cards
 from pizza_saga.common.errors import field_path
 from pizza_saga.order.activities import NO_DRIVER_POSTAL_CODE
@@ -35,15 +36,11 @@ from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import MAX_PIZZAS, PizzaOrder
 from pizza_saga.order.service import (
-    AlreadyFinished,
     InvalidInput,
-    NothingToResolve,
-    NoWorker,
     OrderAlreadyPlaced,
     OrderNotFound,
     OrderService,
     ServiceError,
-    TemporalUnavailable,
 )
 from pizza_saga.render import cents
 
@@ -64,16 +61,6 @@ def _when(moment: datetime | None) -> str:
 
 templates.env.filters["cents"] = cents
 templates.env.filters["when"] = _when
-
-STATUS_OF_ERROR: dict[type[ServiceError], int] = {
-    InvalidInput: 422,
-    OrderNotFound: 404,
-    OrderAlreadyPlaced: 409,
-    AlreadyFinished: 409,
-    NothingToResolve: 409,
-    TemporalUnavailable: 503,
-    NoWorker: 503,
-}
 
 
 @dataclass(frozen=True)
@@ -132,7 +119,7 @@ def install(app: FastAPI) -> None:
 
 def _status_of(err: ServiceError) -> int:
     """The HTTP status a page answers a service error with."""
-    return next((code for kind, code in STATUS_OF_ERROR.items() if isinstance(err, kind)), 500)
+    return STATUS_OF[err.kind]
 
 
 def _page(

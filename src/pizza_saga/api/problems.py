@@ -14,31 +14,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from pizza_saga.order.service import (
-    AlreadyFinished,
-    InvalidInput,
-    NothingToResolve,
-    NoWorker,
-    OrderAlreadyPlaced,
-    OrderNotFound,
-    RequestInProgress,
-    ServiceError,
-    TemporalUnavailable,
-)
+from pizza_saga.order.service import ErrorKind, InvalidInput, ServiceError
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger(__name__)
 
-STATUS_OF: dict[type[ServiceError], int] = {
-    InvalidInput: 422,
-    OrderNotFound: 404,
-    OrderAlreadyPlaced: 409,
-    AlreadyFinished: 409,
-    NothingToResolve: 409,
-    RequestInProgress: 409,
-    TemporalUnavailable: 503,
-    NoWorker: 503,
+STATUS_OF: dict[ErrorKind, int] = {
+    ErrorKind.INVALID: 422,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.DUPLICATE: 409,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.UNAVAILABLE: 503,
 }
+"""The HTTP status of each kind of service error (the pages answer with the same)."""
 TITLES = {
     400: "Bad request",
     404: "Not found",
@@ -90,7 +78,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, err: ServiceError) -> JSONResponse:
-        status = next((code for kind, code in STATUS_OF.items() if isinstance(err, kind)), 500)
+        status = STATUS_OF[err.kind]
         extra: dict[str, Any] = {}
         if isinstance(err, InvalidInput) and err.field:
             extra["errors"] = [{"field": err.field, "reason": err.reason}]

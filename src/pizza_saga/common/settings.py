@@ -72,10 +72,6 @@ class Settings(BaseModel):
     """The codec server's access token; wins over PIZZA_CODEC_TOKEN_FILE."""
     codec_token_file: Path | None = Field(default=None, alias="PIZZA_CODEC_TOKEN_FILE")
     """A file holding the codec server's token; default: PIZZA_HOME's, made once."""
-    crash_at: str | None = Field(
-        default=None, alias="PIZZA_CRASH_AT", pattern=r"^[a-z_]+:(before|after)$"
-    )
-    """Crash tests only: kill the worker at activity:before|after (see common/faults.py)."""
 
     metrics_address: str | None = Field(default=None, alias="PIZZA_METRICS_ADDRESS")
     """host:port where `pizza worker` and `pizza api` serve Prometheus metrics; off if unset."""

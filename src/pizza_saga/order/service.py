@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import BaseModel
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorAction, OperatorDecision, StepRecord
@@ -53,8 +55,26 @@ PAGE_TOKEN_CONTEXT = b"page-token:"
 """Keyed hashes of page tokens never equal those of request bodies."""
 
 
+class ErrorKind(StrEnum):
+    """What kind of refusal a service error is: each face maps the kinds once (exit codes,
+    HTTP statuses), never the error classes one by one."""
+
+    INVALID = "invalid"
+    """The input cannot be used; sending it again changes nothing."""
+    NOT_FOUND = "not_found"
+    """What it names does not exist."""
+    DUPLICATE = "duplicate"
+    """It was asked before (an order number or idempotency key already used, or in use)."""
+    CONFLICT = "conflict"
+    """The order is not in a state the request can act on (finished, nothing waits)."""
+    UNAVAILABLE = "unavailable"
+    """Temporal or a worker is not there: try again later."""
+
+
 class ServiceError(Exception):
     """A use case could not be carried out; the message says why, for a person."""
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INVALID
 
 
 class InvalidInput(ServiceError):
@@ -68,6 +88,8 @@ class InvalidInput(ServiceError):
 class OrderNotFound(ServiceError):
     """No order with that number is known to Temporal."""
 
+    kind = ErrorKind.NOT_FOUND
+
     def __init__(self, order_number: str) -> None:
         super().__init__(f"no order {order_number!r} is known")
         self.order_number = order_number
@@ -75,6 +97,8 @@ class OrderNotFound(ServiceError):
 
 class OrderAlreadyPlaced(ServiceError):
     """An order with this number was placed before: one number, one order."""
+
+    kind = ErrorKind.DUPLICATE
 
     def __init__(self, order_number: str) -> None:
         super().__init__(f"order {order_number} was already placed; give it a new number")
@@ -84,6 +108,8 @@ class OrderAlreadyPlaced(ServiceError):
 class AlreadyFinished(ServiceError):
     """The order has finished: nothing to cancel or decide any more."""
 
+    kind = ErrorKind.CONFLICT
+
     def __init__(self, order_number: str, status: OrderStatus, action: str) -> None:
         super().__init__(f"order {order_number} has already finished ({status}): {action}")
         self.order_number, self.status = order_number, status
@@ -91,6 +117,8 @@ class AlreadyFinished(ServiceError):
 
 class NothingToResolve(ServiceError):
     """No compensation of the order waits for the decision given."""
+
+    kind = ErrorKind.CONFLICT
 
 
 class IdempotencyKeyReused(InvalidInput):
@@ -107,13 +135,19 @@ class IdempotencyKeyReused(InvalidInput):
 class RequestInProgress(ServiceError):
     """Another request with the same idempotency key is still placing the order."""
 
+    kind = ErrorKind.DUPLICATE
+
 
 class TemporalUnavailable(ServiceError):
     """Temporal did not answer, or refused the request."""
 
+    kind = ErrorKind.UNAVAILABLE
+
 
 class NoWorker(ServiceError):
     """No worker polls the task queue: orders would wait, silently, until one starts."""
+
+    kind = ErrorKind.UNAVAILABLE
 
     def __init__(self, task_queue: str) -> None:
         super().__init__(

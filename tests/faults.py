@@ -1,14 +1,17 @@
-"""Fault injection for crash tests: kill the worker process at a named point of an activity.
+"""`pizza worker` that kills itself at a named point of an activity, for the crash tests.
 
-Set PIZZA_CRASH_AT=activity_type:before|after for `pizza worker`; the first run of that
-activity then SIGKILLs the whole process, like a power cut: before its effect, or after the
-effect is committed but before Temporal hears of it. Never set in production.
+`python -m tests.faults ACTIVITY_TYPE:before|after` runs `pizza worker` (same settings from
+the environment) with an interceptor: the first run of that activity SIGKILLs the whole
+process, like a power cut: before its effect, or after the effect is committed but before
+Temporal hears of it. Production code knows nothing of it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import sys
 from typing import Any
 
 from temporalio import activity
@@ -42,3 +45,18 @@ class _Crash(ActivityInboundInterceptor):
 
 def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main() -> None:
+    """Run `pizza worker` with the crash point given as the only argument."""
+    from pizza_saga.cli.services import serve_worker
+    from pizza_saga.common.settings import Settings
+
+    [point] = sys.argv[1:]
+    if not re.fullmatch(r"[a-z_]+:(before|after)", point):
+        raise SystemExit(f"usage: python -m tests.faults ACTIVITY_TYPE:before|after, not {point}")
+    serve_worker(Settings.from_env(), interceptors=[CrashAt(point)])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""`pizza order`, `status`, `cancel`, `resolve` and `needs-operator`: an order's life."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.markup import escape
+
+from pizza_saga.cli._shared import (
+    EXIT_FAILED,
+    app,
+    err,
+    fail,
+    load_settings,
+    order_service,
+    out,
+    print_json,
+    run_command,
+    web_ui,
+)
+from pizza_saga.common.errors import describe_validation_error
+from pizza_saga.common.settings import Settings
+
+
+def new_order_number() -> str:
+    """A fresh order number, so every `pizza order` is a new order."""
+    return f"XD{secrets.token_hex(4).upper()}"
+
+
+def load_order(file: Path | None, card: str | None, order_number: str | None) -> Any:
+    """The order to place: the file's (or the seed's), with the flags applied, validated."""
+    from pizza_saga.order.example import example_order
+    from pizza_saga.order.models import PizzaOrder
+
+    if file is not None:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"--file {file}: cannot read it: {e}")
+        try:
+            order = PizzaOrder.model_validate_json(text)
+        except ValidationError as e:
+            fail(describe_validation_error(e, f"--file {file}"))
+        data = order.model_dump()
+    else:
+        data = example_order(order_number=new_order_number()).model_dump()
+    for flag, value, path in (
+        ("--order-number", order_number, ("order_number",)),
+        ("--card", card, ("credit_card_info", "number")),
+    ):
+        if value is None:
+            continue
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        try:
+            PizzaOrder.model_validate(data)
+        except ValidationError as e:
+            fail(describe_validation_error(e, flag))
+    return PizzaOrder.model_validate(data)
+
+
+@app.command()
+def order(
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Order as JSON (see --example).")
+    ] = None,
+    card: Annotated[str | None, typer.Option(help="Card number to pay with.")] = None,
+    order_number: Annotated[
+        str | None, typer.Option(help="Order number (default: the file's, or a new one).")
+    ] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Start it and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    example: Annotated[
+        bool,
+        typer.Option(
+            "--example", help="Print the seed's order, under a new number, as JSON and exit."
+        ),
+    ] = False,
+) -> None:
+    """Place an order and wait for its outcome (exit 0 completed, 1 failed, 2 bad input)."""
+    from pizza_saga.order.example import example_order
+
+    if example:
+        # A new number each time: a file made from it can be placed (once) without editing.
+        print_json(example_order(order_number=new_order_number()).model_dump_json(indent=2))
+        return
+    settings = load_settings()
+    pizza_order = load_order(file, card, order_number)
+    code = run_command(_place(settings, pizza_order, wait=not no_wait, as_json=as_json))
+    raise typer.Exit(code)
+
+
+async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: bool) -> int:
+    from pizza_saga.order.client import OrderStatus
+    from pizza_saga.render import print_outcome, workflow_url
+
+    service = await order_service(settings)
+    placed = await service.place(pizza_order)
+    ui_url, namespace = web_ui(settings)
+    if not wait:
+        if as_json:
+            print_json(
+                placed.model_dump_json(include={"order_number", "workflow_id", "run_id", "status"})
+            )
+        else:
+            out.print(
+                f"Order {placed.order_number} placed: "
+                f"{workflow_url(ui_url, namespace, placed.workflow_id, placed.run_id)}",
+                soft_wrap=True,
+            )
+        return 0
+    outcome = await _follow(service, placed.order_number)
+    if as_json:
+        print_json(outcome.model_dump_json())
+    else:
+        print_outcome(out, outcome, ui_url, namespace)
+    return 0 if outcome.status is OrderStatus.COMPLETED else EXIT_FAILED
+
+
+async def _follow(service: Any, order_number: str) -> Any:
+    """The order's final outcome; says on stderr, once, when its rollback needs a person."""
+    from temporal_saga import CompensationState
+
+    told: set[str] = set()
+    outcome = None
+    async for outcome in service.watch(order_number):
+        for record in outcome.ledger or []:
+            if (
+                record.compensation_state is CompensationState.NEEDS_OPERATOR
+                and record.step not in told
+            ):
+                told.add(record.step)
+                err.print(
+                    f"Order {order_number} waits for an operator: {record.compensation} "
+                    f"(undoing {record.step}) failed {record.compensation_attempts} times"
+                    f" ({escape(record.compensation_error or 'no error recorded')}). Run "
+                    f"`pizza resolve {order_number} --retry` or "
+                    f"`pizza resolve {order_number} --skip --reason TEXT`; still waiting..."
+                )
+    assert outcome is not None
+    return outcome
+
+
+@app.command()
+def status(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """An order's outcome so far and its saga ledger."""
+    from pizza_saga.render import print_outcome
+
+    settings = load_settings()
+
+    async def run() -> None:
+        outcome = await (await order_service(settings)).outcome(order_number)
+        if as_json:
+            print_json(outcome.model_dump_json())
+        else:
+            ui_url, namespace = web_ui(settings)
+            print_outcome(out, outcome, ui_url, namespace)
+
+    run_command(run())
+
+
+@app.command()
+def cancel(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Ask, and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Cancel an order: what it did is undone, then it ends CANCELLED (exit 0).
+
+    Exit 4 when the order has already finished (nothing is cancelled).
+    """
+    from pizza_saga.order.client import OrderStatus
+    from pizza_saga.render import print_outcome
+
+    settings = load_settings()
+
+    async def run() -> int:
+        service = await order_service(settings)
+        await service.cancel(order_number)
+        if no_wait:
+            out.print(f"Cancellation of order {order_number} requested")
+            return 0
+        outcome = await _follow(service, order_number)
+        if as_json:
+            print_json(outcome.model_dump_json())
+        else:
+            print_outcome(out, outcome, *web_ui(settings))
+        return 0 if outcome.status is OrderStatus.CANCELLED else EXIT_FAILED
+
+    raise typer.Exit(run_command(run()))
+
+
+@app.command()
+def resolve(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    retry: Annotated[bool, typer.Option("--retry", help="Try the compensation again.")] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Record that a person handled it; do not run it.")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (required with --skip).")] = None,
+    step: Annotated[
+        str | None, typer.Option(help="Which step's compensation, if several wait.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the step as JSON.")] = False,
+) -> None:
+    """Decide about a compensation that needs an operator (see `pizza needs-operator`).
+
+    Exit 4 when nothing waits for that decision (or the order has finished).
+    """
+    from pydantic import TypeAdapter
+    from temporal_saga import OperatorAction, StepRecord
+
+    from pizza_saga.render import ledger_table
+
+    if retry == skip:
+        fail("say either --retry or --skip")
+    settings = load_settings()
+
+    async def run() -> None:
+        from pizza_saga.order.service import InvalidInput
+
+        try:
+            record = await (await order_service(settings)).resolve(
+                order_number,
+                action=OperatorAction.RETRY if retry else OperatorAction.SKIP,
+                step=step,
+                reason=reason,
+            )
+        except InvalidInput as e:
+            fail(f"--{e.field}: {e.reason}" if e.field else str(e))
+        if as_json:
+            print_json(TypeAdapter(StepRecord).dump_json(record).decode())
+        else:
+            out.print(ledger_table([record]))
+
+    run_command(run())
+
+
+@app.command("needs-operator")
+def needs_operator(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+) -> None:
+    """Orders whose rollback waits for an operator's decision."""
+    settings = load_settings()
+
+    async def run() -> None:
+        service = await order_service(settings)
+        numbers: list[str] = []
+        token = None
+        while True:
+            page = await service.list_orders(needs_operator=True, page_token=token)
+            numbers += [summary.order_number for summary in page.orders]
+            token = page.next_page_token
+            if token is None:
+                break
+        if as_json:
+            print_json(json.dumps(numbers))
+        elif numbers:
+            for number in numbers:
+                out.print(f"{number}  (pizza status {number})")
+        else:
+            out.print("No order needs an operator.")
+
+    run_command(run())
