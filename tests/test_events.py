@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pizza_saga.api.events import list_hub, order_hub
+from pizza_saga.common.formatting import workflow_url
 from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
-from pizza_saga.render import workflow_url
 from tests.live_api import until
 from tests.orders import new_order
 from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from temporal_saga import CompensationState, StepRecord, StepState
 
 from pizza_saga.billing.store import PaymentEntry
+from pizza_saga.common.formatting import cents, workflow_url
 from pizza_saga.order.client import OrderOutcome, OrderStatus
 
 _STATUS_STYLE = {
@@ -24,17 +23,6 @@ _STATE_STYLE = {
     CompensationState.SKIPPED: "bold red",
     StepState.CANCELLED: "yellow",
 }
-
-
-def cents(amount: int) -> str:
-    """1500 -> '$15.00'."""
-    return f"${amount / 100:,.2f}"
-
-
-def workflow_url(ui_url: str, namespace: str, workflow_id: str, run_id: str | None) -> str:
-    """Link to a run's history in the Temporal Web UI."""
-    base = f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(workflow_id)}"
-    return f"{base}/{run_id}/history" if run_id else base
 
 
 def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespace: str) -> None:

@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from pizza_saga.api.hub import Hub, HubClosed, Subscription
 from pizza_saga.api.problems import Problem
+from pizza_saga.common.formatting import workflow_url
 from pizza_saga.order.client import OrderOutcome, OrderStatus
 from pizza_saga.order.service import (
     OrderNotFound,
@@ -27,7 +28,6 @@ from pizza_saga.order.service import (
     ServiceError,
     snapshot_id,
 )
-from pizza_saga.render import workflow_url
 
 ORDER_NUMBER = re.compile(r"[A-Za-z0-9_-]{1,40}")
 """What an order number can be (as `PizzaOrder` validates it); anything else is no order."""

@@ -22,11 +22,11 @@ from pizza_saga.api.schemas import (
     Resolution,
     problems,
 )
+from pizza_saga.common.formatting import workflow_url
 from pizza_saga.order.client import OrderOutcome, OrderStatus
 from pizza_saga.order.idempotency import MAX_KEY_LENGTH
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.service import InvalidInput, OrderPage
-from pizza_saga.render import workflow_url
 
 router = APIRouter(prefix="/api/orders", tags=["orders"])
 

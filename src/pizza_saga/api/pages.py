@@ -30,6 +30,7 @@ from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_
 from pizza_saga.api.problems import STATUS_OF
 from pizza_saga.billing import cards
 from pizza_saga.common.errors import field_path
+from pizza_saga.common.formatting import cents
 from pizza_saga.order.activities import NO_DRIVER_POSTAL_CODE
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
@@ -42,7 +43,6 @@ from pizza_saga.order.service import (
     OrderService,
     ServiceError,
 )
-from pizza_saga.render import cents
 
 HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16_384

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from temporal_saga import CompensationState, StepRecord
 
+from pizza_saga.common.formatting import cents
 from pizza_saga.order.client import OrderOutcome, OrderStatus
-from pizza_saga.render import cents
 
 MIN_BAR_PERCENT = 0.6
 """A step that took no measurable time still gets a visible sliver."""

@@ -98,8 +98,9 @@ def order(
 
 
 async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: bool) -> int:
+    from pizza_saga.common.formatting import workflow_url
     from pizza_saga.order.client import OrderStatus
-    from pizza_saga.render import print_outcome, workflow_url
+    from pizza_saga.render import print_outcome
 
     service = await order_service(settings)
     placed = await service.place(pizza_order)
