@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 SAGA := packages/temporal-saga
 SAGA_VENV ?= /tmp/temporal-saga-venv
 
-.PHONY: demo test test-saga saga-standalone saga-docs bench check lint typecheck format clean
+.PHONY: demo test test-fast test-saga saga-standalone saga-docs bench check lint typecheck format clean
 
 $(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,16 @@ bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on 
 	$(BIN)/pizza bench --out bench/results.json
 	$(BIN)/pizza bench --store postgres --out bench/results-postgres.json
 
-test: check  ## Lint, type-check, then both test suites: the saga library's and the product's.
+# The product's suite on pytest-xdist: a worker per core, each with its own time-skipping
+# server and PostgreSQL cluster; tests sharing a module's servers stay on one worker.
+XDIST ?= -n auto --dist loadgroup
+
+test: check  ## Lint, type-check, then both test suites: the saga library's and the product's (xdist).
 	cd $(SAGA) && $(abspath $(BIN))/pytest
-	$(BIN)/pytest
+	$(BIN)/pytest $(XDIST)
+
+test-fast: $(STAMP)  ## The fast tier only: unit and time-skipping workflow tests on SQLite (no processes).
+	$(BIN)/pytest -m fast
 
 test-saga: $(STAMP)  ## The saga library's own suite (no product import).
 	cd $(SAGA) && $(abspath $(BIN))/pytest

@@ -3,6 +3,13 @@
 Every test that takes `settings` (or `stores`) runs twice, `[sqlite]` on a real SQLite
 file and `[postgres]` on a fresh database of a private PostgreSQL cluster (common/pgcluster.py),
 unless it is marked `SQLITE_ONLY`.
+
+Tiers (markers registered in pyproject.toml, set here on each collected test by what it uses,
+see `pytest_collection_modifyitems`): `postgres` (the private cluster), `browser` (Chromium),
+`devserver` (a real dev server, marked by its module), `processes` (starts programs: `pizza`,
+promtool, ...); `fast` is every other test, what `make test-fast` runs. Under pytest-xdist
+(`make test`, `--dist loadgroup`) the tests sharing a module's servers, or the session's
+`site`, go to one worker, so those servers start once.
 """
 
 from __future__ import annotations
@@ -25,6 +32,63 @@ from tests.site import Site, running_site
 
 TEST_VAULT_KEYS = KeyRing.generate("test-vault").to_json()
 """The card vault's keys for tests on a PostgreSQL store."""
+
+SLOW_TIERS = ("postgres", "browser", "devserver", "processes")
+"""The markers that keep a test out of the fast tier (`make test-fast` runs `-m fast`)."""
+POSTGRES_FIXTURES = frozenset({"postgres_cluster", "postgres_url"})
+BROWSER_FIXTURES = frozenset({"browser", "page", "browser_path"})
+"""Chromium through Playwright (tests/test_pages.py, tests/test_web_ui_codec.py)."""
+PROCESS_MODULES = (
+    "test_api",
+    "test_card_data",
+    "test_cli",
+    "test_crash",
+    "test_operating",
+    "test_scale_out",
+    "test_up",
+)
+"""Modules (by name prefix) whose tests run `pizza` as processes; other such tests say so."""
+SITE_FIXTURE = "site"
+"""The session's dev server and `pizza worker` (tests/site.py): its tests share one worker."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and xdist reads `xdist_group`
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tiers, and group the tests sharing servers for xdist."""
+    xdist = config.pluginmanager.has_plugin("xdist")
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        fixtures = set(item.fixturenames)
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        if params.get("store_url") == "postgres" or fixtures & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if fixtures & BROWSER_FIXTURES:
+            item.add_marker(pytest.mark.browser)
+        if SITE_FIXTURE in fixtures:
+            item.add_marker(pytest.mark.devserver)
+            item.add_marker(pytest.mark.processes)
+        if item.module.__name__.rpartition(".")[2].startswith(PROCESS_MODULES):
+            item.add_marker(pytest.mark.processes)
+        if not any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
+            item.add_marker(pytest.mark.fast)
+        group = _xdist_group(item, fixtures) if xdist else None
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _xdist_group(item: pytest.Function, fixtures: set[str]) -> str | None:
+    """The xdist group of a test whose servers are shared: the session's site, or its module's.
+
+    A test using a module-scoped fixture (a module's dev server, processes, browser) runs on
+    the worker that runs the rest of its module; the others go to whichever worker is free.
+    """
+    if SITE_FIXTURE in fixtures:
+        return SITE_FIXTURE
+    definitions = item._fixtureinfo.name2fixturedefs
+    if any(definitions.get(name) and definitions[name][-1].scope == "module" for name in fixtures):
+        return str(item.module.__name__)
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -87,6 +87,7 @@ def promtool() -> str:
     return found
 
 
+@pytest.mark.processes
 def test_promtool_accepts_the_alert_rules() -> None:
     checked = subprocess.run(
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
@@ -95,6 +96,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
     assert "SUCCESS: 4 rules found" in checked.stdout
 
 
+@pytest.mark.processes
 def test_the_alerts_fire_when_and_only_when_their_unit_tests_say() -> None:
     tested = subprocess.run(
         [promtool(), "test", "rules", RULE_TESTS.name],

@@ -91,6 +91,7 @@ BURN = "import time\nwhile time.process_time() < {seconds}: pass\n"
 """A child that spends this much CPU time, then (with `input()` after it) waits."""
 
 
+@pytest.mark.processes
 def test_a_process_tree_counts_its_exited_and_its_live_children() -> None:
     me = os.getpid()
     before = tree_cpu_seconds(me)

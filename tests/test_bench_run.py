@@ -49,6 +49,7 @@ def positive(value: object) -> bool:
 
 
 @pytest.mark.devserver
+@pytest.mark.processes
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 def test_the_bench_reports_every_runner_its_processes_cpu_and_the_targets(
     tmp_path: Path, store: str

@@ -33,6 +33,8 @@ from pizza_saga.common.temporal import binary
 from pizza_saga.order.client import OrderStatus
 from tests.orders import new_order
 
+pytestmark = pytest.mark.devserver
+
 WAIT = 60.0
 
 
