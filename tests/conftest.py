@@ -8,8 +8,9 @@ Tiers (markers registered in pyproject.toml, set here on each collected test by 
 see `pytest_collection_modifyitems`): `postgres` (the private cluster), `browser` (Chromium),
 `devserver` (a real dev server, marked by its module), `processes` (starts programs: `pizza`,
 promtool, ...); `fast` is every other test, what `make test-fast` runs. Under pytest-xdist
-(`make test`, `--dist loadgroup`) the tests sharing a module's servers, or the session's
-`site`, go to one worker, so those servers start once.
+(`make test`, `--dist loadscope`) each worker has its own time-skipping server and cluster,
+and each module runs whole on one worker: its module-scoped servers start once, and tests
+that read what an earlier test of their module did (tests/test_operating.py) still see it.
 """
 
 from __future__ import annotations
@@ -49,13 +50,12 @@ PROCESS_MODULES = (
 )
 """Modules (by name prefix) whose tests run `pizza` as processes; other such tests say so."""
 SITE_FIXTURE = "site"
-"""The session's dev server and `pizza worker` (tests/site.py): its tests share one worker."""
+"""The session's dev server and `pizza worker` (tests/site.py), for the web tests."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects and xdist reads `xdist_group`
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its tiers, and group the tests sharing servers for xdist."""
-    xdist = config.pluginmanager.has_plugin("xdist")
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by these markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tiers, by the fixtures, parameters and module it has."""
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
@@ -72,23 +72,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.processes)
         if not any(item.get_closest_marker(tier) for tier in SLOW_TIERS):
             item.add_marker(pytest.mark.fast)
-        group = _xdist_group(item, fixtures) if xdist else None
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def _xdist_group(item: pytest.Function, fixtures: set[str]) -> str | None:
-    """The xdist group of a test whose servers are shared: the session's site, or its module's.
-
-    A test using a module-scoped fixture (a module's dev server, processes, browser) runs on
-    the worker that runs the rest of its module; the others go to whichever worker is free.
-    """
-    if SITE_FIXTURE in fixtures:
-        return SITE_FIXTURE
-    definitions = item._fixtureinfo.name2fixturedefs
-    if any(definitions.get(name) and definitions[name][-1].scope == "module" for name in fixtures):
-        return str(item.module.__name__)
-    return None
 
 
 @pytest.fixture(scope="session")
