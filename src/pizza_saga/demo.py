@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,16 +20,14 @@ from pizza_saga.app import (
     open_stores,
     prepare_namespace,
 )
-from pizza_saga.common.codec_auth import codec_token
-from pizza_saga.common.codec_server import access_help, serving, ui_origins
-from pizza_saga.common.crypto import EncryptionCodec
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server, wait_until_ready
-from pizza_saga.common.logmask import install_card_masking
+from pizza_saga.common.devserver import DevServerConfig, wait_until_ready
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import DEFAULT_NAMESPACE, key_ring
-from pizza_saga.order.client import OrderOutcome, order_outcome
+from pizza_saga.common.temporal import DEFAULT_NAMESPACE
+from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
+from pizza_saga.order.service import OrderService
 from pizza_saga.render import print_outcome
+from pizza_saga.runtime import embedded_temporal, host_worker, log_to
 
 API_PORT = 8000
 """Where the demo serves the order pages (any free port if this one is taken)."""
@@ -40,33 +36,29 @@ API_PORT = 8000
 async def run_demo(
     settings: Settings,
     server: DevServerConfig,
-    codec_port: int,
     console: Console,
+    stop: asyncio.Event,
     *,
+    codec_port: int,
     interactive: bool,
     api_port: int = API_PORT,
     telemetry: Telemetry | None = None,
 ) -> None:
     """Start server, codec server, worker and the pages; place the good and the broken-card
-    order."""
+    order; on a terminal, serve until ``stop`` is set."""
     worker_log = settings.home / "demo-worker.log"
-    _log_to(worker_log)
+    log_to(worker_log)
     embedded = contextlib.AsyncExitStack()
     if await _answers(server.address):
         console.print(f"Using the Temporal server already running at {server.address}")
     else:
         console.print(f"Starting the Temporal dev server on {server.address} ({settings.home})")
-        server = dataclasses.replace(server, codec_endpoint=f"http://localhost:{codec_port}")
-        codec = EncryptionCodec(key_ring(settings, server.address))
-        token = codec_token(settings)
-        endpoint = await embedded.enter_async_context(
-            serving(codec, codec_port, ui_origins(server.ui_port), token=token.value)
+        temporal = await embedded.enter_async_context(
+            embedded_temporal(settings, server, codec_port=codec_port)
         )
-        for line in access_help(endpoint, token, ui_url=server.ui_url):
-            console.print(line, markup=False, soft_wrap=True)
-        await embedded.enter_async_context(
-            running_dev_server(server, settings.home / "temporal-server.log")
-        )
+        if interactive:  # off a terminal, the demo is gone before anyone could log in
+            for line in temporal.access_help():
+                console.print(line, markup=False, soft_wrap=True)
     async with embedded:
         client = await connect_client(settings, telemetry, target_host=server.address)
         await prepare_namespace(client)
@@ -75,38 +67,62 @@ async def run_demo(
         pages = build_api(
             service, ui_url=server.ui_url, namespace=DEFAULT_NAMESPACE, telemetry=telemetry
         )
-        async with (
-            build_worker_for(client, stores, settings),
-            _serving(pages, api_port) as api,
-        ):
-            while not await service.worker_polling():  # noqa: ASYNC110 (polls the server)
-                await asyncio.sleep(0.05)
-            stamp = _stamp()
-            orders = [
-                example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
-                example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
-            ]
-            for order in orders:
-                await service.place(order)
-                console.print(
-                    f"Placed order {order.order_number} paid with card "
-                    f"ending {order.credit_card_info.number[-4:]}"
-                )
-            outcomes = await asyncio.gather(
-                *(order_outcome(client, order.order_number) for order in orders)
+        async with _serving(pages, api_port) as api:
+            scenario = asyncio.create_task(
+                _scenario(service, console, server.ui_url, api.url, worker_log, interactive, stop)
             )
-            for outcome in outcomes:
-                console.print()
-                print_outcome(console, outcome, server.ui_url, DEFAULT_NAMESPACE)
-                console.print(f"Order page: {api.url}/orders/{outcome.order_number}")
-            _summarize(console, outcomes)
-            console.print(f"Worker log: {worker_log}")
-            if interactive:
-                console.print(
-                    f"\nServing the Web UI at {server.ui_url} and the order pages at {api.url}: "
-                    "look around, then Ctrl-C to stop."
-                )
-                await asyncio.Event().wait()
+            await host_worker(
+                build_worker_for(client, stores, settings),
+                stop,
+                alongside=[scenario],
+                before_drain=api.stop,
+            )
+            if scenario.done() and not scenario.cancelled():
+                scenario.result()  # its error, if it failed
+
+
+async def _scenario(
+    service: OrderService,
+    console: Console,
+    ui_url: str,
+    pages_url: str,
+    worker_log: Path,
+    interactive: bool,
+    stop: asyncio.Event,
+) -> None:
+    """The seed's two orders, placed once a worker polls, and their outcomes; then, on a
+    terminal, the servers stay up until ``stop``."""
+    while not await service.worker_polling():  # noqa: ASYNC110 (polls the server)
+        await asyncio.sleep(0.05)
+    stamp = _stamp()
+    orders = [
+        example_order(order_number=f"XD{stamp}G", card_number=GOOD_CARD),
+        example_order(order_number=f"XD{stamp}B", card_number=BROKEN_CARD),
+    ]
+    for order in orders:
+        await service.place(order)
+        console.print(
+            f"Placed order {order.order_number} paid with card "
+            f"ending {order.credit_card_info.number[-4:]}"
+        )
+    outcomes = await asyncio.gather(*(service.wait(order.order_number) for order in orders))
+    for outcome in outcomes:
+        console.print()
+        print_outcome(console, outcome, ui_url, DEFAULT_NAMESPACE)
+        console.print(f"Order page: {pages_url}/orders/{outcome.order_number}")
+    _summarize(console, outcomes)
+    console.print(f"Worker log: {worker_log}")
+    if not interactive:
+        console.print(
+            "The links above were live while the demo ran; `pizza up` (with this PIZZA_HOME) "
+            "serves them again."
+        )
+        return
+    console.print(
+        f"\nServing the Web UI at {ui_url} and the order pages at {pages_url}: "
+        "look around, then Ctrl-C to stop."
+    )
+    await stop.wait()
 
 
 @contextlib.asynccontextmanager
@@ -122,16 +138,6 @@ async def _serving(app: FastAPI, port: int) -> AsyncIterator[ApiServer]:
         yield server
     finally:
         await server.stop()
-
-
-def _log_to(path: Path) -> None:
-    # The worker's log (the failed charge's stack trace among it) goes to a file: the
-    # terminal shows outcomes, the log is there for whoever wants the details.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    install_card_masking()
 
 
 async def _answers(address: str) -> bool:

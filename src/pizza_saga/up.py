@@ -7,9 +7,7 @@ and the API with the pages, until Ctrl-C or SIGTERM; then all of it stops.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,14 +23,9 @@ from pizza_saga.app import (
     open_stores,
     prepare_namespace,
 )
-from pizza_saga.common.codec_auth import codec_token
-from pizza_saga.common.codec_server import access_help, serving, ui_origins
-from pizza_saga.common.crypto import EncryptionCodec
-from pizza_saga.common.devserver import DevServerConfig, describe_exit, running_dev_server
-from pizza_saga.common.logmask import install_card_masking
+from pizza_saga.common.devserver import DevServerConfig, describe_exit
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import key_ring
-from pizza_saga.runtime import WorkerStopped, host_worker
+from pizza_saga.runtime import WorkerStopped, embedded_temporal, host_worker, log_to
 
 
 @dataclass(frozen=True)
@@ -47,15 +40,6 @@ class Ports:
 
 class Stopped(Exception):
     """Something `pizza up` runs ended by itself; the message says what and where to look."""
-
-
-def log_to(path: Path) -> None:
-    """Send this process's log (the worker's, the API's) to ``path``, card numbers masked."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    install_card_masking()
 
 
 async def run_up(
@@ -74,13 +58,8 @@ async def run_up(
     """
     log_file = settings.home / "pizza-up.log"
     log_to(log_file)
-    codec = EncryptionCodec(key_ring(settings, server.address))
-    token = codec_token(settings)
-    server_log = settings.home / "temporal-server.log"
-    async with (
-        serving(codec, ports.codec, ui_origins(server.ui_port), token=token.value) as endpoint,
-        running_dev_server(server, server_log) as dev,
-    ):
+    async with embedded_temporal(settings, server, codec_port=ports.codec) as temporal:
+        dev = temporal.server
         client = await connect_client(settings, telemetry, target_host=server.address)
         await prepare_namespace(client)
         stores = open_stores(settings)
@@ -110,10 +89,7 @@ async def run_up(
                 f"Worker         task queue {settings.task_queue}; log {log_file}\n"
                 f"Metrics        http://{settings.metrics_address}/metrics\n"
                 f"State          {settings.home}\n"
-                + "".join(
-                    escape(line) + "\n"
-                    for line in access_help(endpoint, token, ui_url=server.ui_url)
-                )
+                + "".join(escape(line) + "\n" for line in temporal.access_help())
                 + "Ctrl-C stops all of it.",
                 soft_wrap=True,
             )
@@ -126,6 +102,6 @@ async def run_up(
             if dev.process.returncode is not None:
                 raise Stopped(
                     "the Temporal dev server stopped unexpectedly "
-                    f"({describe_exit(dev.process.returncode)}); see {server_log}"
+                    f"({describe_exit(dev.process.returncode)}); see {dev.log_file}"
                 )
             raise Stopped(f"the worker stopped unexpectedly; see {log_file}")

@@ -33,7 +33,13 @@ from rich.progress import Progress
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowHistory
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores, upgrade_stores
+from pizza_saga.app import (
+    SEARCH_ATTRIBUTES,
+    build_service,
+    connect_client,
+    open_stores,
+    upgrade_stores,
+)
 from pizza_saga.bench.baseline import (
     BASELINE_TASK_QUEUE,
     BaselinePlan,
@@ -49,17 +55,15 @@ from pizza_saga.bench.cpu import (
     tree_cpu_seconds,
 )
 from pizza_saga.billing import cards
-from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
 from pizza_saga.common.pgcluster import PostgresCluster, require_bindir
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU
-from pizza_saga.order.models import OrderRequest, PizzaOrder, SagaPolicy
-from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
+from pizza_saga.order.models import PizzaOrder
+from pizza_saga.order.service import OrderService
 
 ENGINE_PLANS = {
     # distance, inventory, charge, bill, driver (a regular activity in local mode too)
@@ -219,31 +223,23 @@ async def drive(
     return list(samples), time.perf_counter() - began
 
 
+NO_WAITS = {
+    "PIZZA_PREP_SECONDS": "0",
+    "PIZZA_DRIVER_SECONDS": "0",
+    "PIZZA_LOCAL_ACTIVITIES": "false",
+}
+"""The bench's deployment settings: no simulated waits, regular activities."""
+
+
 async def run_order(
-    client: Client,
-    vault: CardVault,
-    kind: str,
-    prefix: str,
-    index: int,
-    *,
-    local: bool,
-    task_queue: str,
+    client: Client, service: OrderService, kind: str, prefix: str, index: int
 ) -> Sample:
+    """One order placed as every face places it (OrderService.place), timed from the call."""
     number = f"{prefix}{index:05d}"
     order = order_for(kind, number)
-    # As the edge does: the card number becomes a vault token before the workflow starts.
-    card = await asyncio.to_thread(
-        functools.partial(vault.tokenize, order.credit_card_info.number, order_number=number)
-    )
-    request = OrderRequest(order=order.placed(card), policy=SagaPolicy(local_activities=local))
     started = time.perf_counter()
-    handle = await client.start_workflow(
-        PizzaOrderWorkflow.run,
-        request,
-        id=workflow_id_for(number),
-        task_queue=task_queue,
-    )
-    return await _outcome(handle, started)
+    placed = await service.place(order)
+    return await _outcome(client.get_workflow_handle(placed.workflow_id), started)
 
 
 async def run_via_api(
@@ -329,7 +325,9 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
     prefix = secrets.token_hex(3).upper()
     async with AsyncExitStack() as stack:
         home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pizza-bench-")))
-        env = {**os.environ, "PIZZA_HOME": str(home)}
+        # Orders with no simulated waits and regular activities, whoever places them (the
+        # runners below, the API's process); the bench measures the saga, not the kitchen.
+        env = {**os.environ, "PIZZA_HOME": str(home), **NO_WAITS}
         database, database_cpu = _store_database(bench, stack, env)
         own_server = "TEMPORAL_ADDRESS" not in os.environ
         server_cpu: CpuReader | None = None  # an outside server's is not measured
@@ -359,21 +357,20 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         }
         if database_cpu is not None:
             readers["database"] = database_cpu
-        client = await connect(settings, env.get("TEMPORAL_ADDRESS"))
+        client = await connect_client(settings, target_host=env.get("TEMPORAL_ADDRESS"))
 
-        def order_runner(
-            local: bool, task_queue: str = settings.task_queue
-        ) -> Callable[[str, str, int], Awaitable[Sample]]:
-            return lambda kind, tag, i: run_order(
-                client, stores.vault, kind, tag, i, local=local, task_queue=task_queue
-            )
+        def order_runner(**options: Any) -> Callable[[str, str, int], Awaitable[Sample]]:
+            # The deployment's settings for orders, but on another queue or with local
+            # activities: a service of their own, placing orders the way every face does.
+            service = build_service(client, stores, settings.model_copy(update=options))
+            return lambda kind, tag, i: run_order(client, service, kind, tag, i)
 
         runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
             "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, False),
-            "orders": order_runner(False),
-            "sandboxed": order_runner(False, sandboxed_queue(settings.task_queue)),
+            "orders": order_runner(),
+            "sandboxed": order_runner(task_queue=sandboxed_queue(settings.task_queue)),
             "local engine": lambda kind, tag, i: run_engine(client, kind, tag, i, True),
-            "local orders": order_runner(True),
+            "local orders": order_runner(local_activities=True),
         }
         if bench.via == "api":
             api_process, api_url = _start_api(env, home / "api.log")
@@ -674,19 +671,12 @@ def _api_results(
 
 
 def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A `pizza api` process placing orders as the bench's `orders` runner does (regular
-    activities, no simulated waits)."""
+    """A `pizza api` process placing orders as the bench's `orders` runner does."""
     port = free_port()
-    api_env = {
-        **env,
-        "PIZZA_PREP_SECONDS": "0",
-        "PIZZA_DRIVER_SECONDS": "0",
-        "PIZZA_LOCAL_ACTIVITIES": "false",
-    }
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "pizza_saga", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=api_env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
@@ -42,67 +44,37 @@ def server(
     Exits 3 if a port is taken, 1 if the dev server dies under it.
     """
     from pizza_saga.app import SEARCH_ATTRIBUTES
-    from pizza_saga.common.codec_auth import TokenError, codec_token
-    from pizza_saga.common.codec_server import access_help, serving, ui_origins
-    from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
-    from pizza_saga.common.devserver import (
-        DevServerConfig,
-        PortInUse,
-        describe_exit,
-        ensure_free,
-        running_dev_server,
-    )
-    from pizza_saga.common.temporal import key_ring
+    from pizza_saga.common.devserver import DevServerConfig, describe_exit
+    from pizza_saga.runtime import embedded_temporal
 
     settings = load_settings()
     ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
-    for option, number in ports.items():
-        clash = [other for other, n in ports.items() if n == number and other != option]
-        if clash:
-            fail(f"{option}: {number} is also {clash[0]}; give each its own port")
+    _ensure_free(ports)
     config = DevServerConfig(
         db_filename=db_filename or settings.server_db,
         port=port,
         ui_port=ui_port,
         search_attributes=SEARCH_ATTRIBUTES,
-        codec_endpoint=f"http://localhost:{codec_port}",
     )
     log_file = settings.home / "temporal-server.log"
     codec_log = settings.home / "codec-server.log"
-    try:
-        ensure_free(ports)
-    except PortInUse as e:
-        fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
-    try:
-        codec = EncryptionCodec(key_ring(settings, config.address))
-        token = codec_token(settings)
-    except (KeyRingError, TokenError) as e:
-        fail(str(e))
+    settings.home.mkdir(parents=True, exist_ok=True)
     _log_codec_requests(logging.FileHandler(codec_log))
 
     async def run() -> None:
-        try:
-            async with (
-                serving(codec, codec_port, ui_origins(ui_port), token=token.value) as endpoint,
-                running_dev_server(config, log_file) as dev,
-            ):
-                out.print(
-                    f"Temporal dev server on {config.address}, Web UI {config.ui_url} "
-                    f"(decoding through the codec server on port {codec_port}), "
-                    f"state in {config.db_filename} (Ctrl-C to stop)"
-                )
-                for line in access_help(endpoint, token, ui_url=config.ui_url):
-                    out.print(escape(line), soft_wrap=True)
-                out.print(f"  Codec server requests are logged to {codec_log}")
-                returncode = await dev.exited()
-        except PortInUse as e:  # taken between the check and the start
-            fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
-        except TimeoutError as e:
-            fail(f"{e}; see {log_file}", EXIT_UNAVAILABLE)
-        except OSError as e:
-            fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
-        except RuntimeError as e:
-            fail(str(e), EXIT_UNAVAILABLE)
+        async with (
+            _starting(log_file),
+            embedded_temporal(settings, config, codec_port=codec_port) as temporal,
+        ):
+            out.print(
+                f"Temporal dev server on {config.address}, Web UI {config.ui_url} "
+                f"(decoding through the codec server on port {codec_port}), "
+                f"state in {config.db_filename} (Ctrl-C to stop)"
+            )
+            for line in temporal.access_help():
+                out.print(escape(line), soft_wrap=True)
+            out.print(f"  Codec server requests are logged to {codec_log}")
+            returncode = await temporal.server.exited()
         # The codec server has stopped with the block: nothing of ours is left listening.
         fail(
             f"the Temporal dev server stopped unexpectedly ({describe_exit(returncode)}); "
@@ -111,6 +83,48 @@ def server(
         )
 
     run_command(run())
+
+
+def _ensure_free(ports: dict[str, int], host: str | None = None) -> None:
+    """Exit (2) if two options name one port, (3) if one of ``ports`` is taken.
+
+    Ports of the API (``--api-port``) are checked on ``host``, the others on localhost.
+    """
+    from pizza_saga.common.devserver import PortInUse, ensure_free
+
+    for option, number in ports.items():
+        clash = [other for other, n in ports.items() if n == number and other != option]
+        if clash:
+            fail(f"{option}: {number} is also {clash[0]}; give each its own port")
+    try:
+        ensure_free({k: v for k, v in ports.items() if k != "--api-port"})
+        if "--api-port" in ports:
+            ensure_free({"--api-port": ports["--api-port"]}, host or "localhost")
+    except PortInUse as e:
+        fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+    except OSError as e:
+        fail(f"--host {host}: cannot listen there: {e}", EXIT_UNAVAILABLE)
+
+
+@contextlib.asynccontextmanager
+async def _starting(log_file: Path) -> AsyncIterator[None]:
+    """Turn what stops an embedded Temporal from starting into one line and an exit status."""
+    from pizza_saga.common.codec_auth import TokenError
+    from pizza_saga.common.crypto import KeyRingError
+    from pizza_saga.common.devserver import PortInUse, StateInUse
+
+    try:
+        yield
+    except (KeyRingError, TokenError, StateInUse) as e:
+        fail(str(e))
+    except PortInUse as e:  # taken between the check and the start
+        fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+    except TimeoutError as e:
+        fail(f"{e}; see {log_file}", EXIT_UNAVAILABLE)
+    except OSError as e:
+        fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
+    except RuntimeError as e:  # the dev server did not start
+        fail(str(e), EXIT_UNAVAILABLE)
 
 
 def _log_codec_requests(handler: logging.Handler) -> None:
@@ -182,55 +196,35 @@ def up(
     For a developer: one command, one process. Exits 3 if a port is taken, 1 if the dev
     server or the worker stops under it.
     """
-    from pizza_saga.common.devserver import DevServerConfig, PortInUse, ensure_free
-
-    settings = load_settings()
-    ports = {
-        "--port": port,
-        "--ui-port": ui_port,
-        "--codec-port": codec_port,
-        "--api-port": api_port,
-    }
-    for option, number in ports.items():
-        clash = [other for other, n in ports.items() if n == number and other != option]
-        if clash:
-            fail(f"{option}: {number} is also {clash[0]}; give each its own port")
-    try:
-        ensure_free({k: v for k, v in ports.items() if k != "--api-port"})
-        ensure_free({"--api-port": api_port}, host)
-    except PortInUse as e:
-        fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
-    except OSError as e:
-        fail(f"--host {host}: cannot listen there: {e}", EXIT_UNAVAILABLE)
     from pizza_saga.app import SEARCH_ATTRIBUTES
-    from pizza_saga.common.codec_auth import TokenError
-    from pizza_saga.common.crypto import KeyRingError
+    from pizza_saga.common.devserver import DevServerConfig
     from pizza_saga.up import Ports, Stopped, run_up
 
+    settings = load_settings()
+    ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
+    _ensure_free({**ports, "--api-port": api_port}, host)
     server = DevServerConfig(
         db_filename=settings.server_db,
         port=port,
         ui_port=ui_port,
         search_attributes=SEARCH_ATTRIBUTES,
-        codec_endpoint=f"http://localhost:{codec_port}",
     )
-
     settings = with_metrics(settings)
     telemetry = telemetry_for(settings, service_name="pizza-up", http=True)
 
     async def run(stop: asyncio.Event) -> None:
         try:
-            await run_up(
-                settings, server, Ports(host, api_port, codec_port), out, stop, telemetry=telemetry
-            )
-        except (KeyRingError, TokenError) as e:
-            fail(str(e))
-        except PortInUse as e:  # taken between the check and the start
-            fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
+            async with _starting(settings.home / "temporal-server.log"):
+                await run_up(
+                    settings,
+                    server,
+                    Ports(host, api_port, codec_port),
+                    out,
+                    stop,
+                    telemetry=telemetry,
+                )
         except Stopped as e:
             fail(str(e), EXIT_FAILED)
-        except (OSError, RuntimeError, TimeoutError) as e:
-            fail(f"cannot start: {e}", EXIT_UNAVAILABLE)
         out.print("Stopped.")
 
     run_until_signal(run)
@@ -243,18 +237,21 @@ def demo(
     codec_port: Annotated[
         int, typer.Option(min=1, max=65535, help="Port of the codec server for the Web UI.")
     ] = 8081,
+    api_port: Annotated[
+        int,
+        typer.Option(min=1, max=65535, help="Port of the order pages (another free one if taken)."),
+    ] = 8000,
 ) -> None:
     """The seed's scenario: a good order and a bad-card rollback on an embedded server.
 
-    On a terminal it keeps serving the Web UI until Ctrl-C; otherwise it exits when done.
+    On a terminal it keeps serving the Web UI and the pages until Ctrl-C; otherwise it exits
+    when done.
     """
-    from pizza_saga.common.codec_auth import TokenError
-    from pizza_saga.common.devserver import DevServerConfig, PortInUse
+    from pizza_saga.app import SEARCH_ATTRIBUTES
+    from pizza_saga.common.devserver import DevServerConfig
     from pizza_saga.demo import run_demo
 
     settings = load_settings()
-    from pizza_saga.app import SEARCH_ATTRIBUTES
-
     server = DevServerConfig(
         db_filename=settings.server_db,
         port=port,
@@ -265,18 +262,17 @@ def demo(
     settings = with_metrics(settings)
     telemetry = telemetry_for(settings, service_name="pizza-demo", http=True)
 
-    async def run() -> None:
-        try:
+    async def run(stop: asyncio.Event) -> None:
+        async with _starting(settings.home / "temporal-server.log"):
             await run_demo(
-                settings, server, codec_port, out, interactive=interactive, telemetry=telemetry
+                settings,
+                server,
+                out,
+                stop,
+                codec_port=codec_port,
+                api_port=api_port,
+                interactive=interactive,
+                telemetry=telemetry,
             )
-        except TokenError as e:
-            fail(str(e))
-        except PortInUse as e:
-            fail(f"{e}; stop it or choose another port", EXIT_UNAVAILABLE)
-        except OSError as e:
-            fail(f"cannot listen: {e.strerror} (another server on these ports?)", 3)
-        except RuntimeError as e:  # the dev server did not start
-            fail(str(e), 3)
 
-    run_command(run())
+    run_until_signal(run)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
+import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,38 @@ class PortInUse(Exception):
         self.what, self.port = what, port
 
 
+class StateInUse(Exception):
+    """Another dev server of ours keeps its history in the same file."""
+
+    def __init__(self, db_filename: Path) -> None:
+        super().__init__(
+            f"{db_filename} is in use by another Temporal dev server (a `pizza server`, "
+            "`pizza up` or `pizza demo` with this PIZZA_HOME); use that one (TEMPORAL_ADDRESS), "
+            "stop it, or give this one another PIZZA_HOME"
+        )
+        self.db_filename = db_filename
+
+
+@contextlib.contextmanager
+def holding_state(db_filename: Path) -> Iterator[None]:
+    """Hold the lock on a dev server's state file for the block; StateInUse if it is held.
+
+    Two dev servers on one SQLite file would both write to it; the lock (on a file beside
+    it, released by the kernel if the holder dies) lets only one of ours start there.
+    """
+    db_filename.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = db_filename.with_name(db_filename.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateInUse(db_filename) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def ensure_free(ports: Mapping[str, int], host: str = "localhost") -> None:
     """Raise PortInUse for the first of ``ports`` (what it is for -> port) that is taken.
 
@@ -179,11 +213,18 @@ async def running_dev_server(config: DevServerConfig, log_file: Path) -> AsyncIt
     """Run the dev server for the duration of the block, then stop it and wait for it.
 
     Raises PortInUse if one of its ports is taken (rather than talk to whatever answers
-    there), RuntimeError if it exits before it is ready. The block can await
-    ``DevServer.exited()`` to hear of the server dying under it.
+    there), StateInUse if another of our dev servers runs on its state file, RuntimeError if
+    it exits before it is ready. The block can await ``DevServer.exited()`` to hear of the
+    server dying under it.
     """
     ensure_free(config.ports, config.ip)
-    config.db_filename.parent.mkdir(parents=True, exist_ok=True)
+    with holding_state(config.db_filename):
+        async with _supervised(config, log_file) as server:
+            yield server
+
+
+@contextlib.asynccontextmanager
+async def _supervised(config: DevServerConfig, log_file: Path) -> AsyncIterator[DevServer]:
     with log_file.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
             *config.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL

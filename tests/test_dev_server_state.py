@@ -1,0 +1,72 @@
+"""One dev server per state file: `pizza up`, `server` and `demo` refuse a PIZZA_HOME whose
+temporal.db another dev server of ours runs on, instead of writing to it as a second server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pizza_saga.app import SEARCH_ATTRIBUTES
+from pizza_saga.common.devserver import (
+    DevServerConfig,
+    StateInUse,
+    ensure_free,
+    free_port,
+    running_dev_server,
+)
+
+pytestmark = pytest.mark.devserver
+
+COMMAND_TIMEOUT = 60.0
+
+
+def _pizza(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIZZA_HOME": str(home)}
+    env.pop("TEMPORAL_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pizza_saga", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("command", ["up", "server", "demo"])
+async def test_a_second_dev_server_on_the_same_state_is_refused_in_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    home = tmp_path / "home"
+    running = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
+    ports = {"--port": free_port(), "--ui-port": free_port(), "--codec-port": free_port()}
+    if command == "up":
+        ports["--api-port"] = free_port()
+    args = [item for option, port in ports.items() for item in (option, str(port))]
+
+    async with running_dev_server(running, tmp_path / "first.log"):
+        done = _pizza(home, command, *args)
+
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert f"{home / 'temporal.db'} is in use by another Temporal dev server" in lines[0]
+    ensure_free(ports)  # nothing of the refused command is left listening
+
+
+async def test_the_state_is_free_again_once_its_server_stopped(tmp_path: Path) -> None:
+    config = DevServerConfig.private(tmp_path / "temporal.db")
+    async with running_dev_server(config, tmp_path / "first.log"):
+        second = DevServerConfig.private(tmp_path / "temporal.db")
+        with pytest.raises(StateInUse):
+            async with running_dev_server(second, tmp_path / "second.log"):
+                pass
+    again = DevServerConfig.private(tmp_path / "temporal.db")
+    async with running_dev_server(again, tmp_path / "again.log") as server:
+        assert server.process.returncode is None
