@@ -103,12 +103,21 @@ def traced(runtime: Runtime | None, provider: TracerProvider | None) -> Telemetr
 
 
 async def connect_client(
-    settings: Settings, telemetry: Telemetry | None = None, *, target_host: str | None = None
+    settings: Settings,
+    telemetry: Telemetry | None = None,
+    *,
+    target_host: str | None = None,
+    encrypted: bool = True,
 ) -> Client:
-    """A client of the configured Temporal, reporting through ``telemetry`` if given."""
+    """A client of the configured Temporal, reporting through ``telemetry`` if given
+    (not ``encrypted``: reading payloads as stored, see common.temporal.connect)."""
     telemetry = telemetry or Telemetry()
     return await connect(
-        settings, target_host, runtime=telemetry.runtime, interceptors=telemetry.interceptors
+        settings,
+        target_host,
+        runtime=telemetry.runtime,
+        interceptors=telemetry.interceptors,
+        encrypted=encrypted,
     )
 
 

@@ -21,7 +21,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, order_number_of, vault_key_ring
+from pizza_saga.app import SEARCH_ATTRIBUTES, connect_client, order_number_of, vault_key_ring
 from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.crypto import ENCODING, EncryptionCodec, KeyRingError
 from pizza_saga.common.db import StoreError, open_engine, shown
@@ -65,7 +65,10 @@ async def temporal(ctx: Context) -> Check:
         return Check(name, False, f"Temporal client configuration: {err}")
     ctx.address, namespace = str(config["target_host"]), str(config["namespace"])
     try:
-        client = await asyncio.wait_for(Client.connect(**config), CONNECT_TIMEOUT_SECONDS)
+        # Payloads as stored: the encryption check below decodes them with the keys itself.
+        client = await asyncio.wait_for(
+            connect_client(ctx.settings, encrypted=False), CONNECT_TIMEOUT_SECONDS
+        )
         await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=namespace)
         )

@@ -184,22 +184,21 @@ async def connect(
     *,
     runtime: Runtime | None = None,
     interceptors: Sequence[ClientInterceptor] = (),
+    encrypted: bool = True,
 ) -> Client:
     """A client for the configured Temporal service (or ``target_host``), encrypting.
 
     ``runtime`` is the process's SDK runtime (its metrics); ``interceptors`` (tracing) also
-    apply to every worker made from the client.
+    apply to every worker made from the client. Not ``encrypted``: a client that reads
+    payloads as stored, for checking the keys against them (`pizza doctor`), never one that
+    starts workflows or runs workers.
     """
     config = connect_config()
     if target_host is not None:
         config["target_host"] = target_host
-    ring = key_ring(settings, config["target_host"])
-    return await Client.connect(
-        **config,
-        data_converter=data_converter(ring),
-        runtime=runtime,
-        interceptors=interceptors,
-    )
+    if encrypted:
+        config["data_converter"] = data_converter(key_ring(settings, config["target_host"]))
+    return await Client.connect(**config, runtime=runtime, interceptors=interceptors)
 
 
 async def ensure_search_attributes(client: Client, keys: Sequence[SearchAttributeKey[Any]]) -> None:
