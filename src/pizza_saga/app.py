@@ -21,6 +21,9 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from pizza_saga.access.service import AccessService
+from pizza_saga.access.store import AuditLog, OperatorStore
+from pizza_saga.access.tokens import AccessTokens
 from pizza_saga.billing.activities import BillingActivities
 from pizza_saga.billing.store import PaymentStore
 from pizza_saga.billing.vault import CardVault
@@ -142,6 +145,10 @@ class Stores:
     payments: PaymentStore
     vault: CardVault
     idempotency: IdempotencyStore
+    operators: OperatorStore
+    audit: AuditLog
+    tokens: AccessTokens
+    """Signs customers' order tokens and operators' page sessions (the vault's keys)."""
 
 
 def open_stores(settings: Settings) -> Stores:
@@ -163,6 +170,9 @@ def open_stores(settings: Settings) -> Stores:
         payments=PaymentStore(engine),
         vault=CardVault(engine, ring, ttl=timedelta(seconds=settings.card_token_ttl_seconds)),
         idempotency=IdempotencyStore(engine, ring),
+        operators=OperatorStore(engine),
+        audit=AuditLog(engine),
+        tokens=AccessTokens(ring),
     )
 
 
@@ -274,6 +284,11 @@ def build_worker_for(
         interceptors=interceptors,
         sandboxed=settings.workflow_sandbox,
     )
+
+
+def build_access(stores: Stores) -> AccessService:
+    """Operators, credentials and the audit trail over ``stores``."""
+    return AccessService(operators=stores.operators, audit=stores.audit, tokens=stores.tokens)
 
 
 def build_service(client: Client | None, stores: Stores, settings: Settings) -> OrderService:
