@@ -11,11 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +20,13 @@ import httpx
 from fastapi import FastAPI
 
 from pizza_saga.api.server import ApiServer
-from pizza_saga.app import SEARCH_ATTRIBUTES, build_api, build_service, open_stores
+from pizza_saga.app import build_api, build_service, open_stores
 from pizza_saga.billing import cards
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import OrderService
-from tests.live_api import until
+from tests.processes import Deployment, Process, deployment
 
 TEST_CARDS = [
     GOOD_CARD,
@@ -43,11 +37,10 @@ TEST_CARDS = [
 ]
 """Every card number of the sandbox: none may ever appear in a page or an event."""
 WORKER_ENV = {
-    "PIZZA_PREP_SECONDS": "0",
-    "PIZZA_DRIVER_SECONDS": "0",
     "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.05",
     "PIZZA_SHUTDOWN_GRACE_SECONDS": "0",
 }
+"""The site's settings beyond a deployment's (tests/processes.py: the simulated waits at 0)."""
 SEED_FORM = {
     "customer.customer_id": "12983",
     "customer.name": "María García",
@@ -159,21 +152,27 @@ class Served:
 
 @dataclass
 class Site:
-    """A dev server and a worker on their own task queue, sharing one PIZZA_HOME."""
+    """A dev server and a `pizza worker` on their own task queue, sharing one PIZZA_HOME."""
 
-    address: str
-    ui_url: str
-    env: dict[str, str]
-    worker_log: Path
+    deployment: Deployment
+    worker: Process
+
+    @property
+    def ui_url(self) -> str:
+        return self.deployment.ui_url
+
+    @property
+    def worker_log(self) -> Path:
+        return self.worker.log
 
     def settings(self, **env: str) -> Settings:
-        return Settings.from_env({**self.env, **env})
+        return Settings.from_env({**self.deployment.env, **env})
 
     @contextlib.asynccontextmanager
     async def serve(self, **env: str) -> AsyncIterator[Served]:
         """The API and pages over a service with these settings (e.g. PIZZA_DRIVER_SECONDS)."""
         settings = self.settings(**env)
-        client = await connect(settings, self.address)
+        client = await connect(settings, self.deployment.address)
         service = build_service(client, open_stores(settings), settings)
         app = build_api(service, ui_url=self.ui_url, namespace=client.namespace)
         async with (
@@ -186,32 +185,6 @@ class Site:
 @contextlib.asynccontextmanager
 async def running_site(home: Path, env: Mapping[str, str] = WORKER_ENV) -> AsyncIterator[Site]:
     """Start a private dev server and a `pizza worker` process; stop both afterwards."""
-    config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
-    site_env = {
-        **os.environ,
-        "PIZZA_HOME": str(home),
-        "TEMPORAL_ADDRESS": config.address,
-        "TEMPORAL_NAMESPACE": "default",
-        "PIZZA_TASK_QUEUE": f"web-{uuid.uuid4().hex}",
-        **env,
-    }
-    worker_log = home / "worker.log"
-    async with running_dev_server(config, home / "server.log"):
-        with worker_log.open("ab") as log:
-            worker = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "pizza_saga", "worker"),
-                env=site_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            site = Site(config.address, config.ui_url, site_env, worker_log)
-            settings = site.settings()
-            client = await connect(settings, config.address)
-            service = build_service(client, open_stores(settings), settings)
-            await until("the worker to poll its task queue", service.worker_polling)
-            yield site
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(worker.wait(), 30)
+    async with deployment(home, queue="web") as site:
+        site.env.update(env)
+        yield Site(site, await site.worker())

@@ -25,7 +25,7 @@ from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.idempotency import IdempotencyKeyRow
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
-from tests.live_api import Api, Deployment, deployment, ready, until
+from tests.processes import Api, Deployment, deployment, until
 
 pytestmark = pytest.mark.devserver
 
@@ -56,14 +56,16 @@ class Live:
 async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     home = tmp_path_factory.mktemp("api")
     # The placing process sets the saga's policy: quick compensation retries.
-    async with deployment(home, PIZZA_COMPENSATION_BACKOFF_SECONDS="0.05") as dep:
+    async with deployment(
+        home, pizza_home=home / "pizza-home", queue="api", PIZZA_COMPENSATION_BACKOFF_SECONDS="0.05"
+    ) as dep:
         dep.spawn("worker", "worker")
         main, slow_driver, no_worker = await asyncio.gather(
             dep.api("api"),
             dep.api("api-slow-driver", PIZZA_DRIVER_SECONDS="600"),
             dep.api("api-no-worker", PIZZA_TASK_QUEUE=f"no-worker-{uuid.uuid4().hex}"),
         )
-        await ready(main)
+        await main.ready()
         yield Live(dep, main, slow_driver, no_worker)
 
 

@@ -29,7 +29,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.result import Ok
 
-from tests.live_api import Api, Deployment, deployment, ready
+from tests.processes import Api, Deployment, deployment
 
 pytestmark = pytest.mark.devserver
 
@@ -49,10 +49,11 @@ CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 
 @pytest.fixture(scope="module")
 async def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Deployment, Api]]:
-    async with deployment(tmp_path_factory.mktemp("fuzz")) as dep:
+    home = tmp_path_factory.mktemp("fuzz")
+    async with deployment(home, pizza_home=home / "pizza-home", queue="api") as dep:
         dep.spawn("worker", "worker")
         api = await dep.api("api")
-        await ready(api)
+        await api.ready()
         yield dep, api
 
 

@@ -14,68 +14,57 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError
 
-from pizza_saga.app import Stores, build_service, open_stores
 from pizza_saga.billing import cards
-from pizza_saga.common.devserver import free_port, wait_until_ready
-from pizza_saga.common.settings import Settings
+from pizza_saga.common.devserver import free_port
 from pizza_saga.common.temporal import binary, connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.workflow import workflow_id_for
+from tests.processes import (
+    COMMAND_SECONDS,
+    Deployment,
+    new_task_queue,
+    pizza_command,
+    pizza_env,
+    processes_mentioning,
+)
 
 pytestmark = pytest.mark.devserver
 
-COMMAND_TIMEOUT = 90
+COMMAND_TIMEOUT = COMMAND_SECONDS
 
 
-class Pizza:
-    """Runs `pizza` commands with one environment (PIZZA_HOME, TEMPORAL_ADDRESS, a task queue)."""
+class Pizza(Deployment):
+    """`pizza` commands with one environment, a user's; its Temporal is a `pizza server`.
+
+    PIZZA_HOME is ``home``, the processes' logs are in its logs/; the server, once started
+    (`server_args`), listens on ``port``, its Web UI on ``ui_port``, its codec server on
+    ``codec_port``.
+    """
 
     def __init__(self, home: Path, port: int, ui_port: int) -> None:
-        self.home, self.port, self.ui_port = home, port, ui_port
-        self.codec_port = free_port()
-        self.env = {
-            **os.environ,
-            "PIZZA_HOME": str(home),
-            "TEMPORAL_ADDRESS": f"localhost:{port}",
-            "TEMPORAL_NAMESPACE": "default",
-            "PIZZA_TASK_QUEUE": f"cli-{uuid.uuid4().hex}",
-            "PIZZA_PREP_SECONDS": "0",
-            "PIZZA_DRIVER_SECONDS": "0",
-            "PIZZA_UI_URL": f"http://localhost:{ui_port}",
-        }
+        self.port, self.ui_port, self.codec_port = port, ui_port, free_port()
+        address, ui_url = f"localhost:{port}", f"http://localhost:{ui_port}"
+        env = pizza_env(home, address, ui_url, new_task_queue("cli"))
+        super().__init__(address, ui_url, env, log_dir=home / "logs")
 
     def command(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "pizza_saga", *args]
+        return pizza_command(*args)
 
-    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.command(*args),
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-            stdin=subprocess.DEVNULL,
-        )
-
-    def spawn(self, log: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
-        """Start a long-running `pizza` command (server, worker), its output into ``log``."""
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                self.command(*args),
-                env={**self.env, **env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+    def server_args(self) -> list[str]:
+        """`pizza server` on this one's ports."""
+        return [
+            "server",
+            *("--port", str(self.port), "--ui-port", str(self.ui_port)),
+            *("--codec-port", str(self.codec_port)),
+        ]
 
     def json(self, *args: str) -> Any:
         done = self.run(*args, "--json")
@@ -86,15 +75,6 @@ class Pizza:
         done = self.run("order", "--json", *args)
         assert "Traceback" not in done.stderr, done.stderr
         return done.returncode, json.loads(done.stdout)
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    @property
-    def stores(self) -> Stores:
-        """The same stores the worker writes, read in-process (quicker than a subprocess)."""
-        return open_stores(self.settings)
 
     def stock(self) -> dict[str, int]:
         return self.stores.inventory.on_hand()
@@ -108,43 +88,13 @@ class Pizza:
 
 
 @pytest.fixture(scope="module")
-def pizza(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pizza]:
-    home = tmp_path_factory.mktemp("pizza-home")
-    cli = Pizza(home, free_port(), free_port())
-    logs = home / "logs"
-    logs.mkdir()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, args in (
-            (
-                "server",
-                [
-                    "server",
-                    *("--port", str(cli.port), "--ui-port", str(cli.ui_port)),
-                    *("--codec-port", str(cli.codec_port)),
-                ],
-            ),
-            ("worker", ["worker"]),
-        ):
-            processes.append(cli.spawn(logs / f"{name}.log", *args))
-            if name == "server":
-                asyncio.run(wait_until_ready(f"localhost:{cli.port}"))
-        asyncio.run(wait_for_worker(cli))
+async def pizza(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pizza]:
+    """A `pizza server` and a `pizza worker`, serving the module; stopped after it."""
+    with Pizza(tmp_path_factory.mktemp("pizza-home"), free_port(), free_port()) as cli:
+        server = cli.spawn("server", *cli.server_args())
+        await cli.temporal_answers(watching=[server])
+        await cli.worker()
         yield cli
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-            process.wait(timeout=30)
-
-
-async def wait_for_worker(pizza: Pizza) -> None:
-    """Return once a worker polls the CLI's task queue (`pizza order` refuses to place before)."""
-    settings = pizza.settings
-    client = await connect(settings, f"localhost:{pizza.port}")
-    service = build_service(client, open_stores(settings), settings)
-    async with asyncio.timeout(COMMAND_TIMEOUT):
-        while not await service.worker_polling():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
 
 
 def codec_token(pizza: Pizza) -> str:
@@ -559,18 +509,6 @@ def test_unreachable_server_is_a_clear_error(pizza: Pizza) -> None:
     assert "Traceback" not in done.stderr
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(args)
-    return found
-
-
 def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
     tmp_path: Path,
 ) -> None:
@@ -579,18 +517,10 @@ def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
     env = {**os.environ, "PIZZA_HOME": str(home), "PIZZA_PREP_SECONDS": "0"}
 
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pizza_saga",
-            "demo",
-            "--port",
-            str(port),
-            "--ui-port",
-            str(ui_port),
-            "--codec-port",
-            str(free_port()),
-        ],
+        pizza_command(
+            *("demo", "--port", str(port), "--ui-port", str(ui_port)),
+            *("--codec-port", str(free_port())),
+        ),
         env=env,
         capture_output=True,
         text=True,
@@ -608,6 +538,6 @@ def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
     assert done.stdout.count(link) == 2
     pages = re.findall(r"Order page: http://127\.0\.0\.1:\d+/orders/(XD\w+)", done.stdout)
     assert len(pages) == 2 and pages[0] != pages[1]
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
     with socket.socket() as sock:
         assert sock.connect_ex(("localhost", port)) != 0, "the demo's server is still listening"

@@ -13,7 +13,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,24 +27,20 @@ from pizza_saga.common.devserver import (
     ensure_free,
     free_port,
     running_dev_server,
-    wait_until_ready,
 )
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for
-from tests.live_api import until
-from tests.test_cli import Pizza, _processes_mentioning, new_number, wait_for_worker
+from tests.processes import EXIT_SECONDS, Process, processes_mentioning, until
+from tests.test_cli import Pizza, new_number
 
 pytestmark = pytest.mark.devserver
 
 WAIT_SECONDS = 30.0
-"""How long a poll waits for a state before the test fails."""
-POLL_SECONDS = 0.05
-EXIT_SECONDS = 30.0
-"""How long a process may take to exit once it should."""
+"""How long an order may take to finish once a worker serves it."""
 
 
-async def exit_code(process: subprocess.Popen[bytes]) -> int:
+async def exit_code(process: Process) -> int:
     """Wait (in a thread, the loop keeps running) for ``process`` to exit."""
     return await asyncio.to_thread(process.wait, EXIT_SECONDS)
 
@@ -55,14 +50,12 @@ def text(log: Path) -> str:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+def processes() -> Iterator[list[Process]]:
     """Processes a test starts; any still running at its end is stopped."""
-    started: list[subprocess.Popen[bytes]] = []
+    started: list[Process] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=EXIT_SECONDS)
+        process.stop()
 
 
 def dev_server_for(pizza: Pizza) -> DevServerConfig:
@@ -123,7 +116,7 @@ async def driver_attempts(client: Client, order_number: str) -> list[tuple[int, 
 
 
 async def test_worker_started_before_temporal_keeps_trying_then_serves_orders(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     log = tmp_path / "worker.log"
@@ -133,7 +126,7 @@ async def test_worker_started_before_temporal_keeps_trying_then_serves_orders(
     await until("two failed attempts in the worker's log", lambda: text(log).count(address) >= 2)
     assert worker.poll() is None, text(log)
     async with running_dev_server(dev_server_for(pizza), tmp_path / "server.log"):
-        await wait_for_worker(pizza)  # it reconnects by itself, within its backoff
+        await pizza.worker_polls()  # it reconnects by itself, within its backoff
         done = await asyncio.to_thread(pizza.run, "order", "--json")
 
     assert done.returncode == 0, (done.stderr, text(log))
@@ -147,7 +140,7 @@ async def test_worker_started_before_temporal_keeps_trying_then_serves_orders(
 
 
 async def test_worker_stopped_before_temporal_came_up_exits_0(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     log = tmp_path / "worker.log"
@@ -185,14 +178,14 @@ async def test_worker_with_bad_configuration_fails_at_once(
 
 
 async def test_sigterm_lets_the_running_activity_finish_then_the_worker_exits_0(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     first_log, second_log = tmp_path / "first-worker.log", tmp_path / "second-worker.log"
     async with running_dev_server(dev_server_for(pizza), tmp_path / "server.log"):
         client = await client_of(pizza)
         processes.append(first := pizza.spawn(first_log, "worker"))
-        await wait_for_worker(pizza)
+        await pizza.worker_polls()
         number = new_number()
         placed = await asyncio.to_thread(
             pizza.run, "order", "--order-number", number, "--no-wait", PIZZA_DRIVER_SECONDS="3"
@@ -228,7 +221,7 @@ async def test_sigterm_lets_the_running_activity_finish_then_the_worker_exits_0(
 
 
 async def test_activity_outlasting_the_grace_period_is_retried_by_another_worker(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     first_log, second_log = tmp_path / "first-worker.log", tmp_path / "second-worker.log"
@@ -237,7 +230,7 @@ async def test_activity_outlasting_the_grace_period_is_retried_by_another_worker
         processes.append(
             first := pizza.spawn(first_log, "worker", PIZZA_SHUTDOWN_GRACE_SECONDS="0.5")
         )
-        await wait_for_worker(pizza)
+        await pizza.worker_polls()
         number = new_number()
         placed = await asyncio.to_thread(
             pizza.run, "order", "--order-number", number, "--no-wait", PIZZA_DRIVER_SECONDS="3"
@@ -270,27 +263,19 @@ def _listening(port: int) -> socket.socket:
     return sock
 
 
-def _server_command(pizza: Pizza) -> list[str]:
-    return [
-        "server",
-        *("--port", str(pizza.port), "--ui-port", str(pizza.ui_port)),
-        *("--codec-port", str(pizza.codec_port)),
-    ]
-
-
 @pytest.mark.parametrize("option", ["--ui-port", "--codec-port"])
 def test_server_refuses_a_port_that_is_taken_and_names_it(tmp_path: Path, option: str) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     taken = {"--ui-port": pizza.ui_port, "--codec-port": pizza.codec_port}[option]
 
     with _listening(taken):
-        done = pizza.run(*_server_command(pizza))
+        done = pizza.run(*pizza.server_args())
 
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
     assert f"{option} {taken} is already in use" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert _processes_mentioning(str(pizza.home)) == []
+    assert processes_mentioning(str(pizza.home)) == []
     ensure_free({"frontend": pizza.port})  # it did not start a server on the free ones
 
 
@@ -299,7 +284,7 @@ def test_server_with_an_unusable_codec_token_fails_at_once_without_showing_it(
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
 
-    done = pizza.run(*_server_command(pizza), PIZZA_CODEC_TOKEN="guessable token")
+    done = pizza.run(*pizza.server_args(), PIZZA_CODEC_TOKEN="guessable token")
 
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stderr.startswith("error: PIZZA_CODEC_TOKEN: not a usable codec token")
@@ -313,7 +298,7 @@ async def test_server_does_not_talk_to_another_temporal_on_its_port(tmp_path: Pa
     pizza = Pizza(tmp_path / "home", other.port, free_port())
 
     async with running_dev_server(other, tmp_path / "other.log"):
-        done = await asyncio.to_thread(pizza.run, *_server_command(pizza))
+        done = await asyncio.to_thread(pizza.run, *pizza.server_args())
 
     assert done.returncode == 3, (done.stdout, done.stderr)
     assert f"--port {other.port} is already in use" in done.stderr
@@ -335,12 +320,12 @@ def _dev_server_pids(db_filename: Path) -> list[int]:
 
 
 async def test_server_exits_when_its_temporal_dies_and_frees_its_ports(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[Process]
 ) -> None:
     pizza = Pizza(tmp_path / "home", free_port(), free_port())
     log = tmp_path / "server.log"
-    processes.append(server := pizza.spawn(log, *_server_command(pizza)))
-    await wait_until_ready(f"localhost:{pizza.port}", within=WAIT_SECONDS)
+    processes.append(server := pizza.spawn(log, *pizza.server_args()))
+    await pizza.temporal_answers(watching=[server])
     await until("the server's start line", lambda: "Temporal dev server on" in text(log))
     [child] = _dev_server_pids(pizza.home / "temporal.db")
 

@@ -9,80 +9,40 @@ nothing happened: one charge (or a net zero), stock consistent, one bill.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 from temporal_saga.effects import EffectState
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, open_stores
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.app import open_stores
 from pizza_saga.common.effects import EffectRow
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from tests.orders import new_order, placed
+from tests.processes import Deployment, deployment
 
 pytestmark = pytest.mark.devserver
 
 OUTCOME_TIMEOUT = 120.0
 
 
-@dataclass
-class Cluster:
-    """A dev server and the environment its workers and clients share."""
-
-    address: str
-    env: dict[str, str]
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    def worker(
-        self, log: Path, *, crash_at: str | None = None, **extra_env: str
-    ) -> subprocess.Popen[bytes]:
-        """`pizza worker`, or with ``crash_at`` one that kills itself there (tests/faults.py)."""
-        command = ["-m", "tests.faults", crash_at] if crash_at else ["-m", "pizza_saga", "worker"]
-        with log.open("ab") as out:
-            return subprocess.Popen(
-                [sys.executable, *command],
-                env={**self.env, **extra_env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-
 @pytest.fixture(scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Deployment]:
+    """A dev server for the module; its processes' PIZZA_HOME (their stores) is shared."""
     home = tmp_path_factory.mktemp("crash-home")
-    config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
-    env = {
-        **os.environ,
-        "PIZZA_HOME": str(home),
-        "TEMPORAL_ADDRESS": config.address,
-        "PIZZA_PREP_SECONDS": "0",
-        "PIZZA_DRIVER_SECONDS": "0",
-        "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.1",
-    }
-    async with running_dev_server(config, home / "server.log"):
-        yield Cluster(config.address, env)
+    async with deployment(home, queue="crash", PIZZA_COMPENSATION_BACKOFF_SECONDS="0.1") as live:
+        yield live
 
 
 @pytest.fixture
-def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+def workers(cluster: Deployment, tmp_path: Path, task_queue: str) -> Iterator[Deployment]:
+    """The test's workers: on the module's server, on its own task queue, stopped after it."""
+    with cluster.share(tmp_path, PIZZA_TASK_QUEUE=task_queue) as mine:
+        yield mine
 
 
 def bills_of(settings: Settings, order_number: str) -> int:
@@ -117,9 +77,8 @@ def bills_of(settings: Settings, order_number: str) -> int:
     ],
 )
 async def test_order_survives_a_worker_killed_mid_step(
-    cluster: Cluster,
-    workers: list[subprocess.Popen[bytes]],
-    tmp_path: Path,
+    cluster: Deployment,
+    workers: Deployment,
     task_queue: str,
     crash_at: str,
     changes: dict[str, object],
@@ -131,16 +90,15 @@ async def test_order_survives_a_worker_killed_mid_step(
     order = new_order(**changes)
     client = await connect(settings, cluster.address)
 
-    workers.append(
-        cluster.worker(tmp_path / "crashing.log", crash_at=crash_at, PIZZA_TASK_QUEUE=task_queue)
-    )
+    # `pizza worker` that kills itself at ``crash_at`` (tests/faults.py).
+    crashing = workers.spawn("crashing", crash_at, module="tests.faults")
     await place_order(
         client, order_request(placed(order, stores.vault), settings), task_queue=task_queue
     )
-    code = await asyncio.to_thread(workers[0].wait, OUTCOME_TIMEOUT)
-    assert code == -signal.SIGKILL, (tmp_path / "crashing.log").read_text()
+    code = await asyncio.to_thread(crashing.wait, OUTCOME_TIMEOUT)
+    assert code == -signal.SIGKILL, crashing.output()
 
-    workers.append(cluster.worker(tmp_path / "healthy.log", PIZZA_TASK_QUEUE=task_queue))
+    workers.spawn("healthy", "worker")
     outcome = await asyncio.wait_for(order_outcome(client, order.order_number), OUTCOME_TIMEOUT)
 
     assert outcome.status is expected, outcome

@@ -17,8 +17,8 @@ from pizza_saga.common.formatting import workflow_url
 from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
-from tests.live_api import until
 from tests.orders import new_order
+from tests.processes import until
 from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in
 
 pytestmark = pytest.mark.devserver

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,10 +23,10 @@ import pytest
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
 from temporalio.client import Client
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, build_service, open_stores
+from pizza_saga.app import open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import KeyRing
-from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.devserver import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import (
@@ -45,6 +42,7 @@ from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import workflow_id_for
 from tests.metrics_text import Scrape, scrape, scrape_when
 from tests.orders import new_order, placed
+from tests.processes import Deployment, Process, deployment
 from tests.test_alert_rules import DASHBOARD, metric_names, rule_expressions
 
 pytestmark = pytest.mark.devserver
@@ -54,56 +52,38 @@ WAIT = 90.0
 
 @dataclass
 class Stack:
-    """A dev server, a worker and an API process sharing one environment."""
+    """A dev server, a worker and an API process sharing one environment, and their metrics."""
 
-    env: dict[str, str]
-    home: Path
+    live: Deployment
     worker_metrics: str
     api_metrics: str
     api_url: str
-    processes: dict[str, subprocess.Popen[bytes]]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.live.env
 
     @property
     def settings(self) -> Settings:
-        return Settings.from_env(self.env)
+        return self.live.settings
 
     @property
     def task_queue(self) -> str:
-        return self.env["PIZZA_TASK_QUEUE"]
+        return self.live.task_queue
 
-    def spawn(self, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, **env: str) -> Process:
         """Start `pizza ARGS`: stdout to NAME.out, stderr (the log) to NAME.log."""
-        with (
-            (self.home / f"{name}.out").open("ab") as out,
-            (self.home / f"{name}.log").open("ab") as log,
-        ):
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pizza_saga", *args],
-                env={**self.env, **env},
-                stdout=out,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        self.processes[name] = process
-        return process
+        return self.live.spawn(name, *args, stdout=f"{name}.out", **env)
 
     def log(self, name: str) -> str:
-        return (self.home / f"{name}.log").read_text()
+        return (self.live.log_dir / f"{name}.log").read_text()
 
     async def pizza(self, *args: str) -> subprocess.CompletedProcess[str]:
         return await self.pizza_with({}, *args)
 
     async def pizza_with(self, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         """Run `pizza ARGS` to its end with ``env`` on top of the stack's environment."""
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "pizza_saga", *args],
-            env={**self.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=WAIT,
-            stdin=subprocess.DEVNULL,
-        )
+        return await asyncio.to_thread(self.live.run, *args, **env)
 
 
 def polling(page: Scrape, task_queue: str) -> bool:
@@ -113,40 +93,22 @@ def polling(page: Scrape, task_queue: str) -> bool:
 @pytest.fixture(scope="module")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     home = tmp_path_factory.mktemp("operating")
-    config = DevServerConfig.private(home / "temporal.db", SEARCH_ATTRIBUTES)
     worker_metrics, api_metrics = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     api_port = free_port()
-    env = {
-        **os.environ,
-        "PIZZA_HOME": str(home / "pizza-home"),
-        "TEMPORAL_ADDRESS": config.address,
-        "PIZZA_TASK_QUEUE": f"ops-{uuid.uuid4().hex}",
-        "PIZZA_PREP_SECONDS": "0",
-        "PIZZA_DRIVER_SECONDS": "0",
-        "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.05",
-        "PIZZA_LOG_FORMAT": "json",
-    }
-    stack = Stack(
-        env, home, worker_metrics, api_metrics, f"http://127.0.0.1:{api_port}", processes={}
-    )
-    async with running_dev_server(config, home / "server.log"):
-        try:
-            stack.spawn("worker", "worker", PIZZA_METRICS_ADDRESS=worker_metrics)
-            stack.spawn("api", "api", "--port", str(api_port), PIZZA_METRICS_ADDRESS=api_metrics)
-            await asyncio.to_thread(
-                scrape_when, worker_metrics, lambda page: polling(page, stack.task_queue)
-            )
-            yield stack
-        finally:
-            for process in stack.processes.values():
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in stack.processes.values():
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+    async with deployment(
+        home,
+        pizza_home=home / "pizza-home",
+        queue="ops",
+        PIZZA_COMPENSATION_BACKOFF_SECONDS="0.05",
+        PIZZA_LOG_FORMAT="json",
+    ) as live:
+        stack = Stack(live, worker_metrics, api_metrics, f"http://127.0.0.1:{api_port}")
+        stack.spawn("worker", "worker", PIZZA_METRICS_ADDRESS=worker_metrics)
+        stack.spawn("api", "api", "--port", str(api_port), PIZZA_METRICS_ADDRESS=api_metrics)
+        await asyncio.to_thread(
+            scrape_when, worker_metrics, lambda page: polling(page, stack.task_queue)
+        )
+        yield stack
 
 
 async def until_described(client: Client, number: str, done: Any) -> None:
@@ -174,7 +136,7 @@ class Ran:
 async def ran(stack: Stack) -> Ran:
     """A completed, a declined, a cancelled, an operator-resolved and an out-of-stock order."""
     settings = stack.settings
-    client = await connect(settings, stack.env["TEMPORAL_ADDRESS"])
+    client = await connect(settings, stack.live.address)
     before = await asyncio.to_thread(scrape, stack.worker_metrics)
     orders = {
         "completed": new_order(),
@@ -424,12 +386,9 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
     env = {"PIZZA_TASK_QUEUE": queue}
     worker = stack.spawn("doctor-worker", "worker", **env)
     settings = stack.settings.model_copy(update={"task_queue": queue})
-    client = await connect(settings, stack.env["TEMPORAL_ADDRESS"])
+    client = await connect(settings, stack.live.address)
     service_stores = open_stores(settings)
-    service = build_service(client, service_stores, settings)
-    async with asyncio.timeout(WAIT):
-        while not await service.worker_polling():  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
+    await stack.live.worker_polls(watching=[worker], **env)
     order = new_order(credit_card_info__number=cards.DECLINED_CARD)
     await place_order(
         client, order_request(placed(order, service_stores.vault), settings), task_queue=queue

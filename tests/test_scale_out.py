@@ -11,30 +11,24 @@ shelf is exactly the completed orders' pizzas.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, open_stores
+from pizza_saga.app import Stores, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import KeyRing
-from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.pgcluster import PostgresCluster
-from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome, order_request, place_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from tests.orders import new_order, placed
+from tests.processes import Deployment, Process, deployment
 
 pytestmark = pytest.mark.devserver
 
@@ -45,28 +39,9 @@ KILL_AFTER_FINISHED = (15, 45, 75)
 """Kill a worker (SIGKILL) each time this many orders have finished, and start another."""
 
 
-@dataclass
-class Shop:
-    """A dev server, a PostgreSQL store, and the environment its workers share."""
-
-    env: dict[str, str]
-    logs: Path
-    processes: list[subprocess.Popen[bytes]]
-
-    @property
-    def settings(self) -> Settings:
-        return Settings.from_env(self.env)
-
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        with (self.logs / f"worker-{len(self.processes)}.log").open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pizza_saga", "worker"],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.processes.append(process)
-        return process
+def start_worker(shop: Deployment) -> Process:
+    """One more `pizza worker` of the shop (worker-N.log)."""
+    return shop.spawn(f"worker-{len(shop.processes)}", "worker")
 
 
 @pytest.fixture
@@ -76,35 +51,21 @@ def shop_database(postgres_cluster: PostgresCluster) -> Iterator[str]:
 
 
 @pytest.fixture
-async def shop(tmp_path: Path, shop_database: str) -> AsyncIterator[Shop]:
-    config = DevServerConfig.private(tmp_path / "temporal.db", SEARCH_ATTRIBUTES)
-    env = {
-        **os.environ,
-        "PIZZA_HOME": str(tmp_path / "home"),
-        "PIZZA_DATABASE_URL": shop_database,
-        "TEMPORAL_ADDRESS": config.address,
-        "PIZZA_TASK_QUEUE": f"scale-{uuid.uuid4().hex}",
-        "PIZZA_PREP_SECONDS": "0",
-        "PIZZA_DRIVER_SECONDS": "0",
-        "PIZZA_COMPENSATION_BACKOFF_SECONDS": "0.1",
-        "PIZZA_WORKER_ACTIVITY_SLOTS": "10",
+async def shop(tmp_path: Path, shop_database: str) -> AsyncIterator[Deployment]:
+    """A dev server, a PostgreSQL store, and the environment its workers share."""
+    async with deployment(
+        tmp_path,
+        pizza_home=tmp_path / "home",
+        queue="scale",
+        PIZZA_DATABASE_URL=shop_database,
+        PIZZA_COMPENSATION_BACKOFF_SECONDS="0.1",
+        PIZZA_WORKER_ACTIVITY_SLOTS="10",
         # A shared store: every process is given the same card vault key.
-        "PIZZA_VAULT_KEYS": KeyRing.generate("vault-test").to_json(),
-    }
-    upgrade = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pizza_saga", "db", "upgrade", env=env, stderr=subprocess.PIPE
-    )
-    _, stderr = await upgrade.communicate()
-    assert upgrade.returncode == 0, stderr
-    shop = Shop(env=env, logs=tmp_path, processes=[])
-    async with running_dev_server(config, tmp_path / "server.log"):
-        try:
-            yield shop
-        finally:
-            for process in shop.processes:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait(timeout=30)
+        PIZZA_VAULT_KEYS=KeyRing.generate("vault-test").to_json(),
+    ) as shop:
+        upgrade = await asyncio.to_thread(shop.run, "db", "upgrade")
+        assert upgrade.returncode == 0, upgrade.stderr
+        yield shop
 
 
 def mixed_orders() -> list[PizzaOrder]:
@@ -135,13 +96,15 @@ def net_money(stores: Stores) -> Counter[str]:
     return money
 
 
-async def test_orders_stay_exactly_once_across_workers_killed_and_restarted(shop: Shop) -> None:
+async def test_orders_stay_exactly_once_across_workers_killed_and_restarted(
+    shop: Deployment,
+) -> None:
     settings = shop.settings
     stores = open_stores(settings)
     stores.inventory.stock_up(dict.fromkeys(MENU, STOCK_EACH), overwrite=True)
     for _ in range(WORKERS):
-        shop.start_worker()
-    client = await connect(settings, shop.env["TEMPORAL_ADDRESS"])
+        start_worker(shop)
+    client = await connect(settings, shop.address)
     orders = mixed_orders()
 
     await asyncio.gather(
@@ -163,7 +126,7 @@ async def test_orders_stay_exactly_once_across_workers_killed_and_restarted(shop
             running = [p for p in shop.processes if p.poll() is None]
             running[killed % len(running)].send_signal(signal.SIGKILL)
             killed += 1
-            shop.start_worker()
+            start_worker(shop)
         outcomes = await asyncio.gather(
             *(order_outcome(client, order.order_number) for order in orders)
         )

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from pizza_saga.common.devserver import free_port
+from tests.processes import processes_mentioning
 from tests.site import SEED_FORM, Stream
-from tests.test_cli import _processes_mentioning
 
 pytestmark = pytest.mark.devserver
 
@@ -81,7 +81,7 @@ async def test_up_serves_pages_temporal_and_a_worker_until_ctrl_c(tmp_path: Path
     assert code == 0, printed
     assert "Traceback" not in printed
     assert printed.rstrip().endswith("Stopped.")
-    assert _processes_mentioning(str(home)) == []
+    assert processes_mentioning(str(home)) == []
     for port in ports.values():
         with socket.socket() as sock:
             assert sock.connect_ex(("localhost", port)) != 0, f"port {port} still listens"

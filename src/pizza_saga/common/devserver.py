@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import fcntl
@@ -188,11 +189,20 @@ class DevServer:
         return await self.process.wait()
 
 
+_handed_out: collections.deque[int] = collections.deque(maxlen=256)
+
+
 def free_port() -> int:
-    """A TCP port on localhost nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on localhost nobody listens on right now, and not one this process handed
+    out lately (the system may offer a port again as soon as its probe closed, before the
+    server it was meant for has bound it)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.append(port)
+            return port
 
 
 async def wait_until_ready(address: str, within: float = READY_TIMEOUT_SECONDS) -> None:
