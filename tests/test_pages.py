@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
+from pizza_saga.api.views import MIN_AXIS_SECONDS
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from tests.site import SEED_FORM, Served, Site, card_numbers_in
 
@@ -212,6 +213,59 @@ async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> Non
     assert card_numbers_in(page.text) == []
 
 
+async def test_the_order_page_shows_what_was_ordered_with_the_customer_masked(
+    served: Served,
+) -> None:
+    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "approved"})
+    number = number_of(placed.headers["location"])
+    await served.service.wait(number, within=SAGA_SECONDS)
+
+    page = await served.http.get(f"/orders/{number}")
+
+    assert page.status_code == 200
+    lines = re.findall(
+        r'<tr data-item="([^"]+)"><td>[^<]*</td><td class="number">(\d+)</td>', page.text
+    )
+    assert lines == [
+        ("Large, with mushrooms and onions", "1"),
+        ("Small, with pepperoni", "1"),
+        ("Medium, with extra cheese", "1"),
+    ]
+    for shown in ('id="subtotal">$40.00<', 'id="discount">-$5.00<', 'id="total">$35.00<'):
+        assert shown in page.text
+    for shown in ("María G.", "m•••@example.com", "•••-•••-7418", "San Francisco, CA 94103"):
+        assert shown in page.text
+    assert "Lisa A., card ending 4242" in page.text
+    for hidden in ("García", "maria1985", "415-555", "Mission Street", "Anderson", "tok_"):
+        assert hidden not in page.text
+    charges = re.findall(
+        r'<tr data-kind="(\w+)"><td>\w+</td><td class="number">([^<]+)</td>\s*'
+        r'<td class="card">([^<]*)</td>',
+        page.text,
+    )
+    assert charges == [("charge", "$35.00", "•••• 4242")]
+    assert card_numbers_in(page.text) == []
+
+
+async def test_cancel_and_retry_notices_show_only_while_the_order_runs(served: Served) -> None:
+    placed = await served.http.post("/orders/new", data=SEED_FORM)  # 30 s for a driver
+    number = number_of(placed.headers["location"])
+
+    running = await served.http.get(f"/orders/{number}?done=cancel")
+    retrying = await served.http.get(f"/orders/{number}?done=retry")
+    await served.service.cancel(number)
+    await served.service.wait(number, within=SAGA_SECONDS)
+    cancelled = await served.http.get(f"/orders/{number}?done=cancel")
+    retried = await served.http.get(f"/orders/{number}?done=retry")
+
+    assert "Cancellation requested" in running.text
+    assert "data-while-running" in running.text
+    assert "Retry requested." in retrying.text
+    assert 'class="badge cancelled"' in cancelled.text
+    assert "Cancellation requested" not in cancelled.text
+    assert "Retry requested." not in retried.text
+
+
 # --- In the browser ----------------------------------------------------------------------------
 
 
@@ -308,6 +362,12 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
         "undo: revert_inventory"
     )
     await expect(failed.locator(".step-name small")).to_have_text("undo: refund_customer")
+    # What was ordered, the customer masked; nothing was charged.
+    await expect(page.locator("#total")).to_have_text("$35.00")
+    await expect(page.locator("#customer-name")).to_have_text("María G.")
+    await expect(page.locator("#customer-email")).to_have_text("m•••@example.com")
+    await expect(page.locator("#card")).to_have_text("Lisa A., card ending 2424")
+    await expect(page.locator("#order-payments tbody")).to_have_text("Nothing charged.")
     await expect(page.locator("#cancel-form")).to_be_hidden()
     await expect(page.locator("#resolve-form")).to_be_hidden()
     await expect(page.locator("#web-ui")).to_have_attribute(
@@ -325,6 +385,29 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
             .evaluate_all("bars => bars.map(b => getComputedStyle(b).backgroundColor)")
         )
         assert len(set(colours)) == 2, colours
+    # The kitchen's 2 s is a labelled break; the rollback, milliseconds, gets room to read:
+    # the refund (the charge's compensation) ran before the revert (the inventory's).
+    # (The first break: on a loaded machine a slow step may make another.)
+    await expect(page.locator("#axis-breaks .break-label").first).to_have_text(
+        re.compile(r"^2\.\d s$")
+    )
+    track = await step(page, "update_inventory").locator(".track").bounding_box()
+    kitchen = await step(page, "update_inventory").locator(".break").first.bounding_box()
+    refund = await failed.locator(".bar.compensation").bounding_box()
+    revert = await step(page, "update_inventory").locator(".bar.compensation").bounding_box()
+    assert track and kitchen and refund and revert
+    assert kitchen["width"] <= 0.5 * track["width"]
+    assert refund["x"] + refund["width"] <= revert["x"] + 1
+    # On one linear axis the rollback would get its share of the whole time: a sliver.
+    ledger = {r.step: r for r in (await served.service.outcome(number)).ledger or []}
+    first, undone = ledger["get_distance"].started_at, ledger["update_inventory"].compensated_at
+    began = ledger["process_credit_card"].compensation_started_at
+    assert first and undone and began
+    linear = track["width"] * (undone - began) / (undone - first)
+    drawn = revert["x"] + revert["width"] - refund["x"]
+    assert drawn >= 2 * linear, (drawn, linear)
+    axis = await page.locator("#axis span").all_text_contents()
+    assert len(set(axis)) == len(axis), axis
     await no_card_number_shown(page)
     await page.locator("main").screenshot(path=tmp_path / "rolled-back-order.png")
 
@@ -340,14 +423,19 @@ async def test_cancelling_a_running_order_from_its_page(
 
     await page.get_by_role("button", name="Cancel order").click()
 
-    await expect(page.locator(".notice")).to_contain_text("Cancellation requested")
     await expect(page.locator("#outcome-label")).to_have_text(
         "Cancelled", timeout=SAGA_SECONDS * 1000
     )
+    # Said while the rollback ran (if the page came in time to say it), not once it is over.
+    await expect(page.locator(".notice")).to_be_hidden()
     await expect(driver.locator(".forward-state")).to_have_text("CANCELLED")
     for name in ("update_inventory", "process_credit_card"):
         await expect(step(page, name).locator(".compensation-state")).to_have_text("COMPENSATED")
     await expect(page.locator("#cancel-form")).to_be_hidden()
+    # The money came back, on the order's own page too (drawn live from the API).
+    money = page.locator("#order-payments tbody tr")
+    await expect(money.locator("td:nth-child(1)")).to_have_text(["charge", "refund"])
+    await expect(money.locator("td:nth-child(3)")).to_have_text(["•••• 4242", "•••• 4242"])
     await no_card_number_shown(page)
     await page.locator("main").screenshot(path=tmp_path / "cancelled-order.png")
 
@@ -392,7 +480,6 @@ async def test_an_operator_retries_a_stuck_refund_from_the_page(
 
     await page.get_by_role("button", name="Retry").click()
 
-    await expect(page.locator(".notice")).to_have_text("Retry requested.")
     await expect(refund.locator(".compensation-state")).to_have_text(
         "COMPENSATED", timeout=SAGA_SECONDS * 1000
     )
@@ -400,8 +487,44 @@ async def test_an_operator_retries_a_stuck_refund_from_the_page(
     await expect(page.locator("#outcome-label")).to_have_text("Failed")
     await expect(page.locator("#outcome-detail")).to_contain_text("BillDeliveryError")
     await expect(page.locator("#resolve-form")).to_be_hidden()
+    await expect(page.locator(".notice")).to_be_hidden()  # no "Retry requested" once failed
     await no_card_number_shown(page)
     await page.locator("main").screenshot(path=tmp_path / "resolved-order.png")
+
+
+async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
+    page: Page, site: Site, tmp_path: Path
+) -> None:
+    # A kitchen that takes 30 s: the cancel surely comes while the pizzas are prepared.
+    async with site.serve(PIZZA_PREP_SECONDS="30") as slow:
+        await page.goto(f"{slow.url}/orders/new")
+        await page.get_by_role("button", name="Place order").click()
+        await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+        distance = step(page, "get_distance")
+        await expect(distance.locator(".forward-state")).to_have_text("SUCCEEDED")
+
+        await page.get_by_role("button", name="Cancel order").click()
+
+        await expect(page.locator("#outcome-label")).to_have_text(
+            "Cancelled", timeout=SAGA_SECONDS * 1000
+        )
+        await expect(page.locator(".step")).to_have_count(1)
+        axis = await page.locator("#axis span").all_text_contents()
+        assert len(set(axis)) == len(axis), f"the axis reads {axis}"
+        track = await distance.locator(".track").bounding_box()
+        bar = await distance.locator(".bar.forward").bounding_box()
+        assert track and bar
+        # The axis is at least MIN_AXIS_SECONDS long: a step that took a few milliseconds is
+        # a short bar on it, not the whole axis (one that took longer fills it, rightly).
+        number = page.url.rsplit("/", 1)[1].split("?")[0]
+        record = (await slow.service.outcome(number)).ledger or []
+        assert record and record[0].started_at and record[0].finished_at
+        took = (record[0].finished_at - record[0].started_at).total_seconds()
+        share = min(1.0, took / MIN_AXIS_SECONDS)
+        assert bar["width"] == pytest.approx(share * track["width"], abs=0.05 * track["width"])
+        await expect(page.locator(".notice")).to_be_hidden()
+        await expect(page.locator("#order-payments tbody")).to_have_text("Nothing charged.")
+        await page.locator("main").screenshot(path=tmp_path / "cancelled-in-the-kitchen.png")
 
 
 async def test_the_home_page_lists_new_orders_live(page: Page, served: Served) -> None:

@@ -299,6 +299,7 @@ def build_service(client: Client | None, stores: Stores, settings: Settings) -> 
         payments=stores.payments,
         vault=stores.vault,
         idempotency=stores.idempotency,
+        access=build_access(stores),
         settings=settings,
     )
 

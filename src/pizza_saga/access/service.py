@@ -119,14 +119,31 @@ class AccessService:
     ) -> None:
         """Append to the audit trail what ``actor`` did."""
         await asyncio.to_thread(
-            lambda: self._audit.record(
-                actor=actor.name if actor.is_operator else f"customer of {order_number}",
-                action=action,
-                order_number=order_number,
-                reason=reason,
-                source=actor.source,
-                detail=detail,
-            )
+            self.record_now,
+            actor,
+            action,
+            order_number=order_number,
+            reason=reason,
+            detail=detail,
+        )
+
+    def record_now(
+        self,
+        actor: Actor,
+        action: str,
+        *,
+        order_number: str | None = None,
+        reason: str = "",
+        detail: str = "",
+    ) -> None:
+        """`record`, blocking (for a use case that runs on a thread)."""
+        self._audit.record(
+            actor=actor.name if actor.is_operator else f"customer of {order_number}",
+            action=action,
+            order_number=order_number,
+            reason=reason,
+            source=actor.source,
+            detail=detail,
         )
 
     async def audit(self, *, order_number: str | None = None, limit: int = 100) -> list[AuditEntry]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import FastAPI
 
 from pizza_saga.api import events, health, orders, pages, payments, problems, stock
+from pizza_saga.api.access import AccessLimiter
 from pizza_saga.order.service import OrderService
 
 
@@ -19,7 +20,7 @@ class Links:
 
 
 def create_app(service: OrderService, *, links: Links) -> FastAPI:
-    """The API and the pages, over ``service``."""
+    """The API and the pages, over ``service``; who may call what: api/access.py."""
     app = FastAPI(
         title="pizza-saga",
         summary="Pizza orders that run as sagas on Temporal.",
@@ -27,6 +28,7 @@ def create_app(service: OrderService, *, links: Links) -> FastAPI:
     )
     app.state.service = service
     app.state.links = links
+    app.state.access_limiter = AccessLimiter()
     problems.install(app)
     app.include_router(health.router)
     app.include_router(orders.router)

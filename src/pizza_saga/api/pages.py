@@ -5,13 +5,16 @@ and an order's page live from the event streams. Buttons are plain forms posting
 routes here, which call the order service and redirect back (303), or render the page again
 with the error. A full card number is never written into a page: the form names the sandbox
 cards by their last four digits and never fills a typed number back in.
+
+Like every face, the pages talk to the order service only (and the model types it takes and
+returns): the sandbox's cards, the seed's order and the other values to try come from
+`OrderService.sandbox()`, what was ordered from `OrderService.order()`.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,12 +31,9 @@ from pizza_saga.api import views
 from pizza_saga.api.deps import Service
 from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_first
 from pizza_saga.api.problems import STATUS_OF
-from pizza_saga.billing import cards
 from pizza_saga.common.errors import field_path
 from pizza_saga.common.formatting import cents
-from pizza_saga.order.activities import NO_DRIVER_POSTAL_CODE
 from pizza_saga.order.client import OrderStatus
-from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import MAX_PIZZAS, PizzaOrder
 from pizza_saga.order.service import (
@@ -48,7 +48,10 @@ HERE = Path(__file__).parent
 MAX_FORM_BYTES = 16_384
 """A form body larger than this is not one of ours."""
 MAX_FORM_FIELDS = 100
-BOUNCE_EMAIL = "bounce@example.com"
+SANDBOX = OrderService.sandbox()
+"""The sandbox cards the form offers (by their last four digits), the values to try, and the
+seed's order the form starts from."""
+OTHER_CARD = "other"
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -61,54 +64,7 @@ def _when(moment: datetime | None) -> str:
 
 templates.env.filters["cents"] = cents
 templates.env.filters["when"] = _when
-
-
-@dataclass(frozen=True)
-class SandboxCard:
-    """A card of the sandbox processor the form offers, named by its last four digits."""
-
-    key: str
-    number: str
-    label: str
-    effect: str
-
-    @property
-    def last4(self) -> str:
-        return cards.last4(self.number)
-
-
-SANDBOX_CARDS = [
-    SandboxCard("approved", GOOD_CARD, "The seed's card", "approved: the order completes"),
-    SandboxCard(
-        "fifteen",
-        BROKEN_CARD,
-        "The seed's card, its last digit deleted (15 digits)",
-        "CreditCardProcessingError at the charge: the stock is reverted, nothing is charged, "
-        "the order fails",
-    ),
-    SandboxCard(
-        "declined",
-        cards.DECLINED_CARD,
-        "A declined card",
-        "CardDeclinedError, not retried: the stock is reverted, the order fails",
-    ),
-    SandboxCard(
-        "transient",
-        cards.FLAKY_CARD,
-        "A card whose processor is down for a moment",
-        "ProcessorUnavailableError twice, then approved on the third attempt: the retries show "
-        "on the charge step, the card is charged once",
-    ),
-    SandboxCard(
-        "operator",
-        cards.REFUND_FAILING_CARD,
-        "A card that refuses refunds for a while",
-        f"charged normally, but its refunds fail {cards.REFUND_FAILURES} times: with a "
-        "bounce@ email the rollback waits for an operator, who retries it from the order's page",
-    ),
-]
-CARD_BY_KEY = {card.key: card for card in SANDBOX_CARDS}
-OTHER_CARD = "other"
+templates.env.filters["duration"] = views.duration
 
 
 def install(app: FastAPI) -> None:
@@ -219,7 +175,7 @@ async def home(request: Request, service: Service) -> HTMLResponse:
 
 def _default_form() -> dict[str, str]:
     """The new-order form's fields filled in with the seed's order."""
-    order = example_order()
+    order = SANDBOX.example
     values = {
         "order_number": "",
         "customer.customer_id": str(order.customer.customer_id),
@@ -261,7 +217,7 @@ def order_from_form(form: Mapping[str, str]) -> PizzaOrder:
         errors["customer.customer_id"] = "a whole number above 0"
     number = form.get("credit_card_info.number", "").strip()
     if not number:
-        card = CARD_BY_KEY.get(form.get("card", ""))
+        card = SANDBOX.card(form.get("card", ""))
         if card is None:
             errors["credit_card_info.number"] = "type a card number or pick a sandbox card"
         else:
@@ -320,10 +276,10 @@ def _order_form(
             "message": message,
             "menu": list(MENU.items()),
             "stock": stock,
-            "cards": SANDBOX_CARDS,
+            "cards": SANDBOX.cards,
             "other_card": OTHER_CARD,
-            "bounce_email": BOUNCE_EMAIL,
-            "no_driver_postal_code": NO_DRIVER_POSTAL_CODE,
+            "bounce_email": SANDBOX.bounce_email,
+            "no_driver_postal_code": SANDBOX.no_driver_postal_code,
             "max_pizzas": MAX_PIZZAS,
         },
         status_code,
@@ -383,6 +339,14 @@ async def _order_page(
         title = "No such order" if code == 404 else "Cannot show the order"
         return _page(request, "message.html", {"title": title, "message": str(err)}, code)
     data = outcome_data(outcome, request)
+    details: views.Details | None = None
+    details_error = None
+    try:
+        placed = await service.order(order_number)
+    except ServiceError as err:
+        details_error = f"What was ordered cannot be shown now: {err}"
+    else:
+        details = views.details(placed) if placed is not None else None
     return _page(
         request,
         "order.html",
@@ -390,13 +354,18 @@ async def _order_page(
             "outcome": outcome,
             "view": views.describe(outcome),
             "timeline": views.timeline(outcome),
+            "long_wait": views.duration(views.LONG_WAIT_SECONDS),
+            "details": details,
+            "details_error": details_error,
+            "payments": views.money(service.payments(order_number=order_number)),
+            "payments_url": f"/api/payments?order_number={order_number}",
             "waiting": views.needs_operator(outcome),
             "can_cancel": views.can_cancel(outcome),
             "running": outcome.status is OrderStatus.RUNNING,
             "web_ui_url": data["web_ui_url"],
             "events_url": f"/api/orders/{order_number}/events",
             "error": error,
-            "notice": request.query_params.get("done"),
+            "notice": views.notice(outcome, request.query_params.get("done")),
         },
         status_code,
     )

@@ -25,14 +25,18 @@ STATUS_OF: dict[ErrorKind, int] = {
     ErrorKind.DUPLICATE: 409,
     ErrorKind.CONFLICT: 409,
     ErrorKind.UNAVAILABLE: 503,
+    ErrorKind.FORBIDDEN: 403,
 }
 """The HTTP status of each kind of service error (the pages answer with the same)."""
 TITLES = {
     400: "Bad request",
+    401: "Credentials required",
+    403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
     422: "Invalid input",
+    429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
 }
@@ -41,9 +45,12 @@ TITLES = {
 class Problem(Exception):
     """An error a route answers with, as a problem document."""
 
-    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, detail: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.extra = status, detail, extra
+        self.headers = headers or {}
 
 
 def problem(status: int, detail: str, **extra: Any) -> JSONResponse:
@@ -86,7 +93,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Problem)
     async def route_problem(_: Request, err: Problem) -> JSONResponse:
-        return problem(err.status, err.detail, **err.extra)
+        response = problem(err.status, err.detail, **err.extra)
+        response.headers.update(err.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -31,6 +31,11 @@ class OrderResource(OrderOutcome):
 
     web_ui_url: str
     """The order's workflow run in the Temporal Web UI."""
+    access_token: str | None = None
+    """When placed: the customer's token to this order (send it as ``Authorization: Bearer``;
+    its page is ``page_url``). It opens this order and no other."""
+    page_url: str | None = None
+    """When placed: the order's page, its token in the link."""
 
 
 class Action(StrEnum):
@@ -108,9 +113,12 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 WHAT = {
     400: "The body cannot be read (bytes that are not UTF-8 text)",
+    401: "No credentials, or an operator key that is unknown or revoked",
+    403: "These credentials do not open it (operators only, or another order's token)",
     404: "No such order",
     409: "The order's state does not allow it",
     422: "Invalid input: `errors` names each field and why",
+    429: "Too many failed credential attempts from this address (see Retry-After)",
     503: "Temporal, a worker or the store database is missing",
 }
 

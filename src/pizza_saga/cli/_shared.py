@@ -23,13 +23,18 @@ from rich.markup import escape
 from pizza_saga.common.settings import Settings, SettingsError
 from pizza_saga.runtime import exit_process
 
+# Help as plain text: typer's rich help labels every flag, --help too, `<bool>`, as if it
+# took a value; the plain formatter shows a flag bare (`--no-wait  Start it and return.`).
 app = typer.Typer(
     help="A pizza order service on Temporal whose orders run as sagas.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="The store database (stock, payments).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="The store database (stock, payments).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 # Off a terminal rich assumes 80 columns; the ledger table needs more to stay readable.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -48,6 +53,8 @@ EXIT_CONFLICT = 4
 CONNECT_RETRY_FIRST_SECONDS = 0.5
 CONNECT_RETRY_MAX_SECONDS = 10.0
 """`pizza worker` waits for Temporal: retries 0.5 s apart, doubling up to 10 s."""
+UNREACHABLE_REASON_CHARS = 200
+"""A reason for not reaching Temporal is cut to this length: one line, not a dump."""
 
 log = logging.getLogger("pizza_saga.cli")
 
@@ -99,6 +106,7 @@ def exit_code_of(error: Exception) -> int:
         ErrorKind.DUPLICATE: EXIT_INVALID,
         ErrorKind.CONFLICT: EXIT_CONFLICT,
         ErrorKind.UNAVAILABLE: EXIT_UNAVAILABLE,
+        ErrorKind.FORBIDDEN: EXIT_INVALID,
     }
     return codes[error.kind] if isinstance(error, ServiceError) else EXIT_INVALID
 
@@ -143,9 +151,22 @@ def _retry_delays() -> Iterator[float]:
 
 
 def _unreachable_reason(error: Exception) -> str:
-    """The operating system's words for a failed connect ("Connection refused"), if given."""
-    found = re.search(r'message: "([^"]+)"', str(error))
-    return found.group(1) if found else " ".join(str(error).split())
+    """Why a connect failed, in the words of whoever said it ("Connection refused", "failed
+    to lookup address information: ..."), not the transport's dump of nested errors."""
+    text = str(error)
+    found = re.search(r'(?:message|error): "([^"]+)"', text)
+    if found:
+        return found.group(1)
+    text = " ".join(text.split())
+    return text if len(text) <= UNREACHABLE_REASON_CHARS else text[:UNREACHABLE_REASON_CHARS] + "…"
+
+
+def unreachable(address: str, reason: str) -> str:
+    """The one line saying Temporal did not answer at ``address``, and what to do."""
+    return (
+        f"cannot reach Temporal at {address} ({reason}): start it with `pizza server`, "
+        "or set TEMPORAL_ADDRESS to where it runs"
+    )
 
 
 def temporal_target() -> tuple[str, str]:
@@ -194,19 +215,17 @@ async def connect_temporal(
         except ValueError as e:
             fail(f"TEMPORAL_ADDRESS: {address!r} is not a host:port address ({e})")
         except RuntimeError as e:
-            if retry_until is None:
-                fail(
-                    f"cannot reach Temporal at {address}: {e}. "
-                    "Start it with `pizza server` or set TEMPORAL_ADDRESS.",
-                    EXIT_UNAVAILABLE,
-                )
             reason = _unreachable_reason(e)
+            if retry_until is None:
+                fail(unreachable(address, reason), EXIT_UNAVAILABLE)
         except RPCError as e:
             if e.status is RPCStatusCode.NOT_FOUND:
                 fail(f"TEMPORAL_NAMESPACE: namespace {namespace!r} does not exist at {address}")
-            if retry_until is None or e.status is not RPCStatusCode.UNAVAILABLE:
+            if e.status is not RPCStatusCode.UNAVAILABLE:
                 raise
             reason = e.message
+            if retry_until is None:
+                fail(unreachable(address, reason), EXIT_UNAVAILABLE)
         delay = next(delays)
         log.warning(
             "cannot reach Temporal at %s (attempt %d: %s); retrying in %.1f s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from pathlib import Path
@@ -25,6 +26,9 @@ from pizza_saga.cli._shared import (
 )
 from pizza_saga.common.errors import describe_validation_error
 from pizza_saga.common.settings import Settings
+
+NO_WORKER_HINT_SECONDS = 3.0
+"""`pizza order` says so when no worker has picked the order up after this long."""
 
 
 def new_order_number() -> str:
@@ -103,21 +107,36 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
     from pizza_saga.render import print_outcome
 
     service = await order_service(settings)
-    placed = await service.place(pizza_order)
+    number = pizza_order.order_number
+    try:
+        placed = await service.place(pizza_order)
+    except asyncio.CancelledError:  # Ctrl-C as it was being placed: perhaps it was
+        err.print(f"Stopped while placing order {number}: see `pizza status {number}`")
+        raise
     ui_url, namespace = web_ui(settings)
-    if not wait:
-        if as_json:
-            print_json(
-                placed.model_dump_json(include={"order_number", "workflow_id", "run_id", "status"})
-            )
-        else:
-            out.print(
-                f"Order {placed.order_number} placed: "
-                f"{workflow_url(ui_url, namespace, placed.workflow_id, placed.run_id)}",
-                soft_wrap=True,
-            )
+    if not wait and as_json:
+        print_json(
+            placed.model_dump_json(include={"order_number", "workflow_id", "run_id", "status"})
+        )
         return 0
-    outcome = await _follow(service, placed.order_number)
+    # The number first, whatever happens while waiting: the order is placed, it goes on.
+    # With --json on stderr, so that stdout stays the one JSON document scripts parse.
+    (err if as_json else out).print(
+        f"Order {number} placed: "
+        f"{workflow_url(ui_url, namespace, placed.workflow_id, placed.run_id)}",
+        soft_wrap=True,
+    )
+    if not wait:
+        return 0
+    try:
+        outcome = await _follow(service, number, hint_no_worker=True)
+    except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the command stops, not the order
+        err.print(
+            f"Stopped waiting; order {number} goes on all the same: follow it with "
+            f"`pizza status {number}`, or cancel it (what it did, a charge too, is undone) "
+            f"with `pizza cancel {number}`"
+        )
+        raise
     if as_json:
         print_json(outcome.model_dump_json())
     else:
@@ -125,13 +144,49 @@ async def _place(settings: Settings, pizza_order: Any, *, wait: bool, as_json: b
     return 0 if outcome.status is OrderStatus.COMPLETED else EXIT_FAILED
 
 
-async def _follow(service: Any, order_number: str) -> Any:
-    """The order's final outcome; says on stderr, once, when its rollback needs a person."""
+def _picked_up(outcome: Any) -> bool:
+    """Whether a worker has taken the order up: one answered for its ledger, or the order
+    has activities in flight, or it has finished."""
+    from pizza_saga.order.client import OrderStatus
+
+    return (
+        outcome.ledger is not None
+        or bool(outcome.pending_activities)
+        or outcome.status is not OrderStatus.RUNNING
+    )
+
+
+async def _follow(service: Any, order_number: str, *, hint_no_worker: bool = False) -> Any:
+    """The order's final outcome; says on stderr, once, when its rollback needs a person,
+    and (with ``hint_no_worker``) when no worker has picked it up after a few seconds."""
+    picked_up = asyncio.Event()
+
+    async def hint() -> None:
+        try:
+            await asyncio.wait_for(picked_up.wait(), NO_WORKER_HINT_SECONDS)
+        except TimeoutError:
+            err.print(
+                f"No worker has picked up order {order_number} yet: is `pizza worker` running "
+                f"(on task queue {service.task_queue})? Still waiting..."
+            )
+
+    hinting = asyncio.create_task(hint()) if hint_no_worker else None
+    try:
+        return await _watch(service, order_number, picked_up)
+    finally:
+        if hinting is not None:
+            hinting.cancel()
+
+
+async def _watch(service: Any, order_number: str, picked_up: asyncio.Event) -> Any:
+    """``_follow``'s loop: sets ``picked_up`` once an outcome shows a worker has the order."""
     from temporal_saga import CompensationState
 
     told: set[str] = set()
     outcome = None
     async for outcome in service.watch(order_number):
+        if _picked_up(outcome):
+            picked_up.set()
         for record in outcome.ledger or []:
             if (
                 record.compensation_state is CompensationState.NEEDS_OPERATOR
@@ -191,7 +246,14 @@ def cancel(
         if no_wait:
             out.print(f"Cancellation of order {order_number} requested")
             return 0
-        outcome = await _follow(service, order_number)
+        try:
+            outcome = await _follow(service, order_number)
+        except asyncio.CancelledError:  # Ctrl-C: the cancellation goes on all the same
+            err.print(
+                f"Stopped waiting; the cancellation of order {order_number} goes on: follow "
+                f"it with `pizza status {order_number}`"
+            )
+            raise
         if as_json:
             print_json(outcome.model_dump_json())
         else:

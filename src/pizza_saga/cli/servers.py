@@ -197,12 +197,14 @@ def up(
     server or the worker stops under it.
     """
     from pizza_saga.app import SEARCH_ATTRIBUTES
+    from pizza_saga.cli.services import ensure_operators_for
     from pizza_saga.common.devserver import DevServerConfig
     from pizza_saga.up import Ports, Stopped, run_up
 
     settings = load_settings()
     ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
     _ensure_free({**ports, "--api-port": api_port}, host)
+    ensure_operators_for(host, settings)
     server = DevServerConfig(
         db_filename=settings.server_db,
         port=port,

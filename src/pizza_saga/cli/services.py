@@ -98,15 +98,38 @@ def serve_worker(settings: Settings, *, interceptors: Sequence[Interceptor] = ()
     run_until_signal(run)
 
 
+def ensure_operators_for(host: str, settings: Settings) -> None:
+    """Exit (2) if ``host`` is reachable from other machines and no operator key exists."""
+    import ipaddress
+
+    from pizza_saga.app import open_stores
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: reachable from wherever it resolves
+        loopback = False
+    if loopback or open_stores(settings).operators.any_active():
+        return
+    fail(
+        f"--host {host}: the API would be open to the network with no operator key; make "
+        "one first (`pizza operator add NAME`), or serve on 127.0.0.1"
+    )
+
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
-    """Serve the HTTP API (/api, /docs) and the order pages, until Ctrl-C."""
+    """Serve the HTTP API (/api, /docs) and the order pages, until Ctrl-C.
+
+    On an address other than loopback only once an operator key exists (`pizza operator
+    add`): without one, nobody could resolve, restock or read payments there.
+    """
     from pizza_saga.app import build_api, build_service, open_stores, set_up_logging
 
     settings = load_settings()
+    ensure_operators_for(host, settings)
     set_up_logging(settings)
     telemetry = telemetry_for(settings, service_name="pizza-api", http=True)
 

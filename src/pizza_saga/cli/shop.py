@@ -52,12 +52,15 @@ def inventory(
 
 @app.command()
 def payments(
-    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print as a JSON list, amounts in cents (3500).")
+    ] = False,
     order_number: Annotated[
         str | None, typer.Option(help="Only this order's charge and refund.")
     ] = None,
 ) -> None:
-    """Every charge and refund, oldest first (amounts in cents, only the card's last 4)."""
+    """Every charge and refund, oldest first: amounts in dollars ($35.00; with --json in
+    cents), cards by their last 4 digits only."""
     from pizza_saga.render import payments_table
 
     service = run_command(order_service(load_settings(), temporal=False))

@@ -4,7 +4,13 @@
 "use strict";
 
 (() => {
+  // The constants of api/views.py.
   const MIN_BAR_PERCENT = 0.6;
+  const MIN_AXIS_SECONDS = 0.1;
+  const LONG_WAIT_SECONDS = 0.5;
+  const BREAK_PERCENT = 10;
+  const BREAKS_MAX_PERCENT = 40;
+  const TICK_SPACING_PERCENT = 8;
   const ROLLING_BACK = ["RUNNING", "RETRYING", "COMPENSATED", "NEEDS_OPERATOR", "SKIPPED"];
   const STATUS_LABEL = {
     RUNNING: "Running",
@@ -71,26 +77,117 @@
     return { key: lower(o.status).replace("_", "-"), label: STATUS_LABEL[o.status] || o.status, detail };
   }
 
+  // A length of time in the unit `unit` (else `seconds`) reads best in (views.duration).
+  function duration(seconds, unit) {
+    const scale = unit === undefined ? seconds : unit;
+    if (scale < 1) return `${(seconds * 1000).toFixed(0)} ms`;
+    if (scale < 60) return `${seconds.toFixed(1)} s`;
+    const whole = Math.round(seconds);
+    if (scale < 3600) return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, "0")} s`;
+    return `${Math.floor(whole / 3600)} h ${String(Math.floor((whole % 3600) / 60)).padStart(2, "0")} min`;
+  }
+
+  // Times since the first step started, as precise as it takes to tell the closest two apart
+  // (views._elapsed).
+  function elapsed(offsets) {
+    const text = (offset, decimals) => {
+      if (offset === 0) return "0 s";
+      if (offset < 60) return `${offset.toFixed(decimals)} s`;
+      const seconds = offset % 60;
+      return `${Math.floor(offset / 60)} min ${seconds.toFixed(decimals).padStart(3 + decimals, "0")} s`;
+    };
+    const gaps = offsets.slice(1).map((b, i) => b - offsets[i]);
+    const closest = gaps.length ? Math.min(...gaps) : 1;
+    let texts = [];
+    for (const decimals of [1, 2, 3]) {
+      texts = offsets.map((o) => text(o, decimals));
+      if (new Set(texts).size === texts.length && 10 ** -decimals <= closest) break;
+    }
+    return texts;
+  }
+
+  // Where each moment sits on the axis, in percent: to scale, except long waits, which are
+  // drawn as labelled breaks (views._Axis says why).
+  function axisOf(offsets) {
+    const spans = offsets.slice(1).map((b, i) => b - offsets[i]);
+    const waits = spans.filter((d) => d > LONG_WAIT_SECONDS).length;
+    const busy = spans.filter((d) => d <= LONG_WAIT_SECONDS).reduce((a, d) => a + d, 0);
+    const total = offsets[offsets.length - 1];
+    let breakWidth = 0;
+    let perSecond;
+    let length = total;
+    if (waits) {
+      breakWidth = Math.min(BREAK_PERCENT, BREAKS_MAX_PERCENT / waits);
+      const budget = 100 - waits * breakWidth;
+      perSecond = budget / Math.max(busy, MIN_AXIS_SECONDS);
+      breakWidth += (budget - busy * perSecond) / waits;
+    } else {
+      length = Math.max(total, MIN_AXIS_SECONDS);
+      perSecond = 100 / length;
+    }
+    const positions = [0];
+    const breaks = [];
+    const resumes = [];
+    spans.forEach((d, i) => {
+      const left = positions[positions.length - 1];
+      if (d > LONG_WAIT_SECONDS) {
+        breaks.push({ left, width: breakWidth, seconds: d });
+        resumes.push(i + 1);
+        positions.push(left + breakWidth);
+      } else {
+        positions.push(left + d * perSecond);
+      }
+    });
+    const at = (offset) => {
+      let i = 0;
+      while (i < offsets.length - 1 && offsets[i + 1] <= offset) i++;
+      if (i >= offsets.length - 1) return positions[positions.length - 1];
+      const [a, b] = [offsets[i], offsets[i + 1]];
+      return positions[i] + ((offset - a) / (b - a)) * (positions[i + 1] - positions[i]);
+    };
+    let ticks;
+    if (!breaks.length) {
+      ticks = [0, 25, 50, 75, 100].map((p) => ({ left: p, text: duration((length * p) / 100, length) }));
+    } else {
+      const last = offsets.length - 1;
+      const kept = [];
+      for (const i of [0, ...resumes.filter((i) => i !== last), last]) {
+        if (kept.length && positions[i] - positions[kept[kept.length - 1]] < TICK_SPACING_PERCENT) {
+          if (i !== last || kept.length === 1) continue;
+          kept.pop();
+        }
+        kept.push(i);
+      }
+      const texts = elapsed(kept.map((i) => offsets[i]));
+      ticks = kept.map((i, n) => ({ left: positions[i].toFixed(2), text: texts[n] }));
+    }
+    return { at, ticks, breaks, seconds: total };
+  }
+
   // The ledger on a time axis, in percent (views.timeline).
   function timeline(o, now) {
     const records = o.ledger || [];
-    const stamps = [];
+    const stamps = new Set();
     for (const r of records) {
       for (const t of [r.started_at, r.finished_at, r.compensation_started_at, r.compensated_at]) {
-        if (t) stamps.push(Date.parse(t));
+        if (t) stamps.add(Date.parse(t));
       }
     }
-    if (!stamps.length) return { rows: records.map((r) => ({ record: r })), seconds: 0 };
+    if (!stamps.size) return { rows: records.map((r) => ({ record: r })), seconds: 0, ticks: [], breaks: [] };
     const start = Math.min(...stamps);
     let end = Math.max(...stamps);
-    if (o.status === "RUNNING") end = Math.max(end, now);
-    const total = Math.max(end - start, 1);
+    if (o.status === "RUNNING" && now > end) {
+      end = now;
+      stamps.add(now);
+    }
+    const axis = axisOf([...stamps].sort((a, b) => a - b).map((t) => (t - start) / 1000));
     const bar = (begin, finish) => {
       if (!begin) return null;
       const b = Date.parse(begin);
-      const stop = finish ? Date.parse(finish) : end;
-      const left = Math.min(((b - start) / total) * 100, 100 - MIN_BAR_PERCENT);
-      const width = Math.max(((stop - b) / total) * 100, MIN_BAR_PERCENT);
+      let left = axis.at((b - start) / 1000);
+      const right = axis.at(((finish ? Date.parse(finish) : end) - start) / 1000);
+      const width = Math.max(right - left, MIN_BAR_PERCENT);
+      left = Math.min(left, 100 - MIN_BAR_PERCENT);
       return { left: left.toFixed(2), width: Math.min(width, 100 - left).toFixed(2), open: !finish };
     };
     return {
@@ -99,11 +196,13 @@
         forward: bar(r.started_at, r.finished_at),
         compensation: bar(r.compensation_started_at, r.compensated_at),
       })),
-      seconds: total / 1000,
+      seconds: axis.seconds,
+      ticks: axis.ticks,
+      breaks: axis.breaks,
     };
   }
 
-  function stepRow(row) {
+  function stepRow(row, breaks) {
     const r = row.record;
     const attempts = r.compensation_attempts;
     const barOf = (b, kind, state, title) =>
@@ -142,6 +241,13 @@
       el(
         "div",
         { class: "track" },
+        ...breaks.map((b) =>
+          el("div", {
+            class: "break",
+            style: `left: ${b.left.toFixed(2)}%; width: ${b.width.toFixed(2)}%`,
+            title: duration(b.seconds),
+          }),
+        ),
         barOf(row.forward, "forward", r.state, r.activity),
         barOf(row.compensation, "compensation", r.compensation_state, r.compensation),
       ),
@@ -157,15 +263,28 @@
 
   function drawTimeline(o) {
     const t = timeline(o, Date.now());
-    const axis = document.getElementById("axis");
-    axis.replaceChildren(
-      ...[0, 25, 50, 75, 100].map((p) =>
-        el("span", { style: `left: ${p}%` }, `${((t.seconds * p) / 100).toFixed(1)} s`),
+    document.getElementById("timeline").classList.toggle("broken", t.breaks.length > 0);
+    const scale = document.getElementById("timeline-scale");
+    scale.hidden = !t.ticks.length;
+    scale.textContent =
+      `${duration(t.seconds)} from the first step's start to the last thing it did` +
+      (t.breaks.length
+        ? `; each wait longer than ${duration(LONG_WAIT_SECONDS)} is drawn shortened, as a ` +
+          "hatched break with its length, the rest to scale."
+        : ".");
+    document.getElementById("axis").replaceChildren(
+      ...t.ticks.map((tick) => el("span", { style: `left: ${tick.left}%` }, tick.text)),
+    );
+    const breakLabels = document.getElementById("axis-breaks");
+    breakLabels.hidden = !t.breaks.length;
+    breakLabels.replaceChildren(
+      ...t.breaks.map((b) =>
+        el("span", { class: "break-label", style: `left: ${(b.left + b.width / 2).toFixed(2)}%` }, duration(b.seconds)),
       ),
     );
     const steps = document.getElementById("steps");
     if (t.rows.length) {
-      steps.replaceChildren(...t.rows.map(stepRow));
+      steps.replaceChildren(...t.rows.map((row) => stepRow(row, t.breaks)));
     } else {
       const why =
         o.ledger === null
@@ -191,6 +310,10 @@
     const chosen = select.value;
     select.replaceChildren(...waiting.map((s) => el("option", { value: s }, s)));
     if (waiting.includes(chosen)) select.value = chosen;
+    // "Cancellation requested" and "Retry requested" only while the order runs.
+    for (const notice of document.querySelectorAll("[data-while-running]")) {
+      notice.hidden = o.status !== "RUNNING";
+    }
     drawTimeline(o);
     document.getElementById("pending").replaceChildren(
       ...(o.pending_activities || [])
@@ -204,6 +327,42 @@
           ),
         ),
     );
+  }
+
+  // The order's charges and refunds again, from the API (each snapshot may have moved money).
+  let paymentsAsked = 0;
+  async function drawPayments(running) {
+    const table = document.getElementById("order-payments");
+    if (!table) return;
+    const asked = ++paymentsAsked;
+    let payments;
+    try {
+      const answer = await fetch(table.dataset.url, { headers: { Accept: "application/json" } });
+      if (!answer.ok) return;
+      payments = await answer.json();
+    } catch {
+      return; // the next snapshot asks again
+    }
+    if (asked !== paymentsAsked) return; // a later answer is on its way
+    const body = table.tBodies[0];
+    if (payments.length) {
+      body.replaceChildren(
+        ...payments.map((p) =>
+          el(
+            "tr",
+            { "data-kind": p.kind },
+            el("td", {}, p.kind),
+            el("td", { class: "number" }, cents(p.amount)),
+            el("td", { class: "card" }, p.card_last4 ? `•••• ${p.card_last4.slice(-4)}` : ""),
+            el("td", {}, when(p.created_at)),
+          ),
+        ),
+      );
+    } else {
+      body.replaceChildren(
+        el("tr", { class: "empty" }, el("td", { colspan: 4 }, `Nothing charged${running ? " yet" : ""}.`)),
+      );
+    }
   }
 
   // Follow the order's event stream until its last snapshot; bars of running steps grow.
@@ -226,6 +385,7 @@
       latest = JSON.parse(event.data);
       problem.hidden = true;
       drawOrder(latest);
+      drawPayments(latest.status === "RUNNING");
       if (latest.status !== "RUNNING") stop();
     };
     source.addEventListener("problem", (event) => {

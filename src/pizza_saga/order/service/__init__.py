@@ -1,0 +1,63 @@
+"""The order service: every use case of the product, with typed errors.
+
+Placing (placing.py), following (following.py) and operating (operating.py: cancelling,
+resolving, stock, payments, readiness) orders, over what they share (_core.py); the errors
+(errors.py) have kinds each face maps once. The CLI, the HTTP API and the pages are thin
+faces over `OrderService`: they never talk to Temporal or the stores on their own.
+"""
+
+from __future__ import annotations
+
+from pizza_saga.order.service._core import POLLER_FRESH, ServiceCore
+from pizza_saga.order.service.errors import (
+    AlreadyFinished,
+    ErrorKind,
+    IdempotencyKeyReused,
+    InvalidInput,
+    NotAllowed,
+    NothingToResolve,
+    NoWorker,
+    OrderAlreadyPlaced,
+    OrderNotFound,
+    RequestInProgress,
+    ServiceError,
+    TemporalUnavailable,
+)
+from pizza_saga.order.service.following import Following, OrderPage, OrderSummary, snapshot_id
+from pizza_saga.order.service.operating import MAX_REASON, MAX_STOCK, Operating, Readiness
+from pizza_saga.order.service.placing import Placement, Placing
+from pizza_saga.order.service.sandbox import SandboxCard, SandboxHints, sandbox_hints
+
+
+class OrderService(Placing, Following, Operating, ServiceCore):
+    """The use cases of pizza orders over one Temporal client and one store database."""
+
+    sandbox = staticmethod(sandbox_hints)
+    """The sandbox's cards, special values and the seed's order, for a face to offer."""
+
+
+__all__ = [
+    "MAX_REASON",
+    "MAX_STOCK",
+    "POLLER_FRESH",
+    "AlreadyFinished",
+    "ErrorKind",
+    "IdempotencyKeyReused",
+    "InvalidInput",
+    "NoWorker",
+    "NotAllowed",
+    "NothingToResolve",
+    "OrderAlreadyPlaced",
+    "OrderNotFound",
+    "OrderPage",
+    "OrderService",
+    "OrderSummary",
+    "Placement",
+    "Readiness",
+    "RequestInProgress",
+    "SandboxCard",
+    "SandboxHints",
+    "ServiceError",
+    "TemporalUnavailable",
+    "snapshot_id",
+]

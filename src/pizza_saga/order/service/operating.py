@@ -1,0 +1,145 @@
+"""Operating the shop: cancelling, an operator's decisions, stock, payments, readiness.
+Each change is in the audit trail, with who made it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from temporal_saga import OperatorAction, OperatorDecision, StepRecord
+
+from pizza_saga.access.service import Actor
+from pizza_saga.billing.store import PaymentEntry
+from pizza_saga.order import client as orders
+from pizza_saga.order.client import OrderStatus
+from pizza_saga.order.menu import MENU
+from pizza_saga.order.service._core import ServiceCore, _local_operator
+from pizza_saga.order.service.errors import (
+    AlreadyFinished,
+    InvalidInput,
+    NotAllowed,
+    NothingToResolve,
+    OrderNotFound,
+    TemporalUnavailable,
+)
+
+MAX_REASON = 500
+"""Longest operator reason kept in the ledger."""
+
+
+MAX_STOCK = 1_000_000
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What a deployment needs to take orders, and what is missing."""
+
+    temporal: bool
+    worker: bool
+    store: bool
+
+    @property
+    def missing(self) -> list[str]:
+        return [name for name in ("temporal", "worker", "store") if not getattr(self, name)]
+
+
+class Operating(ServiceCore):
+    """Operating the shop."""
+
+    async def cancel(self, order_number: str, *, by: Actor | None = None) -> None:
+        """Ask a running order to cancel: its compensations run, then it ends CANCELLED.
+
+        ``by``: who asks (the face has checked they may: an operator, or the order's
+        customer); recorded in the audit trail. None: the operator on this machine (CLI).
+        """
+        by = by or _local_operator()
+        status = await self._status(order_number)
+        if status is not OrderStatus.RUNNING:
+            raise AlreadyFinished(order_number, status, "nothing cancelled")
+        try:
+            await orders.cancel_order(self._temporal, order_number)
+        except orders.NoSuchOrder:
+            raise OrderNotFound(order_number) from None
+        await self.access.record(by, "cancel", order_number=order_number)
+
+    async def resolve(
+        self,
+        order_number: str,
+        *,
+        action: OperatorAction,
+        step: str | None = None,
+        reason: str | None = None,
+        by: Actor | None = None,
+    ) -> StepRecord:
+        """An operator's decision about a compensation that waits for one, recorded in the
+        audit trail with who made it (``by``; None: the operator on this machine)."""
+        by = by or _local_operator()
+        if not by.is_operator:
+            raise NotAllowed("only an operator resolves a compensation")
+        reason = reason.strip() if reason else None
+        if action is OperatorAction.SKIP and not reason:
+            raise InvalidInput(
+                "say why the compensation is skipped (it is kept in the ledger)", field="reason"
+            )
+        if reason is not None and len(reason) > MAX_REASON:
+            raise InvalidInput(f"at most {MAX_REASON} characters", field="reason")
+        decision = OperatorDecision(action=action, step=step, reason=reason)
+        status = await self._status(order_number)
+        if status is not OrderStatus.RUNNING:
+            raise AlreadyFinished(order_number, status, "nothing waits for an operator")
+        try:
+            step_now = await orders.resolve_order(self._temporal, order_number, decision)
+        except orders.NoSuchOrder:
+            raise OrderNotFound(order_number) from None
+        except ValueError as err:
+            raise NothingToResolve(f"order {order_number}: {err}") from None
+        await self.access.record(
+            by,
+            action.value.lower(),
+            order_number=order_number,
+            reason=reason or "",
+            detail=f"step {step_now.step}",
+        )
+        return step_now
+
+    def stock(self) -> dict[str, int]:
+        """Pizzas on hand: menu item -> quantity."""
+        return self._inventory.on_hand()
+
+    def set_stock(
+        self, quantities: Mapping[str, int], *, by: Actor | None = None
+    ) -> dict[str, int]:
+        """Set items' quantities (items must be on the menu); the stock after. Operators only
+        (``by``; None: the operator on this machine), recorded in the audit trail."""
+        by = by or _local_operator()
+        if not by.is_operator:
+            raise NotAllowed("only an operator restocks")
+        for item, quantity in quantities.items():
+            if item not in MENU:
+                raise InvalidInput(f"{item!r} is not on the menu ({', '.join(MENU)})", field="item")
+            if isinstance(quantity, bool) or not 0 <= quantity <= MAX_STOCK:
+                raise InvalidInput(
+                    f"must be a whole number from 0 to {MAX_STOCK}", field="quantity"
+                )
+        self._inventory.stock_up(quantities, overwrite=True)
+        self.access.record_now(by, "restock", detail=json.dumps(dict(quantities), sort_keys=True))
+        return self.stock()
+
+    def payments(self, *, order_number: str | None = None) -> list[PaymentEntry]:
+        """Every charge and refund, oldest first; one order's with ``order_number``."""
+        return self._payments.payments(order_number=order_number)
+
+    async def readiness(self) -> Readiness:
+        """Temporal reachable, a worker polling, the store database answering."""
+        try:
+            worker = await self.worker_polling()
+            temporal = True
+        except (TemporalUnavailable, RuntimeError):
+            temporal = worker = False
+        try:
+            self._inventory.on_hand()
+            store = True
+        except Exception:  # any database error means "not ready", said by name
+            store = False
+        return Readiness(temporal=temporal, worker=worker, store=store)
