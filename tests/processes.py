@@ -196,6 +196,12 @@ class Deployment:
         """The stores its processes write, read in-process (quicker than a subprocess)."""
         return open_stores(self.settings)
 
+    def operator_key(self, name: str = "test-operator") -> str:
+        """An operator API key in its store (a new one each call), for the API's operator
+        routes: ``Authorization: Bearer <key>``."""
+        _, key = self.stores.operators.add(name)
+        return key
+
     def share(self, log_dir: Path, **env: str) -> Deployment:
         """More processes on the same Temporal: their own logs and list, ``env`` on top."""
         return Deployment(self.address, self.ui_url, {**self.env, **env}, log_dir)

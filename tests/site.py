@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
+from pizza_saga.access.service import Actor
+from pizza_saga.api.access import SESSION_COOKIE
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import build_api, build_service, open_stores
 from pizza_saga.billing import cards
@@ -131,22 +134,66 @@ class Stream:
         return events
 
 
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def csrf_of(http: httpx.AsyncClient, page: str = "/orders/new") -> str:
+    """The CSRF token the forms of ``page`` carry for this client (its seed cookie is kept
+    by the client), as a browser has it from the page it posts from."""
+    found = CSRF_FIELD.search((await http.get(page)).text)
+    assert found, f"no CSRF token in {page}"
+    return found.group(1)
+
+
 @dataclass
 class Served:
-    """The API and pages of one OrderService, served on a free port."""
+    """The API and pages of one OrderService, served on a free port.
+
+    ``http`` is a visitor without credentials (a customer, or an attacker); ``operator`` is
+    logged in as an operator (its session cookie, and its key as a bearer for the API).
+    """
 
     url: str
     app: FastAPI
     service: OrderService
     http: httpx.AsyncClient
+    operator: httpx.AsyncClient
+    operator_key: str
+    operator_session: str
+
+    async def post_form(
+        self, path: str, data: Mapping[str, str], *, as_operator: bool = False
+    ) -> httpx.Response:
+        """Post a form as the pages do: with the CSRF token of this client's pages."""
+        http = self.operator if as_operator else self.http
+        return await http.post(path, data={**data, "csrf": await csrf_of(http)})
+
+    def customer_link(self, order_number: str) -> str:
+        """The order's page as its customer has it (the token in the link)."""
+        token = self.service.access.order_token(order_number)
+        return f"/orders/{order_number}?token={token}"
+
+    def customer_headers(self, order_number: str) -> dict[str, str]:
+        """The headers of the order's customer on the API: their token as a bearer."""
+        return {"Authorization": f"Bearer {self.service.access.order_token(order_number)}"}
 
     @contextlib.asynccontextmanager
-    async def stream(self, path: str, last_event_id: str | None = None) -> AsyncIterator[Stream]:
-        """Open the event stream at ``path`` (as a browser would reconnect, with its id)."""
-        headers = {"Accept": "text/event-stream"}
+    async def stream(
+        self,
+        path: str,
+        last_event_id: str | None = None,
+        *,
+        as_operator: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[Stream]:
+        """Open the event stream at ``path`` (as a browser would reconnect, with its id): as
+        the operator, or with ``headers`` (e.g. `customer_headers`), or with what ``path``
+        carries (``?token=``)."""
+        sent = {"Accept": "text/event-stream", **(headers or {})}
         if last_event_id is not None:
-            headers["Last-Event-ID"] = last_event_id
-        async with self.http.stream("GET", path, headers=headers) as response:
+            sent["Last-Event-ID"] = last_event_id
+        http = self.operator if as_operator else self.http
+        async with http.stream("GET", path, headers=sent) as response:
             yield Stream(response)
 
 
@@ -175,11 +222,23 @@ class Site:
         client = await connect(settings, self.deployment.address)
         service = build_service(client, open_stores(settings), settings)
         app = build_api(service, ui_url=self.ui_url, namespace=client.namespace)
+        _, key = await service.access.add_operator(
+            "test-operator", by=Actor.operator("tests", source="tests")
+        )
+        operator = await service.access.operator_by_key(key)
+        assert operator is not None
+        session = service.access.session_for(operator)
         async with (
             ApiServer(app, port=0) as server,
             httpx.AsyncClient(base_url=server.url, timeout=STREAM_SECONDS) as http,
+            httpx.AsyncClient(
+                base_url=server.url,
+                timeout=STREAM_SECONDS,
+                headers={"Authorization": f"Bearer {key}"},
+                cookies={SESSION_COOKIE: session},
+            ) as as_operator,
         ):
-            yield Served(server.url, app, service, http)
+            yield Served(server.url, app, service, http, as_operator, key, session)
 
 
 @contextlib.asynccontextmanager

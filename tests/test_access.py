@@ -3,6 +3,8 @@ stores (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import Engine, text
 
@@ -52,9 +54,9 @@ def test_a_session_is_valid_until_it_expires_and_cannot_be_forged(ring: KeyRing)
     session = tokens.session_of(cookie, now=1_001)
     assert session is not None and session.key_id == "abcd"
     assert tokens.session_of(cookie, now=1_000 + SESSION_SECONDS) is None
-    key_id, expires, signature = cookie.split(".", 2)
-    assert tokens.session_of(f"{key_id}.{int(expires) + 3600}.{signature}", now=1_001) is None
-    assert tokens.session_of(f"other.{expires}.{signature}", now=1_001) is None
+    key_id, issued, signature = cookie.split(".", 2)
+    assert tokens.session_of(f"{key_id}.{int(issued) + 3600_000}.{signature}", now=1_001) is None
+    assert tokens.session_of(f"other.{issued}.{signature}", now=1_001) is None
     assert tokens.session_of("", now=1_001) is None
 
 
@@ -90,6 +92,19 @@ def test_operator_keys_authenticate_until_revoked(engine: Engine) -> None:
     assert store.any_active()  # bob
     store.revoke("bob")
     assert not store.any_active()
+
+
+def test_a_logout_ends_the_sessions_issued_before_it(engine: Engine) -> None:
+    store = OperatorStore(engine)
+    key, _ = store.add("dana")
+    before = datetime.now(UTC) - timedelta(seconds=1)
+
+    assert store.active(key.key_id, issued=before) is not None
+    store.end_sessions(key.key_id)
+
+    assert store.active(key.key_id, issued=before) is None
+    assert store.active(key.key_id, issued=datetime.now(UTC) + timedelta(seconds=1)) is not None
+    assert store.active(key.key_id) is not None  # the key itself still works
 
 
 def test_the_store_keeps_no_secret(engine: Engine) -> None:

@@ -3,7 +3,9 @@
 For every operation, requests generated from the schema (valid by the schema, and invalid
 on purpose) go to a real `pizza api` process with a real worker behind it. No request may
 get a 5xx or an answer the document does not describe; and the requests that were refused
-(4xx) must change nothing: stock and payments are the same after the run.
+(4xx) must change nothing: stock and payments are the same after the run. The requests go
+as an operator's (their API key as a bearer), so that every route is reached past its
+credentials check.
 
 A plain synchronous test drives schemathesis against the live server's URL, so its
 hypothesis runs stay clear of pytest-asyncio's event loop.
@@ -48,31 +50,35 @@ CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @pytest.fixture(scope="module")
-async def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[Deployment, Api]]:
+async def fuzzed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Deployment, Api, dict[str, str]]]:
+    """The deployment, its API process, and the headers of an operator's requests."""
     home = tmp_path_factory.mktemp("fuzz")
     async with deployment(home, pizza_home=home / "pizza-home", queue="api") as dep:
         dep.spawn("worker", "worker")
         api = await dep.api("api")
         await api.ready()
-        yield dep, api
+        yield dep, api, {"Authorization": f"Bearer {dep.operator_key('fuzzer')}"}
 
 
-def state(api: Api) -> tuple[Any, Any]:
-    """Stock and payments, as the API reports them."""
+def state(api: Api, operator: dict[str, str]) -> tuple[Any, Any]:
+    """Stock and payments, as the API reports them (to an operator)."""
     stock = requests.get(f"{api.url}/api/inventory", timeout=30)
-    payments = requests.get(f"{api.url}/api/payments", timeout=30)
+    payments = requests.get(f"{api.url}/api/payments", headers=operator, timeout=30)
     assert stock.status_code == payments.status_code == 200
     return stock.json(), payments.json()
 
 
 def test_no_generated_request_gets_a_server_error_and_refused_ones_change_nothing(
-    fuzzed: tuple[Deployment, Api],
+    fuzzed: tuple[Deployment, Api, dict[str, str]],
 ) -> None:
-    dep, api = fuzzed
+    dep, api, operator = fuzzed
     schema = schemathesis.openapi.from_url(f"{api.url}/openapi.json")
-    before = state(api)
+    before = state(api, operator)
     answered: list[tuple[str, str, int]] = []
     session = requests.Session()
+    session.headers.update(operator)
 
     operations = []
     for result in schema.get_all_operations():
@@ -110,7 +116,9 @@ def test_no_generated_request_gets_a_server_error_and_refused_ones_change_nothin
     changes = [(m, p, s) for m, p, s in answered if m in CHANGES]
     assert answered and changes
     assert all(s < 500 for _, _, s in answered)
+    refused = [(m, p, s) for m, p, s in answered if s in (401, 403, 429)]
+    assert refused == [], "the operator's requests were refused their credentials"
     accepted = [(m, p, s) for m, p, s in changes if s < 400]
     assert accepted == [], "generated requests were accepted and may have changed state"
-    assert state(api) == before
+    assert state(api, operator) == before
     assert "Traceback" not in dep.logs()

@@ -244,15 +244,17 @@ def test_refund_that_keeps_failing_waits_for_an_operator_who_retries_it(
     number = _place_order_whose_refund_fails(pizza, orders, tmp_path)
 
     shown = pizza.run("status", number)
-    no_reason = pizza.run("resolve", number, "--skip")
+    no_reason = pizza.run("resolve", number, "--skip", "--operator", "ana")
+    no_operator = pizza.run("resolve", number, "--skip", "--reason", "refunded by phone")
     retried = pizza.run("resolve", number, "--retry", "--json")
 
     assert shown.returncode == 0, shown.stderr
     assert "NEEDS_OPERATOR" in shown.stdout
     assert f"pizza resolve {number} --retry" in _words(shown.stdout)
-    assert f'pizza resolve {number} --skip --reason "..."' in _words(shown.stdout)
+    assert f'pizza resolve {number} --skip --reason "..." --operator NAME' in _words(shown.stdout)
 
     assert "--reason" in _one_line_error(no_reason)
+    assert "--operator" in _one_line_error(no_operator)
 
     record = _json(retried)
     assert record["step"] == "process_credit_card"
@@ -281,7 +283,9 @@ def test_refund_an_operator_skips_fails_the_order_with_the_operators_reason(
     before = pizza.stock()
     number = _place_order_whose_refund_fails(pizza, orders, tmp_path)
 
-    skipped = pizza.run("resolve", number, "--skip", "--reason", "refunded by phone", "--json")
+    skipped = pizza.run(
+        "resolve", number, "--skip", "--reason", "refunded by phone", "--operator", "ana", "--json"
+    )
 
     record = _json(skipped)
     assert record["step"] == "process_credit_card"

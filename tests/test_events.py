@@ -53,8 +53,9 @@ async def test_an_order_stream_sends_each_change_until_the_end_then_closes(
     order = new_order(credit_card_info__number=BROKEN_CARD)
     await served.service.place(order)
     path = f"/api/orders/{order.order_number}/events"
+    customer = served.customer_headers(order.order_number)
 
-    async with served.stream(path) as stream:
+    async with served.stream(path, headers=customer) as stream:
         assert stream.response.status_code == 200
         assert stream.response.headers["content-type"].startswith("text/event-stream")
         events = await stream.rest()
@@ -79,14 +80,14 @@ async def test_an_order_stream_sends_each_change_until_the_end_then_closes(
     )
 
     # A browser reconnecting with the final snapshot's id is told there is nothing more.
-    async with served.stream(path, last_event_id=ids[-1]) as again:
+    async with served.stream(path, last_event_id=ids[-1], headers=customer) as again:
         assert again.response.status_code == 204
         assert await again.rest() == []
     # A new reader of a finished order gets its final snapshot, once, and the end.
-    async with served.stream(path) as fresh:
+    async with served.stream(path, as_operator=True) as fresh:
         assert [e.id for e in await fresh.rest()] == [ids[-1]]
     # Another id (an older snapshot's) is no reason to hold the current one back.
-    async with served.stream(path, last_event_id=ids[0]) as stale:
+    async with served.stream(path, last_event_id=ids[0], headers=customer) as stale:
         assert [e.id for e in await stale.rest()] == [ids[-1]]
 
 
@@ -95,8 +96,14 @@ async def test_subscribers_of_one_order_share_one_watcher(served: Served) -> Non
     await served.service.place(order)
     path = f"/api/orders/{order.order_number}/events"
     hub = order_hub(served.app)
+    # The customer (by header, and as a browser's EventSource: in the link) and an operator.
+    token = served.service.access.order_token(order.order_number)
+    customer = served.customer_headers(order.order_number)
 
-    async with served.stream(path) as first, served.stream(path) as second:
+    async with (
+        served.stream(path, headers=customer) as first,
+        served.stream(f"{path}?token={token}") as second,
+    ):
         waiting = await first.until("the driver's wait", driver_waiting)
         assert (await second.until("the driver's wait", driver_waiting)).id == waiting.id
         assert hub.watchers == 1
@@ -104,7 +111,7 @@ async def test_subscribers_of_one_order_share_one_watcher(served: Served) -> Non
 
         # A reconnect with the current snapshot's id is not sent it again: its first event
         # is the next change (the cancellation), while the other two see both.
-        async with served.stream(path, last_event_id=waiting.id) as third:
+        async with served.stream(path, last_event_id=waiting.id, as_operator=True) as third:
             assert hub.watchers == 1
             assert hub.subscribers(order.order_number) == 3
             await served.service.cancel(order.order_number)
@@ -126,7 +133,10 @@ async def test_the_watcher_stops_when_its_last_subscriber_leaves(served: Served)
     await served.service.place(order)
     hub = order_hub(served.app)
 
-    async with served.stream(f"/api/orders/{order.order_number}/events") as stream:
+    async with served.stream(
+        f"/api/orders/{order.order_number}/events",
+        headers=served.customer_headers(order.order_number),
+    ) as stream:
         await stream.until("the driver's wait", driver_waiting)
         assert hub.watchers == 1
 
@@ -137,7 +147,7 @@ async def test_the_watcher_stops_when_its_last_subscriber_leaves(served: Served)
 
 @pytest.mark.parametrize("number", ["NOSUCH1", "a.b", "x" * 41, "%20"])
 async def test_an_unknown_order_is_a_404_problem(served: Served, number: str) -> None:
-    response = await served.http.get(f"/api/orders/{number}/events")
+    response = await served.operator.get(f"/api/orders/{number}/events")
 
     assert response.status_code == 404
     assert response.headers["content-type"] == "application/problem+json"
@@ -147,7 +157,7 @@ async def test_an_unknown_order_is_a_404_problem(served: Served, number: str) ->
 
 async def test_the_list_stream_shows_new_orders(served: Served) -> None:
     hub = list_hub(served.app)
-    async with served.stream("/api/events/orders") as stream:
+    async with served.stream("/api/events/orders", as_operator=True) as stream:
         await stream.until("the list", lambda e: "orders" in e.json())
         order = new_order(credit_card_info__number=BROKEN_CARD)
         await served.service.place(order)
@@ -178,27 +188,45 @@ async def test_no_card_number_in_any_event_page_or_log(
     seen: list[str] = []
     async with site.serve() as served:
         for choice in choices:
-            placed = await served.http.post("/orders/new", data={**SEED_FORM, **choice})
+            placed = await served.post_form("/orders/new", {**SEED_FORM, **choice})
             assert placed.status_code == 303, placed.text
-            page = placed.headers["location"]
+            link = placed.headers["location"]  # the customer's: /orders/{number}?token=...
+            page = link.split("?", 1)[0]
             number = page.rsplit("/", 1)[1]
-            async with served.stream(f"/api/orders/{number}/events") as stream:
+            assert link == served.customer_link(number)
+            # The customer's stream (as their page opens it), the operator's where they act.
+            token = served.service.access.order_token(number)
+            async with served.stream(f"/api/orders/{number}/events?token={token}") as stream:
                 while (event := await stream.next()) is not None:
                     if "NEEDS_OPERATOR" in event.data:
-                        answer = await served.http.post(f"{page}/resolve", data={"action": "RETRY"})
+                        answer = await served.post_form(
+                            f"{page}/resolve", {"action": "RETRY"}, as_operator=True
+                        )
                         assert answer.status_code == 303, answer.text
                 seen += [e.data for e in stream.events]
             assert outcome_of(stream.events[-1]).status in ("COMPLETED", "FAILED")
-            seen.append((await served.http.get(page)).text)
+            seen.append((await served.http.get(link)).text)
+            seen.append((await served.operator.get(page)).text)
+            payments = await served.http.get(
+                f"/api/orders/{number}/payments", headers=served.customer_headers(number)
+            )
+            assert payments.status_code == 200, payments.text
+            seen.append(payments.text)
         # A form sent back for a mistake does not carry the typed number back either.
-        wrong = await served.http.post(
+        wrong = await served.post_form(
             "/orders/new",
-            data={**SEED_FORM, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
+            {**SEED_FORM, "customer.email": "nobody", "credit_card_info.number": GOOD_CARD},
         )
         assert wrong.status_code == 422
         seen.append(wrong.text)
         for path in ("/", "/orders/new", "/stock"):
-            seen.append((await served.http.get(path)).text)
+            shown = await served.operator.get(path)
+            assert shown.status_code == 200, (path, shown.status_code)
+            seen.append(shown.text)
+        seen.append((await served.http.get("/orders/new")).text)
+        listed = await served.operator.get("/api/payments")
+        assert listed.status_code == 200, listed.text
+        seen.append(listed.text)
 
     assert len(seen) > len(choices) * 3
     assert [card_numbers_in(text) for text in seen if card_numbers_in(text)] == []

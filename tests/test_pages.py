@@ -12,13 +12,16 @@ import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
+from pizza_saga.api.access import SESSION_COOKIE
 from pizza_saga.api.views import MIN_AXIS_SECONDS
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
-from tests.site import SEED_FORM, Served, Site, card_numbers_in
+from tests.site import SEED_FORM, Served, Site, card_numbers_in, csrf_of
 
 pytestmark = pytest.mark.devserver
 
@@ -49,9 +52,13 @@ async def served(site: Site) -> AsyncIterator[Served]:
         yield api
 
 
+CUSTOMER_LINK = re.compile(r"/orders/([A-Za-z0-9_-]+)\?token=([^&]+)")
+"""An order's page as its customer has it (the order's token in the link)."""
+
+
 def number_of(location: str) -> str:
-    """The order number from a redirect to its page."""
-    found = re.fullmatch(r"/orders/([A-Za-z0-9_-]+)", location)
+    """The order number from a redirect to its page: the customer's link."""
+    found = CUSTOMER_LINK.fullmatch(location)
     assert found, location
     return found.group(1)
 
@@ -75,17 +82,19 @@ async def test_the_new_order_form_is_the_seeds_order_with_the_sandbox_values(
 
 
 async def test_each_submit_is_a_new_order_unless_a_number_is_typed(served: Served) -> None:
-    first = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
-    second = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
-    typed = await served.http.post(
-        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    first = await served.post_form("/orders/new", {**SEED_FORM, "card": "fifteen"})
+    second = await served.post_form("/orders/new", {**SEED_FORM, "card": "fifteen"})
+    typed = await served.post_form(
+        "/orders/new", {**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
     )
-    again = await served.http.post(
-        "/orders/new", data={**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
+    again = await served.post_form(
+        "/orders/new", {**SEED_FORM, "card": "fifteen", "order_number": "PAGE-TYPED-1"}
     )
 
     assert [r.status_code for r in (first, second, typed)] == [303, 303, 303]
     numbers = [number_of(r.headers["location"]) for r in (first, second, typed)]
+    for response, number in zip((first, second, typed), numbers, strict=True):
+        assert response.headers["location"] == served.customer_link(number)
     assert numbers[0] != numbers[1]
     assert numbers[2] == "PAGE-TYPED-1"
     assert again.status_code == 409
@@ -117,9 +126,8 @@ async def test_each_submit_is_a_new_order_unless_a_number_is_typed(served: Serve
 async def test_a_wrong_field_comes_back_named_in_the_form(
     served: Served, changes: dict[str, str], field: str, reason: str
 ) -> None:
-    page = await served.http.post(
-        "/orders/new",
-        data={**SEED_FORM, "credit_card_info.number": GOOD_CARD, **changes},
+    page = await served.post_form(
+        "/orders/new", {**SEED_FORM, "credit_card_info.number": GOOD_CARD, **changes}
     )
 
     assert page.status_code == 422
@@ -132,15 +140,16 @@ async def test_a_wrong_field_comes_back_named_in_the_form(
 
 
 async def test_no_client_input_makes_a_server_error(served: Served) -> None:
-    taken = await served.http.post("/orders/new", data={**SEED_FORM, "card": "fifteen"})
+    taken = await served.post_form("/orders/new", {**SEED_FORM, "card": "fifteen"})
     number = number_of(taken.headers["location"])
     junk = ["", " ", "x" * 5000, "\x00", "💥", "-1", "9" * 30, "<script>alert(1)</script>"]
     statuses: dict[int, int] = {}
-    # Every field spoiled in turn; the rest is valid but names an order that exists, so
-    # nothing new is placed.
+    csrf = await csrf_of(served.http)
+    # Every field spoiled in turn; the rest is valid (its CSRF token too) but names an order
+    # that exists, so nothing new is placed.
     for name in [*SEED_FORM, "order_number", "credit_card_info.number", "unknown"]:
         for value in junk:
-            form = {**SEED_FORM, "order_number": number, name: value}
+            form = {**SEED_FORM, "order_number": number, name: value, "csrf": csrf}
             page = await served.http.post("/orders/new", data=form)
             statuses[page.status_code] = statuses.get(page.status_code, 0) + 1
             assert page.status_code < 500, (name, value, page.text)
@@ -152,30 +161,44 @@ async def test_no_client_input_makes_a_server_error(served: Served) -> None:
         ({"content-type": "application/x-www-form-urlencoded"}, b"&".join([b"k=v"] * 500)),
         ({"content-type": "multipart/form-data; boundary=x"}, b"--x--"),
     ]
+    # Posted by the operator (who may use all three), a form's body with its CSRF token.
+    operator_csrf = await csrf_of(served.operator)
     for path in ("/orders/new", f"/orders/{number}/resolve", "/stock"):
         for headers, body in raw_bodies:
-            page = await served.http.post(path, content=body, headers=headers)
+            if headers["content-type"] == "application/x-www-form-urlencoded":
+                body += b"&csrf=" + operator_csrf.encode()
+            page = await served.operator.post(path, content=body, headers=headers)
             assert 400 <= page.status_code < 500, (path, body[:40], page.status_code)
     for path in ("/orders/NOSUCH-ORDER", "/orders/%00", "/orders/" + "x" * 500):
-        page = await served.http.get(path)
+        page = await served.operator.get(path)
         assert page.status_code == 404
         assert "No such order" in page.text
     assert set(statuses) <= {303, 409, 422}, statuses  # 303: a new, valid order number
 
 
 async def test_buttons_on_a_finished_order_say_why_nothing_happened(served: Served) -> None:
-    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    placed = await served.post_form("/orders/new", {**SEED_FORM, "card": "declined"})
     number = number_of(placed.headers["location"])
     await served.service.wait(number, within=SAGA_SECONDS)
 
-    cancel = await served.http.post(f"/orders/{number}/cancel")
-    retry = await served.http.post(f"/orders/{number}/resolve", data={"action": "RETRY"})
-    nonsense = await served.http.post(f"/orders/{number}/resolve", data={"action": "MAYBE"})
-    nobody = await served.http.post("/orders/NOSUCH-ORDER/cancel")
+    # The customer cancels from their page (its form carries the token); the operator
+    # cancels and decides from theirs.
+    token = served.service.access.order_token(number)
+    cancel = await served.post_form(f"/orders/{number}/cancel", {"token": token})
+    by_operator = await served.post_form(f"/orders/{number}/cancel", {}, as_operator=True)
+    retry = await served.post_form(
+        f"/orders/{number}/resolve", {"action": "RETRY"}, as_operator=True
+    )
+    nonsense = await served.post_form(
+        f"/orders/{number}/resolve", {"action": "MAYBE"}, as_operator=True
+    )
+    nobody = await served.post_form("/orders/NOSUCH-ORDER/cancel", {}, as_operator=True)
 
     assert cancel.status_code == 409
     assert f"order {number} has already finished (FAILED): nothing cancelled" in cancel.text
     assert 'class="badge failed"' in cancel.text
+    assert by_operator.status_code == 409
+    assert f"order {number} has already finished (FAILED): nothing cancelled" in by_operator.text
     assert retry.status_code == 409
     assert "nothing waits for an operator" in retry.text
     assert nonsense.status_code == 422
@@ -185,22 +208,30 @@ async def test_buttons_on_a_finished_order_say_why_nothing_happened(served: Serv
 
 async def test_forms_posted_from_another_site_are_refused(served: Served) -> None:
     before = await served.service.list_orders(page_size=100)
-    refused = await served.http.post(
-        "/orders/new", data=SEED_FORM, headers={"Origin": "http://elsewhere.example"}
+    # With the CSRF token and the operator's session (as a cross-site post would carry them
+    # in a browser that sent cookies): the other site is what is refused.
+    csrf = await csrf_of(served.operator)
+    refused = await served.operator.post(
+        "/orders/new",
+        data={**SEED_FORM, "csrf": csrf},
+        headers={"Origin": "http://elsewhere.example"},
     )
-    cancel = await served.http.post("/orders/ANY/cancel", headers={"Sec-Fetch-Site": "cross-site"})
+    cancel = await served.operator.post(
+        "/orders/ANY/cancel", data={"csrf": csrf}, headers={"Sec-Fetch-Site": "cross-site"}
+    )
 
-    assert refused.status_code == 403
-    assert cancel.status_code == 403
+    for answer in (refused, cancel):
+        assert answer.status_code == 403
+        assert "accepted from this site&#39;s pages only" in answer.text
     after = await served.service.list_orders(page_size=100)
     assert len(after.orders) == len(before.orders)
 
 
 async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> None:
     item = "Medium, with extra cheese"
-    restocked = await served.http.post("/stock", data={"qty.2": "250"})
-    wrong = await served.http.post("/stock", data={"qty.2": "lots"})
-    page = await served.http.get("/stock")
+    restocked = await served.post_form("/stock", {"qty.2": "250"}, as_operator=True)
+    wrong = await served.post_form("/stock", {"qty.2": "lots"}, as_operator=True)
+    page = await served.operator.get("/stock")
 
     assert restocked.status_code == 303
     assert served.service.stock()[item] == 250
@@ -216,13 +247,21 @@ async def test_the_stock_page_restocks_and_lists_payments(served: Served) -> Non
 async def test_the_order_page_shows_what_was_ordered_with_the_customer_masked(
     served: Served,
 ) -> None:
-    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "approved"})
+    placed = await served.post_form("/orders/new", {**SEED_FORM, "card": "approved"})
     number = number_of(placed.headers["location"])
     await served.service.wait(number, within=SAGA_SECONDS)
 
-    page = await served.http.get(f"/orders/{number}")
+    # As its customer sees it (the link it was placed with), and as an operator does.
+    for page in (
+        await served.http.get(placed.headers["location"]),
+        await served.operator.get(f"/orders/{number}"),
+    ):
+        shows_what_was_ordered_masked(page)
 
-    assert page.status_code == 200
+
+def shows_what_was_ordered_masked(page: httpx.Response) -> None:
+    """The seed's order with the approved card: the lines, the money, the customer masked."""
+    assert page.status_code == 200, page.text
     lines = re.findall(
         r'<tr data-item="([^"]+)"><td>[^<]*</td><td class="number">(\d+)</td>', page.text
     )
@@ -248,15 +287,18 @@ async def test_the_order_page_shows_what_was_ordered_with_the_customer_masked(
 
 
 async def test_cancel_and_retry_notices_show_only_while_the_order_runs(served: Served) -> None:
-    placed = await served.http.post("/orders/new", data=SEED_FORM)  # 30 s for a driver
+    placed = await served.post_form("/orders/new", SEED_FORM)  # 30 s for a driver
     number = number_of(placed.headers["location"])
+    # Where each button lands: a cancel, the customer's link; a retry, the operator's page.
+    cancel_page = f"{served.customer_link(number)}&done=cancel"
+    retry_page = f"/orders/{number}?done=retry"
 
-    running = await served.http.get(f"/orders/{number}?done=cancel")
-    retrying = await served.http.get(f"/orders/{number}?done=retry")
+    running = await served.http.get(cancel_page)
+    retrying = await served.operator.get(retry_page)
     await served.service.cancel(number)
     await served.service.wait(number, within=SAGA_SECONDS)
-    cancelled = await served.http.get(f"/orders/{number}?done=cancel")
-    retried = await served.http.get(f"/orders/{number}?done=retry")
+    cancelled = await served.http.get(cancel_page)
+    retried = await served.operator.get(retry_page)
 
     assert "Cancellation requested" in running.text
     assert "data-while-running" in running.text
@@ -310,6 +352,22 @@ async def page(browser: Browser, served: Served) -> AsyncIterator[Page]:
     assert errors == [], errors
 
 
+async def log_in_as_operator(page: Page, served: Served) -> None:
+    """The browser of ``page`` holds the operator's session on ``served``'s pages from now."""
+    await page.context.add_cookies(
+        [{"name": SESSION_COOKIE, "value": served.operator_session, "url": served.url}]
+    )
+
+
+ORDER_PAGE = re.compile(r"/orders/[A-Za-z0-9_-]+\?token=[^&]+$")
+"""Where placing an order from the form lands: its page, by the customer's link."""
+
+
+def order_number_in(url: str) -> str:
+    """The order number of an order page's URL (with or without its token)."""
+    return urlsplit(url).path.rsplit("/", 1)[1]
+
+
 async def no_card_number_shown(page: Page) -> None:
     """The page as the browser has it now holds no sandbox card number."""
     html = await page.content()
@@ -323,8 +381,8 @@ async def place_from_the_form(page: Page, **fields: str) -> str:
     for field, value in fields.items():
         await page.locator(f'[id="{field}"]').fill(value)
     await page.get_by_role("button", name="Place order").click()
-    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
-    return str(page.url).rsplit("/", 1)[1]
+    await page.wait_for_url(ORDER_PAGE)
+    return order_number_in(page.url)
 
 
 def step(page: Page, name: str) -> Locator:
@@ -369,7 +427,7 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
     await expect(page.locator("#card")).to_have_text("Lisa A., card ending 2424")
     await expect(page.locator("#order-payments tbody")).to_have_text("Nothing charged.")
     await expect(page.locator("#cancel-form")).to_be_hidden()
-    await expect(page.locator("#resolve-form")).to_be_hidden()
+    await expect(page.locator("#resolve-form")).to_have_count(0)  # an operator's, only
     await expect(page.locator("#web-ui")).to_have_attribute(
         "href", re.compile(rf"/namespaces/default/workflows/pizza-workflow-order-{number}/")
     )
@@ -439,7 +497,9 @@ async def test_cancelling_a_running_order_from_its_page(
     await no_card_number_shown(page)
     await page.locator("main").screenshot(path=tmp_path / "cancelled-order.png")
 
-    # The money came back: the stock page shows the charge and its refund.
+    # The money came back: the operator's stock page shows the charge and its refund.
+    await log_in_as_operator(page, served)
+    await page.reload()
     await page.get_by_role("link", name="Stock and payments").click()
     payments = page.locator(f'#payments tr[data-order="{number}"]')
     await expect(payments).to_have_count(2)
@@ -451,12 +511,13 @@ async def test_cancelling_a_running_order_from_its_page(
 async def test_an_operator_retries_a_stuck_refund_from_the_page(
     page: Page, served: Served, tmp_path: Path
 ) -> None:
+    await log_in_as_operator(page, served)
     await page.goto("/orders/new")
     await page.get_by_label("card ending 0341").check()
     await page.locator('button[data-fill="customer.email"]').click()
     await expect(page.locator('[id="customer.email"]')).to_have_value("bounce@example.com")
     await page.get_by_role("button", name="Place order").click()
-    await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+    await page.wait_for_url(ORDER_PAGE)
 
     refund = step(page, "process_credit_card")
     await expect(page.locator("#outcome-label")).to_have_text(
@@ -499,7 +560,7 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
     async with site.serve(PIZZA_PREP_SECONDS="30") as slow:
         await page.goto(f"{slow.url}/orders/new")
         await page.get_by_role("button", name="Place order").click()
-        await page.wait_for_url(re.compile(r"/orders/[A-Za-z0-9_-]+$"))
+        await page.wait_for_url(ORDER_PAGE)
         distance = step(page, "get_distance")
         await expect(distance.locator(".forward-state")).to_have_text("SUCCEEDED")
 
@@ -516,7 +577,7 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
         assert track and bar
         # The axis is at least MIN_AXIS_SECONDS long: a step that took a few milliseconds is
         # a short bar on it, not the whole axis (one that took longer fills it, rightly).
-        number = page.url.rsplit("/", 1)[1].split("?")[0]
+        number = order_number_in(page.url)
         record = (await slow.service.outcome(number)).ledger or []
         assert record and record[0].started_at and record[0].finished_at
         took = (record[0].finished_at - record[0].started_at).total_seconds()
@@ -528,9 +589,10 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
 
 
 async def test_the_home_page_lists_new_orders_live(page: Page, served: Served) -> None:
+    await log_in_as_operator(page, served)
     await page.goto("/")
     await expect(page.locator("h1")).to_have_text("Recent orders")
-    placed = await served.http.post("/orders/new", data={**SEED_FORM, "card": "declined"})
+    placed = await served.post_form("/orders/new", {**SEED_FORM, "card": "declined"})
     number = number_of(placed.headers["location"])
 
     row = page.locator(f'#orders tr[data-order="{number}"]')

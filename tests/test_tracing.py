@@ -76,7 +76,9 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
     )
     async with (
         build_worker(client, stores, task_queue=settings.task_queue),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=web), base_url="http://api") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=web), base_url="http://127.0.0.1"
+        ) as http,
     ):
         async with asyncio.timeout(WAIT):
             while not await service.worker_polling():  # noqa: ASYNC110
@@ -120,7 +122,7 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
     # The API's requests are spans of their own, named by route template.
     exporter.clear()
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=web), base_url="http://api"
+        transport=httpx.ASGITransport(app=web), base_url="http://127.0.0.1"
     ) as http:
         assert (await http.get("/healthz")).status_code == 200
     provider.force_flush()

@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pizza_saga.app import open_stores
 from pizza_saga.common.devserver import free_port
+from pizza_saga.common.settings import Settings
 from tests.processes import processes_mentioning
-from tests.site import SEED_FORM, Stream
+from tests.site import SEED_FORM, Stream, csrf_of
 
 pytestmark = pytest.mark.devserver
 
@@ -56,11 +58,17 @@ async def test_up_serves_pages_temporal_and_a_worker_until_ctrl_c(tmp_path: Path
         assert f"Temporal       localhost:{ports['port']}" in printed
 
         async with httpx.AsyncClient(base_url=api, timeout=START_SECONDS) as http:
-            assert (await http.get("/")).status_code == 200
-            placed = await http.post("/orders/new", data=SEED_FORM)
+            # A customer: the new-order form, then the order's page and its events by the
+            # link placing it lands on (the order's token in it).
+            form = {**SEED_FORM, "csrf": await csrf_of(http)}
+            placed = await http.post("/orders/new", data=form)
             assert placed.status_code == 303, placed.text
-            events = f"/api/orders{placed.headers['location'].removeprefix('/orders')}/events"
+            link = placed.headers["location"]
+            assert (await http.get(link)).status_code == 200
+            page, _, token = link.partition("?")
+            events = f"/api{page}/events?{token}"
             async with http.stream("GET", events) as response:
+                assert response.status_code == 200
                 final = (await Stream(response).rest())[-1].json()
             assert final["status"] == "COMPLETED"
             assert final["web_ui_url"].startswith(f"http://localhost:{ports['ui-port']}/")
@@ -71,6 +79,14 @@ async def test_up_serves_pages_temporal_and_a_worker_until_ctrl_c(tmp_path: Path
             scraped = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
             for metric in ("temporal_workflow_completed", "saga_", "http_"):
                 assert metric in scraped, metric
+        # An operator logs in to the pages with a key of the store `pizza up` uses.
+        _, key = open_stores(Settings.from_env(env)).operators.add("developer")
+        async with httpx.AsyncClient(base_url=api, timeout=START_SECONDS) as operator:
+            assert (await operator.get("/")).status_code == 303  # to the login
+            csrf = await csrf_of(operator, "/login")
+            login = await operator.post("/login", data={"key": key, "csrf": csrf})
+            assert login.status_code == 303, login.text
+            assert (await operator.get("/")).status_code == 200
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGINT)

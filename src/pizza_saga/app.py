@@ -304,10 +304,23 @@ def build_service(client: Client | None, stores: Stores, settings: Settings) -> 
     )
 
 
+def api_hosts(host: str, settings: Settings) -> tuple[str, ...]:
+    """The names the API answers to besides loopback's: PIZZA_ALLOWED_HOSTS, and the address
+    it listens on when that is one address (not all of them)."""
+    listening = () if host in ("0.0.0.0", "::", "") else (host,)
+    return (*settings.api_host_names, *listening)
+
+
 def build_api(
-    service: OrderService, *, ui_url: str, namespace: str, telemetry: Telemetry | None = None
+    service: OrderService,
+    *,
+    ui_url: str,
+    namespace: str,
+    telemetry: Telemetry | None = None,
+    allowed_hosts: Sequence[str] = (),
 ) -> FastAPI:
-    """The HTTP API and pages over ``service``, linking orders to the Web UI at ``ui_url``.
+    """The HTTP API and pages over ``service``, linking orders to the Web UI at ``ui_url``,
+    answering requests for loopback's names and ``allowed_hosts``.
 
     With ``telemetry``: each request counted and timed on its metrics endpoint, and traced
     (a request's span is the parent of the workflow it starts) when it has a tracer.
@@ -316,11 +329,17 @@ def build_api(
     from pizza_saga.api.app import Links
     from pizza_saga.api.metrics import RequestMetrics
 
-    web = create_app(service, links=Links(ui_url=ui_url, namespace=namespace))
+    web = create_app(
+        service, links=Links(ui_url=ui_url, namespace=namespace), allowed_hosts=allowed_hosts
+    )
     if telemetry is not None:
         web.add_middleware(RequestMetrics, meter=telemetry.meter)
         if telemetry.tracer_provider is not None:
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-            FastAPIInstrumentor.instrument_app(web, tracer_provider=telemetry.tracer_provider)
+            from pizza_saga.api.access import scrub_trace
+
+            FastAPIInstrumentor.instrument_app(
+                web, tracer_provider=telemetry.tracer_provider, server_request_hook=scrub_trace
+            )
     return web

@@ -50,7 +50,7 @@ def print_outcome(console: Console, outcome: OrderOutcome, ui_url: str, namespac
                 f"[bold red]Needs an operator:[/] the compensation of {', '.join(waiting)} "
                 f"keeps failing. Fix the cause, then `pizza resolve {outcome.order_number} "
                 "--retry`, or handle it by hand and `pizza resolve "
-                f'{outcome.order_number} --skip --reason "..."`.'
+                f'{outcome.order_number} --skip --reason "..." --operator NAME`.'
             )
     else:
         console.print(f"[dim]ledger unavailable: {outcome.ledger_unavailable}[/]")

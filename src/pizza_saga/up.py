@@ -15,6 +15,7 @@ from rich.markup import escape
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
     Telemetry,
+    api_hosts,
     build_api,
     build_service,
     build_worker_for,
@@ -66,9 +67,15 @@ async def run_up(
         worker = build_worker_for(client, stores, settings)
         service = build_service(client, stores, settings)
         web = build_api(
-            service, ui_url=server.ui_url, namespace=client.namespace, telemetry=telemetry
+            service,
+            ui_url=server.ui_url,
+            namespace=client.namespace,
+            telemetry=telemetry,
+            allowed_hosts=api_hosts(ports.host, settings),
         )
-        async with ApiServer(web, host=ports.host, port=ports.api) as api:
+        async with ApiServer(
+            web, host=ports.host, port=ports.api, trusted_proxies=settings.proxy_addresses
+        ) as api:
             hosting = asyncio.create_task(
                 host_worker(
                     worker,

@@ -32,6 +32,7 @@ from toy import (
 from temporal_saga import (
     COMPENSATION_ERROR,
     DEADLINE_ERROR,
+    MAX_REASON_LENGTH,
     NEEDS_OPERATOR_ATTRIBUTE,
     STEP_SKIPPED_ERROR,
     CompensationState,
@@ -182,10 +183,14 @@ async def test_operator_decisions_that_cannot_apply_are_rejected(toys: Toys) -> 
     for bad in (
         OperatorDecision(OperatorAction.SKIP),  # no reason
         OperatorDecision(OperatorAction.RETRY, step="fail-b"),  # not waiting
+        OperatorDecision(OperatorAction.SKIP, reason="x" * (MAX_REASON_LENGTH + 1)),  # too long
     ):
         with pytest.raises(WorkflowUpdateFailedError) as rejected:
             await handle.execute_update(ToySaga.resolve, bad)
-        assert re.search(r"reason is required|no compensation of step", str(rejected.value.cause))
+        assert re.search(
+            r"reason is required|no compensation of step|at most \d+ characters",
+            str(rejected.value.cause),
+        )
 
     await handle.execute_update(ToySaga.resolve, OperatorDecision(OperatorAction.SKIP, reason="x"))
     assert error_type(await outcome(handle)) == COMPENSATION_ERROR

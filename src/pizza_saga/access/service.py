@@ -4,7 +4,9 @@ audit trail. The faces (CLI, API, pages) call this; none reads the tables itself
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from pizza_saga.access.store import (
@@ -91,7 +93,16 @@ class AccessService:
         session = self.tokens.session_of(cookie)
         if session is None:
             return None
-        return await asyncio.to_thread(self._operators.active, session.key_id)
+        issued = datetime.fromtimestamp(session.issued_ms / 1000, UTC)
+        return await asyncio.to_thread(
+            functools.partial(self._operators.active, session.key_id, issued=issued)
+        )
+
+    async def log_out(self, cookie: str) -> None:
+        """End the page sessions of the key ``cookie`` was issued for, in every browser."""
+        session = self.tokens.session_of(cookie)
+        if session is not None:
+            await asyncio.to_thread(self._operators.end_sessions, session.key_id)
 
     def session_for(self, operator: Operator) -> str:
         return self.tokens.session(operator.key_id)

@@ -37,6 +37,8 @@ class OperatorKeyRow(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    sessions_after: Mapped[datetime | None] = mapped_column(default=None)
+    """Page sessions of this key issued before then are over (a logout)."""
 
 
 class AuditRow(Base):
@@ -175,12 +177,26 @@ class OperatorStore:
                 return None
             return Operator(name=row.name, key_id=row.key_id)
 
-    def active(self, key_id: str) -> Operator | None:
-        """The operator of key ``key_id`` if it is not revoked (a page session's check)."""
-        key = self.key(key_id)
-        if key is None or key.revoked_at is not None:
-            return None
-        return Operator(name=key.name, key_id=key.key_id)
+    def active(self, key_id: str, *, issued: datetime | None = None) -> Operator | None:
+        """The operator of key ``key_id`` if it is not revoked and, for a page session
+        ``issued`` then, no logout ended it since."""
+        with Session(self._engine) as session:
+            row = session.get(OperatorKeyRow, key_id)
+            if row is None or row.revoked_at is not None:
+                return None
+            after = row.sessions_after
+            if issued is not None and after is not None and issued <= as_utc(after):
+                return None
+            return Operator(name=row.name, key_id=row.key_id)
+
+    def end_sessions(self, key_id: str) -> None:
+        """End every page session of key ``key_id`` issued until now (a logout)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(OperatorKeyRow)
+                .where(OperatorKeyRow.key_id == key_id)
+                .values(sessions_after=utcnow())
+            )
 
 
 def _key(row: OperatorKeyRow) -> OperatorKey:

@@ -27,11 +27,15 @@ MAX_TOKEN_LENGTH = 200
 
 @dataclass(frozen=True)
 class Session:
-    """What a valid session cookie says: whose key logged in, until when."""
+    """What a valid session cookie says: whose key logged in, and when."""
 
     key_id: str
-    expires: int
-    """Unix time."""
+    issued_ms: int
+    """Unix time of the login, in milliseconds (a logout ends the sessions issued before)."""
+
+    @property
+    def expires(self) -> float:
+        return self.issued_ms / 1000 + SESSION_SECONDS
 
 
 def _b64(data: bytes) -> str:
@@ -81,8 +85,8 @@ class AccessTokens:
 
     def session(self, key_id: str, *, now: float | None = None) -> str:
         """A session cookie for the operator key ``key_id``, valid SESSION_SECONDS."""
-        expires = int(now if now is not None else time.time()) + SESSION_SECONDS
-        claims = f"{key_id}.{expires}"
+        issued_ms = int((now if now is not None else time.time()) * 1000)
+        claims = f"{key_id}.{issued_ms}"
         signature = self._sign(b"session", claims)
         return f"{claims}.{signature}"
 
@@ -91,12 +95,13 @@ class AccessTokens:
         parts = cookie.split(".", 2) if 0 < len(cookie) <= MAX_TOKEN_LENGTH else []
         if len(parts) != 3 or not parts[1].isdigit():
             return None
-        key_id, expires, signature = parts[0], int(parts[1]), parts[2]
-        if not self._verify(b"session", f"{key_id}.{expires}", signature):
+        key_id, issued_ms, signature = parts[0], int(parts[1]), parts[2]
+        if not self._verify(b"session", f"{key_id}.{issued_ms}", signature):
             return None
-        if expires <= (now if now is not None else time.time()):
+        session = Session(key_id=key_id, issued_ms=issued_ms)
+        if session.expires <= (now if now is not None else time.time()):
             return None
-        return Session(key_id=key_id, expires=expires)
+        return session
 
     # --- a form's CSRF token -----------------------------------------------------------------
 

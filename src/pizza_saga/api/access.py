@@ -17,7 +17,8 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode
 
 import limits
 from fastapi import Depends, Query, Request
@@ -30,7 +31,7 @@ from pizza_saga.api.deps import Service
 from pizza_saga.api.problems import Problem
 
 SESSION_COOKIE = "pizza_session"
-"""The operator's page session (HttpOnly, SameSite=Strict)."""
+"""The operator's page session (HttpOnly, SameSite=Lax; forms also need their CSRF token)."""
 FAILED_ATTEMPTS = limits.parse("20/minute")
 """Bad credentials a client address may send before it is refused for a while (429)."""
 BEARER = "bearer "
@@ -199,3 +200,23 @@ OperatorActor = Annotated[Actor, Depends(_operator)]
 """The operator calling (401/403 otherwise), as a route parameter."""
 OrderActor = Annotated[Actor, Depends(_order_actor)]
 """The operator, or the customer of the order in the path (401/403 otherwise)."""
+
+
+SECRET_PARAMETERS = frozenset({"token"})
+"""Query parameters that carry credentials: never in a trace."""
+_URL_ATTRIBUTES = ("http.target", "http.url", "url.query", "url.full")
+
+
+def scrub_trace(span: Any, scope: dict[str, Any]) -> None:
+    """A request span's hook: the order token of a `?token=` link out of its URL attributes."""
+    raw = scope.get("query_string", b"").decode("latin-1")
+    if not raw or not any(k in SECRET_PARAMETERS for k, _ in parse_qsl(raw)):
+        return
+    redacted = urlencode(
+        [(k, "REDACTED" if k in SECRET_PARAMETERS else v) for k, v in parse_qsl(raw)]
+    )
+    attributes = getattr(span, "attributes", None) or {}
+    for name in _URL_ATTRIBUTES:
+        value = attributes.get(name)
+        if isinstance(value, str) and raw in value:
+            span.set_attribute(name, value.replace(raw, redacted))

@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.types import Receive, Scope, Send
 
+from pizza_saga.api.access import StreamOperator, StreamOrderActor
 from pizza_saga.api.hub import Hub, HubClosed, Subscription
 from pizza_saga.api.problems import Problem
 from pizza_saga.common.formatting import workflow_url
@@ -147,11 +148,14 @@ EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
             "content": EVENT_STREAM,
         },
         204: {"description": "The order has finished and the client has its last snapshot"},
+        401: {"description": "No credentials"},
+        403: {"description": "These credentials do not open this order"},
         404: {"description": "No such order"},
     },
 )
 async def order_events(
     order_number: str,
+    _: StreamOrderActor,
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -161,6 +165,7 @@ async def order_events(
     its id is the snapshot's content hash. The stream ends after the order's final snapshot.
     A client that reconnects with `Last-Event-ID` set to the current snapshot's id is not
     sent it again: it waits for the next change, or gets 204 if the order has finished.
+    For its customer (the order's token as a bearer or `?token=`) or an operator.
     """
     if not ORDER_NUMBER.fullmatch(order_number):
         raise OrderNotFound(order_number)
@@ -198,17 +203,20 @@ async def order_events(
         200: {
             "description": "The recent orders, again each time the list changes",
             "content": EVENT_STREAM,
-        }
+        },
+        401: {"description": "No credentials"},
+        403: {"description": "Operators only"},
     },
 )
 async def order_list_events(
+    _: StreamOperator,
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The recent orders (those waiting for an operator first), again whenever they change.
 
     Each event's data is `{"orders": [...]}`: number, status, whether it needs an operator,
-    start and close times. The stream does not end by itself.
+    start and close times. The stream does not end by itself. Operators only.
     """
     subscription = list_hub(request.app).subscribe(RECENT)
     skip = last_event_id

@@ -11,10 +11,12 @@ placed, not an HTTP error), else 202 Accepted with the state so far, to be follo
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from temporal_saga import StepRecord
 
+from pizza_saga.api.access import OperatorActor, OrderActor
 from pizza_saga.api.deps import Service
 from pizza_saga.api.schemas import (
     OrderNumber,
@@ -88,7 +90,10 @@ async def place_order(
         ),
     ] = None,
 ) -> OrderResource:
-    """Place an order; it runs as a saga (202, or 201 once finished with `wait=true`)."""
+    """Place an order; it runs as a saga (202, or 201 once finished with `wait=true`).
+
+    Anyone may place an order; the answer carries the customer's `access_token` to it.
+    """
     if idempotency_key is None:
         outcome = await service.place(order)
     else:
@@ -106,16 +111,26 @@ async def place_order(
     finished = wait and outcome.status is not OrderStatus.RUNNING
     response.status_code = 201 if finished else 202
     response.headers["Location"] = location(order.order_number)
-    return order_resource(request, outcome)
+    token = service.access.order_token(order.order_number)
+    resource = order_resource(request, outcome)
+    return resource.model_copy(
+        update={"access_token": token, "page_url": page_url(order.order_number, token)}
+    )
+
+
+def page_url(order_number: str, token: str) -> str:
+    """The order's page for its customer: the token in the link."""
+    return f"/orders/{order_number}?{urlencode({'token': token})}"
 
 
 @router.get(
     "",
     response_model=OrderPage,
-    responses=problems(422, 503, on_422="A bad filter, page size or page token"),
+    responses=problems(401, 403, 422, 503, on_422="A bad filter, page size or page token"),
 )
 async def list_orders(
     service: Service,
+    _: OperatorActor,
     status: Annotated[OrderStatus | None, Query(description="Only orders in this state.")] = None,
     needs_operator: Annotated[
         bool, Query(description="Only running orders whose rollback waits for an operator.")
@@ -126,15 +141,23 @@ async def list_orders(
         Query(max_length=4096, description="`next_page_token` of the page before."),
     ] = None,
 ) -> OrderPage:
-    """Orders, newest first, a page at a time (from Temporal's visibility store)."""
+    """Orders, newest first, a page at a time (from Temporal's visibility store).
+    Operators only."""
     return await service.list_orders(
         status=status, needs_operator=needs_operator, page_size=page_size, page_token=page_token
     )
 
 
-@router.get("/{order_number}", response_model=OrderResource, responses=problems(404, 422, 503))
-async def get_order(order_number: OrderNumber, service: Service, request: Request) -> OrderResource:
-    """An order's outcome so far, its saga ledger and its link in the Temporal Web UI."""
+@router.get(
+    "/{order_number}",
+    response_model=OrderResource,
+    responses=problems(401, 403, 404, 422, 429, 503),
+)
+async def get_order(
+    order_number: OrderNumber, _: OrderActor, service: Service, request: Request
+) -> OrderResource:
+    """An order's outcome so far, its saga ledger and its link in the Temporal Web UI
+    (its customer, with its token, or an operator)."""
     return order_resource(request, await service.outcome(order_number))
 
 
@@ -143,14 +166,26 @@ async def get_order(order_number: OrderNumber, service: Service, request: Reques
     status_code=202,
     response_model=OrderResource,
     responses=problems(
-        404, 409, 422, 503, on_409="The order has already finished: nothing cancelled"
+        401,
+        403,
+        404,
+        409,
+        422,
+        429,
+        503,
+        on_409="The order has already finished: nothing cancelled",
     ),
 )
 async def cancel_order(
-    order_number: OrderNumber, service: Service, request: Request, response: Response
+    order_number: OrderNumber,
+    actor: OrderActor,
+    service: Service,
+    request: Request,
+    response: Response,
 ) -> OrderResource:
-    """Ask a running order to cancel: what it did is undone, then it ends CANCELLED."""
-    await service.cancel(order_number)
+    """Ask a running order to cancel: what it did is undone, then it ends CANCELLED (its
+    customer, with its token, or an operator)."""
+    await service.cancel(order_number, by=actor)
     response.headers["Location"] = location(order_number)
     return order_resource(request, await service.outcome(order_number))
 
@@ -160,24 +195,29 @@ async def cancel_order(
     response_model=StepRecord,
     responses=problems(
         400,
+        401,
+        403,
         404,
         409,
         422,
+        429,
         503,
         on_409="No compensation of the order waits for this decision, or it has finished",
         on_422="Invalid decision (a skip needs a reason; at most 500 characters)",
     ),
 )
 async def resolve_order(
-    order_number: OrderNumber, resolution: Resolution, service: Service
+    order_number: OrderNumber, actor: OperatorActor, resolution: Resolution, service: Service
 ) -> StepRecord:
-    """Decide about a compensation that waits for an operator: the step as it is now."""
+    """Decide about a compensation that waits for an operator: the step as it is now.
+    Operators only; the decision is in the audit trail with their name."""
     try:
         return await service.resolve(
             order_number,
             action=resolution.action.operator_action,
             step=resolution.step,
             reason=resolution.reason,
+            by=actor,
         )
     except InvalidInput as err:
         # The service names body fields by name; the API by JSON pointer.

@@ -15,22 +15,34 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, FastAPI, Request
+import limits
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from temporal_saga import OperatorAction
 
+from pizza_saga.access.service import Actor
+from pizza_saga.access.store import Operator
+from pizza_saga.access.tokens import SESSION_SECONDS
 from pizza_saga.api import views
+from pizza_saga.api.access import (
+    FAILED_ATTEMPTS,
+    SESSION_COOKIE,
+    AccessLimiter,
+    caller_of,
+    source_of,
+)
 from pizza_saga.api.deps import Service
 from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_first
-from pizza_saga.api.problems import STATUS_OF
+from pizza_saga.api.problems import STATUS_OF, Problem
 from pizza_saga.common.errors import field_path
 from pizza_saga.common.formatting import cents
 from pizza_saga.order.client import OrderStatus
@@ -52,6 +64,11 @@ SANDBOX = OrderService.sandbox()
 """The sandbox cards the form offers (by their last four digits), the values to try, and the
 seed's order the form starts from."""
 OTHER_CARD = "other"
+CSRF_COOKIE = "pizza_csrf"
+"""A random value per browser; every form sends back a token bound to it (CSRF_FIELD)."""
+CSRF_FIELD = "csrf"
+LOGIN_ATTEMPTS = limits.parse("10/minute")
+"""Failed logins a client address may make before it is refused for a while."""
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -78,13 +95,73 @@ def _status_of(err: ServiceError) -> int:
     return STATUS_OF[err.kind]
 
 
+@dataclass(frozen=True)
+class Visitor:
+    """Who is looking at a page: an operator (logged in) or not, and the browser's CSRF seed."""
+
+    operator: Operator | None
+    source: str
+    seed: str
+    new_seed: bool
+    csrf: str
+
+    def actor(self) -> Actor:
+        """The operator as an actor of a use case (only for an operator)."""
+        assert self.operator is not None
+        return Actor.operator(self.operator.name, source=self.source)
+
+
+async def _visitor(request: Request, service: Service) -> Visitor:
+    caller = await caller_of(request, cookies=True)
+    seed = request.cookies.get(CSRF_COOKIE, "")
+    new_seed = not (0 < len(seed) <= 64)
+    if new_seed:
+        seed = secrets.token_urlsafe(24)
+    visitor = Visitor(
+        operator=caller.operator,
+        source=caller.source,
+        seed=seed,
+        new_seed=new_seed,
+        csrf=service.access.tokens.csrf_token(seed),
+    )
+    request.state.visitor = visitor
+    return visitor
+
+
+PageVisitor = Annotated[Visitor, Depends(_visitor)]
+"""Who looks at the page, as a route parameter (also kept on ``request.state``)."""
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
 def _page(
     request: Request, template: str, context: Mapping[str, Any], status_code: int = 200
 ) -> HTMLResponse:
-    """``template`` rendered with ``context`` (and which menu entry is current)."""
-    return templates.TemplateResponse(
-        request, template, {"nav": template.removesuffix(".html"), **context}, status_code
+    """``template`` rendered with ``context`` (and which menu entry is current, who looks, the
+    CSRF token its forms send); a browser new to the pages gets its CSRF seed cookie."""
+    visitor: Visitor | None = getattr(request.state, "visitor", None)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "nav": template.removesuffix(".html"),
+            "operator": visitor.operator if visitor else None,
+            "csrf": visitor.csrf if visitor else "",
+            **context,
+        },
+        status_code,
     )
+    if visitor is not None and visitor.new_seed:
+        response.set_cookie(
+            CSRF_COOKIE,
+            visitor.seed,
+            httponly=True,
+            samesite="lax",
+            secure=_secure(request),
+        )
+    return response
 
 
 def _back_to(url: str) -> RedirectResponse:
@@ -123,19 +200,33 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 async def _accepted_form(request: Request) -> dict[str, str] | HTMLResponse:
-    """The posted form's fields, or the refusal page: from another site, or not our form."""
+    """The posted form's fields, or the refusal page: from another site, not our form, or
+    without the CSRF token of this browser's pages."""
     if _cross_site(request):
         return _refused(request)
     try:
-        return await _form(request)
+        form = await _form(request)
     except FormError as err:
         return _refused(request, err)
+    visitor: Visitor = request.state.visitor
+    tokens = request.app.state.service.access.tokens
+    if visitor.new_seed or not tokens.csrf_matches(visitor.seed, form.get(CSRF_FIELD, "")):
+        return _refused(
+            request,
+            FormError(403, "this form is not from a page of this site, or too old: reload it"),
+        )
+    return form
 
 
 def _cross_site(request: Request) -> bool:
-    """Whether a POST comes from another site's page (forms of ours come from this one)."""
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        return True
+    """Whether a POST comes from another site's page (forms of ours come from this one).
+
+    A browser's own word (``Sec-Fetch-Site``) first; without it, ``Origin`` against
+    ``Host``. The CSRF token (`_accepted_form`) is checked either way.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site not in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None:
         return False
@@ -153,9 +244,26 @@ def _refused(request: Request, err: FormError | None = None) -> HTMLResponse:
 # --- Home ----------------------------------------------------------------------------------
 
 
+def _to_login(request: Request) -> RedirectResponse:
+    """An operator's page asked by someone not logged in: to the login, and back after."""
+    return RedirectResponse(f"/login?{urlencode({'next': request.url.path})}", status_code=303)
+
+
+def _operators_only(request: Request) -> HTMLResponse:
+    return _page(
+        request,
+        "message.html",
+        {"title": "Operators only", "message": "Log in as an operator first (/login)."},
+        401,
+    )
+
+
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, service: Service) -> HTMLResponse:
-    """Recent orders, those waiting for an operator first; live from the list stream."""
+async def home(request: Request, service: Service, visitor: PageVisitor) -> Response:
+    """Recent orders, those waiting for an operator first; live from the list stream.
+    Operators only (others go to the login)."""
+    if visitor.operator is None:
+        return _to_login(request)
     error = None
     orders = []
     try:
@@ -287,13 +395,13 @@ def _order_form(
 
 
 @router.get("/orders/new", response_class=HTMLResponse)
-async def new_order(request: Request, service: Service) -> HTMLResponse:
+async def new_order(request: Request, service: Service, _: PageVisitor) -> HTMLResponse:
     """The seed's order, ready to place, with the sandbox values to try."""
     return _order_form(request, service, _default_form())
 
 
 @router.post("/orders/new", response_class=HTMLResponse)
-async def place_order(request: Request, service: Service) -> Response:
+async def place_order(request: Request, service: Service, _: PageVisitor) -> Response:
     """Place the order the form describes and go to its page; the form again if it is wrong."""
     form = await _accepted_form(request)
     if isinstance(form, HTMLResponse):
@@ -315,10 +423,43 @@ async def place_order(request: Request, service: Service) -> Response:
         )
     except ServiceError as err:
         return _order_form(request, service, values, message=str(err), status_code=_status_of(err))
-    return _back_to(f"/orders/{order.order_number}")
+    return _back_to(_customer_link(service, order.order_number))
+
+
+def _customer_link(service: OrderService, order_number: str, **query: str) -> str:
+    """The order's page as its customer opens it: with the token in the link."""
+    token = service.access.order_token(order_number)
+    return f"/orders/{order_number}?{urlencode({'token': token, **query})}"
 
 
 # --- An order ----------------------------------------------------------------------------------
+
+
+def _order_access(
+    request: Request, service: OrderService, order_number: str, token: str | None
+) -> Actor | HTMLResponse:
+    """Who may see order ``order_number`` here: an operator, or its customer with its token;
+    else the refusal page (decided before any lookup: it never tells whether the order
+    exists)."""
+    visitor: Visitor = request.state.visitor
+    if visitor.operator is not None:
+        return visitor.actor()
+    limiter: AccessLimiter = request.app.state.access_limiter
+    try:
+        limiter.refuse_if_exceeded(visitor.source, FAILED_ATTEMPTS)
+    except Problem as err:
+        return _page(request, "message.html", {"title": "Not now", "message": err.detail}, 429)
+    if not token:
+        message = (
+            f"Order {order_number}'s page opens with the link it was placed with (it carries "
+            "the order's token), or for an operator (/login)."
+        )
+        return _page(request, "message.html", {"title": "Link needed", "message": message}, 401)
+    if not service.access.opens_order(token, order_number):
+        limiter.failed(visitor.source, FAILED_ATTEMPTS)
+        message = f"This link does not open order {order_number}."
+        return _page(request, "message.html", {"title": "Not this order", "message": message}, 403)
+    return Actor.customer(source=visitor.source)
 
 
 async def _order_page(
@@ -326,10 +467,14 @@ async def _order_page(
     service: OrderService,
     order_number: str,
     *,
+    token: str | None,
     error: str | None = None,
     status_code: int = 200,
 ) -> HTMLResponse:
-    """The order's page, with the error of a button that could not act, if any."""
+    """The order's page, with the error of a button that could not act, if any; ``token``:
+    the customer's (None for an operator), carried by the page's links and forms."""
+    visitor: Visitor = request.state.visitor
+    query = f"?{urlencode({'token': token})}" if token else ""
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
@@ -358,12 +503,18 @@ async def _order_page(
             "details": details,
             "details_error": details_error,
             "payments": views.money(service.payments(order_number=order_number)),
-            "payments_url": f"/api/payments?order_number={order_number}",
+            "payments_url": f"/api/orders/{order_number}/payments{query}",
             "waiting": views.needs_operator(outcome),
             "can_cancel": views.can_cancel(outcome),
             "running": outcome.status is OrderStatus.RUNNING,
             "web_ui_url": data["web_ui_url"],
-            "events_url": f"/api/orders/{order_number}/events",
+            "events_url": f"/api/orders/{order_number}/events{query}",
+            "token": token,
+            "audit": (
+                await service.access.audit(order_number=order_number)
+                if visitor.operator is not None
+                else []
+            ),
             "error": error,
             "notice": views.notice(outcome, request.query_params.get("done")),
         },
@@ -372,33 +523,66 @@ async def _order_page(
 
 
 @router.get("/orders/{order_number}", response_class=HTMLResponse)
-async def order_page(request: Request, service: Service, order_number: str) -> HTMLResponse:
-    """The order's outcome and saga timeline; live while it runs."""
-    return await _order_page(request, service, order_number)
+async def order_page(
+    request: Request,
+    service: Service,
+    visitor: PageVisitor,
+    order_number: str,
+    token: str | None = None,
+) -> HTMLResponse:
+    """The order's outcome and saga timeline; live while it runs. For its customer (the
+    link it was placed with) or an operator."""
+    actor = _order_access(request, service, order_number, token)
+    if isinstance(actor, HTMLResponse):
+        return actor
+    return await _order_page(
+        request, service, order_number, token=None if actor.is_operator else token
+    )
 
 
 @router.post("/orders/{order_number}/cancel", response_class=HTMLResponse)
-async def cancel_order(request: Request, service: Service, order_number: str) -> Response:
-    """Cancel the order, then back to its page (which shows the rollback)."""
-    if _cross_site(request):
-        return _refused(request)
+async def cancel_order(
+    request: Request, service: Service, visitor: PageVisitor, order_number: str
+) -> Response:
+    """Cancel the order, then back to its page (which shows the rollback). Its customer
+    (the form carries the token) or an operator."""
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
+    token = form.get("token") or None
+    actor = _order_access(request, service, order_number, token)
+    if isinstance(actor, HTMLResponse):
+        return actor
+    token = None if actor.is_operator else token
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
-        await service.cancel(order_number)
+        await service.cancel(order_number, by=actor)
     except ServiceError as err:
         return await _order_page(
-            request, service, order_number, error=str(err), status_code=_status_of(err)
+            request,
+            service,
+            order_number,
+            token=token,
+            error=str(err),
+            status_code=_status_of(err),
         )
+    if token:
+        return _back_to(_customer_link(service, order_number, done="cancel"))
     return _back_to(f"/orders/{order_number}?done=cancel")
 
 
 @router.post("/orders/{order_number}/resolve", response_class=HTMLResponse)
-async def resolve_order(request: Request, service: Service, order_number: str) -> Response:
-    """An operator's decision (retry, or skip with a reason), then back to the order's page."""
+async def resolve_order(
+    request: Request, service: Service, visitor: PageVisitor, order_number: str
+) -> Response:
+    """An operator's decision (retry, or skip with a reason), then back to the order's page.
+    Operators only; the decision is in the audit trail with their name."""
     form = await _accepted_form(request)
     if isinstance(form, HTMLResponse):
         return form
+    if visitor.operator is None:
+        return _operators_only(request)
     try:
         if not ORDER_NUMBER.fullmatch(order_number):
             raise OrderNotFound(order_number)
@@ -411,10 +595,16 @@ async def resolve_order(request: Request, service: Service, order_number: str) -
             action=action,
             step=form.get("step") or None,
             reason=form.get("reason") or None,
+            by=visitor.actor(),
         )
     except ServiceError as err:
         return await _order_page(
-            request, service, order_number, error=str(err), status_code=_status_of(err)
+            request,
+            service,
+            order_number,
+            token=None,
+            error=str(err),
+            status_code=_status_of(err),
         )
     return _back_to(f"/orders/{order_number}?done={action.value.lower()}")
 
@@ -442,17 +632,23 @@ def _stock_page(
 
 
 @router.get("/stock", response_class=HTMLResponse)
-async def stock_page(request: Request, service: Service) -> HTMLResponse:
-    """Pizzas on hand, a form to restock, and every charge and refund (newest first)."""
+async def stock_page(request: Request, service: Service, visitor: PageVisitor) -> Response:
+    """Pizzas on hand, a form to restock, and every charge and refund (newest first).
+    Operators only."""
+    if visitor.operator is None:
+        return _to_login(request)
     return _stock_page(request, service)
 
 
 @router.post("/stock", response_class=HTMLResponse)
-async def restock(request: Request, service: Service) -> Response:
-    """Set the stock of the items the form names, then back to the stock page."""
+async def restock(request: Request, service: Service, visitor: PageVisitor) -> Response:
+    """Set the stock of the items the form names, then back to the stock page. Operators
+    only (in the audit trail)."""
     form = await _accepted_form(request)
     if isinstance(form, HTMLResponse):
         return form
+    if visitor.operator is None:
+        return _operators_only(request)
     changes: dict[str, int] = {}
     try:
         for index, item in enumerate(MENU):
@@ -462,7 +658,67 @@ async def restock(request: Request, service: Service) -> Response:
             if not raw.isdigit() or len(raw) > 9:
                 raise InvalidInput("must be a whole number from 0 to 1000000", field=item)
             changes[item] = int(raw)
-        service.set_stock(changes)
+        service.set_stock(changes, by=visitor.actor())
     except InvalidInput as err:
         return _stock_page(request, service, error=str(err), status_code=422)
     return _back_to("/stock?done=restock")
+
+
+# --- Operator login ------------------------------------------------------------------------------
+
+
+def _next_page(value: str | None) -> str:
+    """Where to go after the login: a path of this site only (never another site's URL)."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, _: PageVisitor, next: str | None = None) -> HTMLResponse:
+    """The operator's login: their API key (`pizza operator add`)."""
+    return _page(request, "login.html", {"next": _next_page(next), "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, service: Service, visitor: PageVisitor) -> Response:
+    """Check the key; a session cookie (HttpOnly, SameSite) for SESSION_SECONDS, or the
+    login again. Failed attempts are limited per client address."""
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
+    next_page = _next_page(form.get("next"))
+    limiter: AccessLimiter = request.app.state.access_limiter
+    try:
+        limiter.refuse_if_exceeded(source_of(request), LOGIN_ATTEMPTS)
+    except Problem as err:
+        return _page(request, "login.html", {"next": next_page, "error": err.detail}, 429)
+    operator = await service.access.operator_by_key(form.get("key", "").strip())
+    if operator is None:
+        limiter.failed(source_of(request), LOGIN_ATTEMPTS)
+        error = "That is not an operator key (or it was revoked)."
+        return _page(request, "login.html", {"next": next_page, "error": error}, 401)
+    response = _back_to(next_page)
+    response.set_cookie(
+        SESSION_COOKIE,
+        service.access.session_for(operator),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="lax",
+        secure=_secure(request),
+    )
+    return response
+
+
+@router.post("/logout", response_class=HTMLResponse)
+async def logout(request: Request, service: Service, _: PageVisitor) -> Response:
+    """End the operator's page sessions (this browser's, and any other of their key's)."""
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:  # over everywhere, not just forgotten here: a copied cookie dies with it
+        await service.access.log_out(cookie)
+    response = _back_to("/login")
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=_secure(request))
+    return response

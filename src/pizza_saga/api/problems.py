@@ -17,6 +17,9 @@ from starlette.exceptions import HTTPException
 from pizza_saga.order.service import ErrorKind, InvalidInput, ServiceError
 
 MEDIA_TYPE = "application/problem+json"
+MAX_ERRORS = 20
+"""Validation errors listed in one answer (the rest counted)."""
+MAX_ERROR_TEXT = 200
 log = logging.getLogger(__name__)
 
 STATUS_OF: dict[ErrorKind, int] = {
@@ -35,6 +38,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Request too large",
     422: "Invalid input",
     429: "Too many requests",
     500: "Internal error",
@@ -99,8 +103,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [_field_error(e) for e in err.errors()]
+        # At most MAX_ERRORS, each cut short: the answer to a body of many bad keys stays small.
+        found = err.errors()
+        errors = [_field_error(e) for e in found[:MAX_ERRORS]]
+        for e in errors:
+            e["field"], e["reason"] = e["field"][:MAX_ERROR_TEXT], e["reason"][:MAX_ERROR_TEXT]
         detail = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        if len(found) > MAX_ERRORS:
+            detail += f"; and {len(found) - MAX_ERRORS} more"
         return problem(422, detail or "invalid request", errors=errors)
 
     @app.exception_handler(HTTPException)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Sequence
 from types import TracebackType
 
 import uvicorn
@@ -37,7 +38,17 @@ def _listen(host: str, port: int) -> socket.socket:
 class ApiServer:
     """``app`` served on ``host:port`` while the ``async with`` block runs."""
 
-    def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        """``trusted_proxies``: addresses whose X-Forwarded-For/-Proto are believed (the
+        client's address is then the one they name); none by default, so that a caller
+        cannot name another address (to dodge the rate limits, or in the audit trail)."""
         self.app, self.host, self.port = app, host, port
         self._server = uvicorn.Server(
             uvicorn.Config(
@@ -47,6 +58,8 @@ class ApiServer:
                 log_level="warning",
                 lifespan="off",
                 timeout_graceful_shutdown=GRACEFUL_SECONDS,
+                proxy_headers=bool(trusted_proxies),
+                forwarded_allow_ips=list(trusted_proxies) or None,
             )
         )
         self._socket: socket.socket | None = None

@@ -140,8 +140,11 @@ class CardVault:
         self._ttl = ttl
         self._clock = clock
 
-    def tokenize(self, number: str, *, order_number: str) -> CardToken:
-        """A new token for ``number``, usable by ``order_number``'s charge until it expires."""
+    def tokenize(
+        self, number: str, *, order_number: str, ttl: timedelta | None = None
+    ) -> CardToken:
+        """A new token for ``number``, usable by ``order_number``'s charge until it expires
+        (after ``ttl``; default: the vault's)."""
         now = self._clock()
         token = TOKEN_PREFIX + secrets.token_urlsafe(24)
         key_id = self._ring.primary
@@ -150,7 +153,10 @@ class CardVault:
             nonce, number.encode(), _bound(token, order_number, key_id)
         )
         card = CardToken(
-            token=token, brand=brand_of(number), last4=last4(number), expires_at=now + self._ttl
+            token=token,
+            brand=brand_of(number),
+            last4=last4(number),
+            expires_at=now + (ttl or self._ttl),
         )
         with self._engine.begin() as conn:
             conn.execute(_PURGE, {"now": now})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import socket
@@ -75,6 +76,9 @@ def main() -> None:
     from pizza_saga.common.db import StoreError
     from pizza_saga.order.service import ServiceError
 
+    # What the product writes (store, vault, keys, the dev server's history, logs) holds
+    # customers' data: readable by its owner only, whatever the shell's umask.
+    os.umask(0o077)
     code: int = 0
     try:
         app()

@@ -198,7 +198,8 @@ async def _watch(service: Any, order_number: str, picked_up: asyncio.Event) -> A
                     f"(undoing {record.step}) failed {record.compensation_attempts} times"
                     f" ({escape(record.compensation_error or 'no error recorded')}). Run "
                     f"`pizza resolve {order_number} --retry` or "
-                    f"`pizza resolve {order_number} --skip --reason TEXT`; still waiting..."
+                    f"`pizza resolve {order_number} --skip --reason TEXT --operator NAME`; "
+                    "still waiting..."
                 )
     assert outcome is not None
     return outcome
@@ -215,12 +216,20 @@ def status(
     settings = load_settings()
 
     async def run() -> None:
-        outcome = await (await order_service(settings)).outcome(order_number)
+        service = await order_service(settings)
+        outcome = await service.outcome(order_number)
         if as_json:
             print_json(outcome.model_dump_json())
         else:
             ui_url, namespace = web_ui(settings)
             print_outcome(out, outcome, ui_url, namespace)
+            for entry in await service.access.audit(order_number=order_number):
+                reason = f": {entry.reason}" if entry.reason else ""
+                out.print(
+                    f"Audit  {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} {entry.action}"
+                    f"{reason} (from {entry.source})",
+                    markup=False,
+                )
 
     run_command(run())
 
@@ -274,19 +283,40 @@ def resolve(
     step: Annotated[
         str | None, typer.Option(help="Which step's compensation, if several wait.")
     ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="Who decides (required with --skip), as the audit trail records it; "
+            "default for --retry: cli:<your login>."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the step as JSON.")] = False,
 ) -> None:
     """Decide about a compensation that needs an operator (see `pizza needs-operator`).
 
     Exit 4 when nothing waits for that decision (or the order has finished).
     """
+    import getpass
+
     from pydantic import TypeAdapter
     from temporal_saga import OperatorAction, StepRecord
 
+    from pizza_saga.access.service import Actor
+    from pizza_saga.access.store import InvalidOperator, check_name
     from pizza_saga.render import ledger_table
 
     if retry == skip:
         fail("say either --retry or --skip")
+    if skip and not operator:
+        fail(
+            "--operator: name who handled the compensation by hand (required with --skip: "
+            "the customer's money is then the shop's to return; it is in the audit trail)"
+        )
+    try:
+        name = check_name(operator) if operator else f"cli:{getpass.getuser()}"
+    except InvalidOperator as e:
+        fail(f"--operator: {str(e).removeprefix('name: ')}")
+    by = Actor.operator(name, source=f"cli:{getpass.getuser()}")
     settings = load_settings()
 
     async def run() -> None:
@@ -298,6 +328,7 @@ def resolve(
                 action=OperatorAction.RETRY if retry else OperatorAction.SKIP,
                 step=step,
                 reason=reason,
+                by=by,
             )
         except InvalidInput as e:
             fail(f"--{e.field}: {e.reason}" if e.field else str(e))

@@ -126,7 +126,7 @@ def api(
     On an address other than loopback only once an operator key exists (`pizza operator
     add`): without one, nobody could resolve, restock or read payments there.
     """
-    from pizza_saga.app import build_api, build_service, open_stores, set_up_logging
+    from pizza_saga.app import api_hosts, build_api, build_service, open_stores, set_up_logging
 
     settings = load_settings()
     ensure_operators_for(host, settings)
@@ -139,9 +139,15 @@ def api(
         client = await connect_temporal(settings, telemetry=telemetry)
         service = build_service(client, open_stores(settings), settings)
         ui_url, namespace = web_ui(settings)
-        web = build_api(service, ui_url=ui_url, namespace=namespace, telemetry=telemetry)
+        web = build_api(
+            service,
+            ui_url=ui_url,
+            namespace=namespace,
+            telemetry=telemetry,
+            allowed_hosts=api_hosts(host, settings),
+        )
         try:
-            server = ApiServer(web, host=host, port=port)
+            server = ApiServer(web, host=host, port=port, trusted_proxies=settings.proxy_addresses)
             await server.start()
         except OSError as e:
             fail(f"--port {port}: cannot listen on {host}:{port}: {e.strerror}", EXIT_UNAVAILABLE)

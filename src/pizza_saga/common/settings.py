@@ -16,6 +16,10 @@ class SettingsError(ValueError):
     """An environment variable holds a value the product cannot use."""
 
 
+_HOST = r"[A-Za-z0-9.:-]+"
+"""A host name or address (IPv6 without brackets), as PIZZA_ALLOWED_HOSTS lists them."""
+
+
 class Settings(BaseModel):
     """Everything a pizza-saga process needs to know about where its state lives."""
 
@@ -67,7 +71,8 @@ class Settings(BaseModel):
     card_token_ttl_seconds: float = Field(
         default=900.0, alias="PIZZA_CARD_TOKEN_TTL_SECONDS", ge=10, le=24 * 3600
     )
-    """How long a card token can be charged after the edge made it (15 minutes)."""
+    """How long a card token can at least be charged after the edge made it (15 minutes); a
+    placed order's lives until its deadline (PIZZA_ORDER_DEADLINE_SECONDS), whichever is longer."""
     codec_token: SecretStr | None = Field(default=None, alias="PIZZA_CODEC_TOKEN")
     """The codec server's access token; wins over PIZZA_CODEC_TOKEN_FILE."""
     codec_token_file: Path | None = Field(default=None, alias="PIZZA_CODEC_TOKEN_FILE")
@@ -77,6 +82,31 @@ class Settings(BaseModel):
     """host:port where `pizza worker` and `pizza api` serve Prometheus metrics; off if unset."""
     log_format: Literal["text", "json"] = Field(default="text", alias="PIZZA_LOG_FORMAT")
     """Log lines as text, or as one JSON object per line (with order, workflow, step)."""
+    allowed_hosts: str | None = Field(
+        default=None,
+        alias="PIZZA_ALLOWED_HOSTS",
+        pattern=r"^[A-Za-z0-9.:\[\]*-]+(,[A-Za-z0-9.:\[\]*-]+)*$",
+    )
+    """Comma-separated host names the API answers to (its `Host` header), besides loopback's
+    and the address it listens on: a page on another site that rebinds its own name to this
+    machine gets 400 (DNS rebinding)."""
+
+    trusted_proxies: str | None = Field(
+        default=None, alias="PIZZA_TRUSTED_PROXIES", pattern=rf"^{_HOST}(,{_HOST})*$"
+    )
+    """Comma-separated addresses of the reverse proxies in front of the API whose
+    X-Forwarded-For and -Proto it believes; unset: none (the client's address is the
+    connection's)."""
+
+    @property
+    def proxy_addresses(self) -> tuple[str, ...]:
+        """PIZZA_TRUSTED_PROXIES as a list of addresses."""
+        return tuple(self.trusted_proxies.split(",")) if self.trusted_proxies else ()
+
+    @property
+    def api_host_names(self) -> tuple[str, ...]:
+        """PIZZA_ALLOWED_HOSTS as a list of names."""
+        return tuple(self.allowed_hosts.split(",")) if self.allowed_hosts else ()
 
     @field_validator("metrics_address")
     @classmethod

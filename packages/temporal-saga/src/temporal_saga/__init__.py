@@ -17,6 +17,7 @@ The activity side (an effect log that serializes a step with its compensation) i
 from temporal_saga._saga import (
     COMPENSATION_ERROR,
     DEADLINE_ERROR,
+    MAX_REASON_LENGTH,
     NEEDS_OPERATOR_ATTRIBUTE,
     STEP_SKIPPED_ERROR,
     OnExhausted,
@@ -38,6 +39,7 @@ from temporal_saga.ledger import (
 __all__ = [
     "COMPENSATION_ERROR",
     "DEADLINE_ERROR",
+    "MAX_REASON_LENGTH",
     "NEEDS_OPERATOR_ATTRIBUTE",
     "STEP_SKIPPED_ERROR",
     "CompensationContext",

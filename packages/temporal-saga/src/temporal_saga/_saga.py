@@ -53,6 +53,9 @@ COMPENSATION_ERROR = "SagaCompensationError"
 """Error type a saga ends with when a compensation was skipped or failed for good."""
 STEP_SKIPPED_ERROR = "SagaStepSkipped"
 """Error type a step that must succeed raises when an operator skipped it."""
+MAX_REASON_LENGTH = 500
+"""The longest reason an operator's decision may carry (it is kept in the ledger, in every
+query's answer): a longer one is refused by the update's validator."""
 
 
 class OnExhausted(StrEnum):
@@ -641,6 +644,11 @@ class Saga:
     def _waiting_for(self, decision: OperatorDecision) -> _Compensation | _Waiting:
         if decision.action is OperatorAction.SKIP and not (decision.reason or "").strip():
             raise ValueError("a reason is required to skip")
+        if len(decision.reason or "") > MAX_REASON_LENGTH:
+            raise ValueError(
+                f"the reason is {len(decision.reason or '')} characters; at most "
+                f"{MAX_REASON_LENGTH} characters"
+            )
         waiting: list[_Compensation | _Waiting] = [
             c
             for c in self._compensations

@@ -305,11 +305,14 @@
     if (o.web_ui_url) document.getElementById("web-ui").href = o.web_ui_url;
     document.getElementById("cancel-form").hidden = !(o.status === "RUNNING" && !rollingBack(o));
     const waiting = o.status === "RUNNING" ? waitingSteps(o) : [];
-    document.getElementById("resolve-form").hidden = waiting.length === 0;
-    const select = document.getElementById("resolve-step");
-    const chosen = select.value;
-    select.replaceChildren(...waiting.map((s) => el("option", { value: s }, s)));
-    if (waiting.includes(chosen)) select.value = chosen;
+    const resolve = document.getElementById("resolve-form"); // operators' pages only
+    if (resolve) {
+      resolve.hidden = waiting.length === 0;
+      const select = document.getElementById("resolve-step");
+      const chosen = select.value;
+      select.replaceChildren(...waiting.map((s) => el("option", { value: s }, s)));
+      if (waiting.includes(chosen)) select.value = chosen;
+    }
     // "Cancellation requested" and "Retry requested" only while the order runs.
     for (const notice of document.querySelectorAll("[data-while-running]")) {
       notice.hidden = o.status !== "RUNNING";

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("secret_hash", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("revoked_at", sa.DateTime(), nullable=True),
+        sa.Column("sessions_after", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_operator_keys_name", "operator_keys", ["name"])
     op.create_table(

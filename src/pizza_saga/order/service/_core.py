@@ -72,6 +72,14 @@ class ServiceCore:
         return self._client
 
     @property
+    def _card_token_life(self) -> timedelta:
+        """How long a placed order's card token lives: until its order can no longer be
+        charged (its deadline rolls it back), however long the workers are away; at least
+        PIZZA_CARD_TOKEN_TTL_SECONDS."""
+        seconds = max(self._settings.card_token_ttl_seconds, self._settings.order_deadline_seconds)
+        return timedelta(seconds=seconds)
+
+    @property
     def task_queue(self) -> str:
         return self._settings.task_queue
 

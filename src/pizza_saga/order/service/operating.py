@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from temporal_saga import OperatorAction, OperatorDecision, StepRecord
+from temporal_saga import MAX_REASON_LENGTH, OperatorAction, OperatorDecision, StepRecord
 
 from pizza_saga.access.service import Actor
 from pizza_saga.billing.store import PaymentEntry
@@ -24,8 +24,8 @@ from pizza_saga.order.service.errors import (
     TemporalUnavailable,
 )
 
-MAX_REASON = 500
-"""Longest operator reason kept in the ledger."""
+MAX_REASON = MAX_REASON_LENGTH
+"""Longest operator reason kept in the ledger (the saga's own validator refuses longer)."""
 
 
 MAX_STOCK = 1_000_000

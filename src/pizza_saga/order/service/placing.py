@@ -62,6 +62,7 @@ class Placing(ServiceCore):
                 self._vault.tokenize,
                 order.credit_card_info.number,
                 order_number=order.order_number,
+                ttl=self._card_token_life,
             )
         )
         request = orders.order_request(order.placed(card), self._settings)
