@@ -18,12 +18,15 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from temporalio.client import WorkflowFailureError
 
+from pizza_saga.app import open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.devserver import free_port
+from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.workflow import workflow_id_for
@@ -536,8 +539,13 @@ def test_demo_off_a_terminal_shows_both_outcomes_and_leaves_nothing_running(
     assert "refund_customer, revert_inventory" in done.stdout
     link = f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/pizza-workflow-order-"
     assert done.stdout.count(link) == 2
-    pages = re.findall(r"Order page: http://127\.0\.0\.1:\d+/orders/(XD\w+)", done.stdout)
-    assert len(pages) == 2 and pages[0] != pages[1]
+    pages = re.findall(
+        r"Order page: http://127\.0\.0\.1:\d+/orders/(XD\w+)\?token=(\S+)", done.stdout
+    )
+    assert len(pages) == 2 and pages[0][0] != pages[1][0]
+    # Each link is its customer's: its token opens that order (the page needs it).
+    tokens = open_stores(Settings.from_env(env)).tokens
+    assert all(tokens.opens_order(unquote(token), number) for number, token in pages)
     assert processes_mentioning(str(home)) == []
     with socket.socket() as sock:
         assert sock.connect_ex(("localhost", port)) != 0, "the demo's server is still listening"

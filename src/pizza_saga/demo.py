@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from rich.console import Console
@@ -109,7 +110,9 @@ async def _scenario(
     for outcome in outcomes:
         console.print()
         print_outcome(console, outcome, ui_url, DEFAULT_NAMESPACE)
-        console.print(f"Order page: {pages_url}/orders/{outcome.order_number}")
+        # The customer's link: the order's page opens with its token.
+        token = urlencode({"token": service.access.order_token(outcome.order_number)})
+        console.print(f"Order page: {pages_url}/orders/{outcome.order_number}?{token}")
     _summarize(console, outcomes)
     console.print(f"Worker log: {worker_log}")
     if not interactive:
