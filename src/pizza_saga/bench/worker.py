@@ -13,7 +13,13 @@ import logging
 
 from temporalio.worker import Worker
 
-from pizza_saga.app import build_worker, build_worker_for, open_stores, prepare_namespace
+from pizza_saga.app import (
+    build_worker,
+    build_worker_for,
+    connect_client,
+    open_stores,
+    prepare_namespace,
+)
 from pizza_saga.bench.baseline import (
     BASELINE_TASK_QUEUE,
     BaselineWorkflow,
@@ -22,12 +28,13 @@ from pizza_saga.bench.baseline import (
     sandboxed_queue,
 )
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import connect, worker_client
+from pizza_saga.common.temporal import worker_client
+from pizza_saga.runtime import host_worker, run_until_signal
 
 
-async def main() -> None:
+async def main(stop: asyncio.Event) -> None:
     settings = Settings.from_env()
-    client = await connect(settings)
+    client = await connect_client(settings)
     await prepare_namespace(client)
     stores = open_stores(settings)
     orders = build_worker_for(client, stores, settings)
@@ -42,9 +49,10 @@ async def main() -> None:
         workflows=[BaselineWorkflow],
         activities=[noop, fail],
     )
-    await asyncio.gather(orders.run(), sandboxed.run(), baseline.run())
+    async with sandboxed, baseline:  # the other two run beside, and stop with it
+        await host_worker(orders, stop)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.ERROR)
-    asyncio.run(main())
+    run_until_signal(main)
