@@ -3,15 +3,19 @@ many bad fields gets a short answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
 
 from pizza_saga.api.app import MAX_BODY_BYTES
 from pizza_saga.app import Stores, build_api, build_service
+from pizza_saga.common.devserver import free_port
 from pizza_saga.common.settings import Settings
+from pizza_saga.inventory.store import InventoryStore
 
 
 @pytest.fixture
@@ -86,3 +90,22 @@ async def test_a_name_the_operator_allowed_is_answered(stores: Stores, settings:
     async with httpx.AsyncClient(transport=transport, base_url="http://pizza.example") as http:
         assert (await http.get("/api/inventory")).status_code == 200
         assert (await http.get("/api/inventory", headers={"Host": "x.example"})).status_code == 400
+
+
+async def test_a_store_database_that_does_not_answer_is_503_not_500(
+    stores: Stores, settings: Settings
+) -> None:
+    # The stock's database is away (restarting, failing over): nothing listens at its address.
+    away = create_engine(f"postgresql+psycopg://pizza@127.0.0.1:{free_port()}/pizza")
+    service = build_service(
+        None, dataclasses.replace(stores, inventory=InventoryStore(away)), settings
+    )
+    web = build_api(service, ui_url="http://ui", namespace="default")
+    transport = httpx.ASGITransport(app=web)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        answer = await http.get("/api/inventory")
+
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "store database" in answer.json()["detail"]
+    assert answer.headers["retry-after"]

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 
 from pizza_saga.order.service import ErrorKind, InvalidInput, ServiceError
@@ -117,6 +118,14 @@ def install(app: FastAPI) -> None:
     async def http_error(_: Request, err: HTTPException) -> JSONResponse:
         response = problem(err.status_code, str(err.detail))
         response.headers.update(err.headers or {})  # 405's Allow, for one
+        return response
+
+    @app.exception_handler(OperationalError)
+    async def store_away(_: Request, err: OperationalError) -> JSONResponse:
+        # The store database is down or restarting: try again, not "the service is broken".
+        log.warning("the store database does not answer: %s", err.orig)
+        response = problem(503, "the store database does not answer; try again in a moment")
+        response.headers["Retry-After"] = "5"
         return response
 
     @app.exception_handler(Exception)
