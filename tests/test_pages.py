@@ -102,6 +102,27 @@ async def test_each_submit_is_a_new_order_unless_a_number_is_typed(served: Serve
     assert 'id="order_number" name="order_number" type="text" value="PAGE-TYPED-1"' in again.text
 
 
+async def test_the_same_form_sent_twice_is_one_order(served: Served) -> None:
+    page = await served.http.get("/orders/new")
+    found = re.search(r'name="idempotency_key" value="([^"]+)"', page.text)
+    assert found, "the form carries its idempotency key"
+    form = {**SEED_FORM, "card": "declined", "idempotency_key": found.group(1)}
+
+    first = await served.post_form("/orders/new", form)
+    second = await served.post_form("/orders/new", form)  # a double click, a re-post
+    other = await served.post_form("/orders/new", {**form, "qty.0": "3"})  # edited after
+
+    assert (first.status_code, second.status_code) == (303, 303)
+    assert first.headers["location"] == second.headers["location"]
+    assert other.status_code == 409
+    assert "This form placed an order before" in other.text
+    fresh = re.search(r'name="idempotency_key" value="([^"]+)"', other.text)
+    assert fresh and fresh.group(1) != found.group(1)
+    # The same order, not a second one under a used number (which would be 409).
+    outcome = await served.service.outcome(number_of(first.headers["location"]))
+    assert outcome.order_number == number_of(second.headers["location"])
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "reason"),
     [

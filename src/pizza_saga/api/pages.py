@@ -13,6 +13,8 @@ returns): the sandbox's cards, the seed's order and the other values to try come
 
 from __future__ import annotations
 
+import hashlib
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import MAX_PIZZAS, PizzaOrder
 from pizza_saga.order.service import (
+    IdempotencyKeyReused,
     InvalidInput,
     OrderAlreadyPlaced,
     OrderNotFound,
@@ -299,15 +302,30 @@ def _default_form() -> dict[str, str]:
         "credit_card_info.holder_name": order.credit_card_info.holder_name,
         "card": "approved",
         "credit_card_info.number": "",
+        # One per form shown: the same form sent twice (a double click, a reload of the
+        # post) is the same order, never a second one.
+        "idempotency_key": secrets.token_urlsafe(18),
     }
     for index, item in enumerate(MENU):
         values[f"qty.{index}"] = str(sum(1 for p in order.items if p.description == item))
     return values
 
 
-def new_order_number() -> str:
-    """A fresh order number: each submit without one is a new order."""
+def new_order_number(form_key: str | None = None) -> str:
+    """A fresh order number: each form without one is a new order (the same form sent again,
+    by its idempotency key, the same number)."""
+    if form_key:
+        return f"XD{hashlib.sha256(form_key.encode()).hexdigest()[:8].upper()}"
     return f"XD{secrets.token_hex(4).upper()}"
+
+
+FORM_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _form_key(form: Mapping[str, str]) -> str | None:
+    """The form's idempotency key, if it is one of ours."""
+    key = form.get("idempotency_key", "")
+    return key if FORM_KEY.fullmatch(key) else None
 
 
 def order_from_form(form: Mapping[str, str]) -> PizzaOrder:
@@ -334,7 +352,7 @@ def order_from_form(form: Mapping[str, str]) -> PizzaOrder:
         field, message = next(iter(errors.items()))
         raise InvalidInput(message, field=field)
     data = {
-        "order_number": form.get("order_number", "").strip() or new_order_number(),
+        "order_number": form.get("order_number", "").strip() or new_order_number(_form_key(form)),
         "customer": {
             "customer_id": int(customer_id),
             "name": form.get("customer.name", ""),
@@ -412,11 +430,22 @@ async def place_order(request: Request, service: Service, _: PageVisitor) -> Res
         values["is_delivery"] = ""
     try:
         order = order_from_form(form)
-        await service.place(order)
+        key = _form_key(form)
+        if key is None:
+            await service.place(order)
+        else:
+            await service.place_once(
+                order, idempotency_key=f"form:{key}", key_field="idempotency_key"
+            )
     except OrderAlreadyPlaced as err:
         return _order_form(
             request, service, values, field="order_number", message=str(err), status_code=409
         )
+    except IdempotencyKeyReused:
+        # This form placed an order already, with other values (edited after going back).
+        values["idempotency_key"] = _default_form()["idempotency_key"]
+        message = "This form placed an order before, with other values: check them, then place."
+        return _order_form(request, service, values, message=message, status_code=409)
     except InvalidInput as err:
         return _order_form(
             request, service, values, field=err.field, message=err.reason, status_code=422
