@@ -68,6 +68,20 @@ def pizza_env(home: Path, address: str, ui_url: str, task_queue: str, **env: str
     }
 
 
+def run_pizza(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `pizza ARGS` to its end with PIZZA_HOME ``home`` and ``env`` on top of this
+    process's environment (an empty value removes a variable); stdout and stderr as text."""
+    merged = {**os.environ, "PIZZA_HOME": str(home), **env}
+    return subprocess.run(
+        pizza_command(*args),
+        env={k: v for k, v in merged.items() if v != ""},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_SECONDS,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def new_task_queue(prefix: str) -> str:
     """A task queue no other deployment's worker polls."""
     return f"{prefix}-{uuid.uuid4().hex}"

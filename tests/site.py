@@ -19,16 +19,19 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from temporal_saga import OperatorAction
 
 from pizza_saga.access.service import Actor
 from pizza_saga.api.access import SESSION_COOKIE
 from pizza_saga.api.server import ApiServer
+from pizza_saga.api.views import needs_operator
 from pizza_saga.app import build_api, build_service, open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
+from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
-from pizza_saga.order.service import OrderService
+from pizza_saga.order.service import OrderService, ServiceError
 from tests.processes import Deployment, Process, deployment
 
 TEST_CARDS = [
@@ -247,3 +250,17 @@ async def running_site(home: Path, env: Mapping[str, str] = WORKER_ENV) -> Async
     async with deployment(home, queue="web") as site:
         site.env.update(env)
         yield Site(site, await site.worker())
+
+
+async def finish(service: OrderService, number: str) -> None:
+    """Cancel the order, or skip what it waits for, so that it holds no worker slot."""
+    try:
+        outcome = await service.outcome(number)
+        if outcome.status is not OrderStatus.RUNNING:
+            return
+        if needs_operator(outcome):
+            await service.resolve(number, action=OperatorAction.SKIP, reason="the test is over")
+        else:
+            await service.cancel(number)
+    except ServiceError:
+        pass

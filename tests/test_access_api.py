@@ -24,7 +24,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from temporal_saga import OperatorAction
 from temporalio.client import Client
 
 from pizza_saga.access.service import Actor
@@ -37,10 +36,9 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
-from pizza_saga.order.service import ServiceError
 from tests.orders import new_order
 from tests.processes import until
-from tests.site import STREAM_SECONDS, Served, Site, Stream
+from tests.site import STREAM_SECONDS, Served, Site, Stream, finish
 
 pytestmark = pytest.mark.devserver
 
@@ -272,21 +270,6 @@ def missing_number() -> str:
     return f"NOSUCH{uuid.uuid4().hex[:12].upper()}"
 
 
-async def finish(world: World, number: str) -> None:
-    """Cancel the order, or skip what it waits for, so that it holds no worker slot."""
-    service = world.served.service
-    try:
-        outcome = await service.outcome(number)
-        if outcome.status is not OrderStatus.RUNNING:
-            return
-        if needs_operator(outcome):
-            await service.resolve(number, action=OperatorAction.SKIP, reason="the test is over")
-        else:
-            await service.cancel(number)
-    except ServiceError:
-        pass
-
-
 @pytest.fixture(scope="module")
 async def world(site: Site) -> AsyncIterator[World]:
     """The API over orders that wait 15 minutes for a driver and whose failing refunds
@@ -314,7 +297,7 @@ async def world(site: Site) -> AsyncIterator[World]:
             yield world
         finally:
             for number in world.placed:
-                await finish(world, number)
+                await finish(world.served.service, number)
 
 
 @pytest.fixture(autouse=True)

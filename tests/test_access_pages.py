@@ -19,7 +19,6 @@ import httpx
 import pytest
 from aiohttp import web
 from playwright.async_api import Page, expect
-from temporal_saga import OperatorAction
 
 from pizza_saga.access.service import Actor
 from pizza_saga.api.access import SESSION_COOKIE
@@ -28,11 +27,10 @@ from pizza_saga.api.views import needs_operator
 from pizza_saga.billing import cards
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
-from pizza_saga.order.service import ServiceError
 from tests import test_pages as chromium
 from tests.orders import new_order
 from tests.processes import until
-from tests.site import Served, Site, csrf_of
+from tests.site import Served, Site, csrf_of, finish
 
 pytestmark = pytest.mark.devserver
 
@@ -73,22 +71,7 @@ async def served(site: Site) -> AsyncIterator[Served]:
             yield api
         finally:
             for number in PLACED:
-                await finish(api, number)
-
-
-async def finish(served: Served, number: str) -> None:
-    """Cancel the order, or skip what it waits for, so that it holds no worker slot."""
-    service = served.service
-    try:
-        outcome = await service.outcome(number)
-        if outcome.status is not OrderStatus.RUNNING:
-            return
-        if needs_operator(outcome):
-            await service.resolve(number, action=OperatorAction.SKIP, reason="the test is over")
-        else:
-            await service.cancel(number)
-    except ServiceError:
-        pass
+                await finish(api.service, number)
 
 
 async def place(served: Served, **changes: object) -> Order:

@@ -4,9 +4,7 @@ its operator; an API open to the network needs an operator key first."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,22 +12,14 @@ import pytest
 from pizza_saga.app import open_stores
 from pizza_saga.common.devserver import ensure_free, free_port
 from pizza_saga.common.settings import Settings
+from tests.processes import run_pizza
 
 pytestmark = pytest.mark.processes
 
-TIMEOUT = 60.0
-
 
 def pizza(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIZZA_HOME": str(home), "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
-    return subprocess.run(
-        [sys.executable, "-m", "pizza_saga", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    """`pizza ARGS` with no Temporal to reach (these commands must not need one)."""
+    return run_pizza(home, *args, TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
 
 
 def test_an_operator_key_is_shown_once_works_and_is_revoked(tmp_path: Path) -> None:

@@ -4,9 +4,6 @@ temporal.db another dev server of ours runs on, instead of writing to it as a se
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,23 +16,9 @@ from pizza_saga.common.devserver import (
     free_port,
     running_dev_server,
 )
+from tests.processes import run_pizza
 
 pytestmark = pytest.mark.devserver
-
-COMMAND_TIMEOUT = 60.0
-
-
-def _pizza(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIZZA_HOME": str(home)}
-    env.pop("TEMPORAL_ADDRESS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "pizza_saga", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.parametrize("command", ["up", "server", "demo"])
@@ -50,7 +33,7 @@ async def test_a_second_dev_server_on_the_same_state_is_refused_in_one_line(
     args = [item for option, port in ports.items() for item in (option, str(port))]
 
     async with running_dev_server(running, tmp_path / "first.log"):
-        done = _pizza(home, command, *args)
+        done = run_pizza(home, command, *args, TEMPORAL_ADDRESS="")
 
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr

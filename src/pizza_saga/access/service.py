@@ -17,7 +17,7 @@ from pizza_saga.access.store import (
     OperatorKey,
     OperatorStore,
 )
-from pizza_saga.access.tokens import AccessTokens, Session
+from pizza_saga.access.tokens import AccessTokens
 
 
 class Role(StrEnum):
@@ -78,10 +78,6 @@ class AccessService:
         await self.record(by, "operator.revoke", detail=f"keys {keys}")
         return revoked
 
-    async def has_operators(self) -> bool:
-        """Whether any operator key is active (an API open to the network needs one)."""
-        return await asyncio.to_thread(self._operators.any_active)
-
     # --- credentials -------------------------------------------------------------------------
 
     async def operator_by_key(self, presented: str) -> Operator | None:
@@ -106,9 +102,6 @@ class AccessService:
 
     def session_for(self, operator: Operator) -> str:
         return self.tokens.session(operator.key_id)
-
-    def session_claims(self, cookie: str) -> Session | None:
-        return self.tokens.session_of(cookie)
 
     def order_token(self, order_number: str) -> str:
         """The customer's token to ``order_number`` (returned when it is placed)."""

@@ -123,13 +123,6 @@ async def caller_of(request: Request, *, cookies: bool) -> Caller:
     return Caller(source=source)
 
 
-async def _api_caller(request: Request) -> Caller:
-    return await caller_of(request, cookies=False)
-
-
-ApiCaller = Annotated[Caller, Depends(_api_caller)]
-
-
 def require_operator(caller: Caller) -> Actor:
     """The operator ``caller`` is; 401 without credentials, 403 for a customer's token."""
     if caller.operator is not None:

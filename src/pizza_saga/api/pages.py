@@ -39,7 +39,9 @@ from pizza_saga.api.access import (
     FAILED_ATTEMPTS,
     SESSION_COOKIE,
     AccessLimiter,
+    Caller,
     caller_of,
+    require_order,
     source_of,
 )
 from pizza_saga.api.deps import Service
@@ -464,31 +466,31 @@ def _customer_link(service: OrderService, order_number: str, **query: str) -> st
 # --- An order ----------------------------------------------------------------------------------
 
 
+PAGE_TITLES = {401: "Link needed", 403: "Not this order", 429: "Not now"}
+
+
 def _order_access(
     request: Request, service: OrderService, order_number: str, token: str | None
 ) -> Actor | HTMLResponse:
-    """Who may see order ``order_number`` here: an operator, or its customer with its token;
-    else the refusal page (decided before any lookup: it never tells whether the order
-    exists)."""
+    """Who may see order ``order_number`` here, by the API's rule (`require_order`: an
+    operator, or its customer with its token, decided before any lookup); else the refusal
+    page."""
     visitor: Visitor = request.state.visitor
-    if visitor.operator is not None:
-        return visitor.actor()
+    caller = Caller(source=visitor.source, operator=visitor.operator, order_token=token or None)
     limiter: AccessLimiter = request.app.state.access_limiter
     try:
-        limiter.refuse_if_exceeded(visitor.source, FAILED_ATTEMPTS)
+        if caller.operator is None:
+            limiter.refuse_if_exceeded(visitor.source, FAILED_ATTEMPTS)
+        return require_order(caller, order_number, service.access, limiter)
     except Problem as err:
-        return _page(request, "message.html", {"title": "Not now", "message": err.detail}, 429)
-    if not token:
-        message = (
-            f"Order {order_number}'s page opens with the link it was placed with (it carries "
-            "the order's token), or for an operator (/login)."
-        )
-        return _page(request, "message.html", {"title": "Link needed", "message": message}, 401)
-    if not service.access.opens_order(token, order_number):
-        limiter.failed(visitor.source, FAILED_ATTEMPTS)
-        message = f"This link does not open order {order_number}."
-        return _page(request, "message.html", {"title": "Not this order", "message": message}, 403)
-    return Actor.customer(source=visitor.source)
+        message = err.detail
+        if err.status == 401:
+            message = (
+                f"Order {order_number}'s page opens with the link it was placed with (it "
+                "carries the order's token), or for an operator (/login)."
+            )
+        title = PAGE_TITLES.get(err.status, "Not accepted")
+        return _page(request, "message.html", {"title": title, "message": message}, err.status)
 
 
 async def _order_page(
