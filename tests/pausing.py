@@ -24,11 +24,14 @@ class PausePoint(Interceptor):
         self.when = "before"
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
+        self.finished = asyncio.Event()
+        """Set once the held run has ended (done, or refused), after its release."""
 
     def arm(self, activity_type: str, when: str) -> None:
         self.activity_type, self.when = activity_type, when
         self.reached.clear()
         self.release.clear()
+        self.finished.clear()
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Hold(next, self)
@@ -42,12 +45,16 @@ class _Hold(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         point = self._point
         armed = activity.info().activity_type == point.activity_type
-        if armed and point.when == "before":
-            await self._hold()
-        result = await super().execute_activity(input)
-        if armed and point.when == "after":
-            await self._hold()
-        return result
+        try:
+            if armed and point.when == "before":
+                await self._hold()
+            result = await super().execute_activity(input)
+            if armed and point.when == "after":
+                await self._hold()
+            return result
+        finally:
+            if armed:
+                point.finished.set()
 
     async def _hold(self) -> None:
         point = self._point

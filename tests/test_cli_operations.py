@@ -18,11 +18,17 @@ from typing import Any
 
 import pytest
 from temporal_saga import CompensationState, StepRecord, StepState
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.service import RPCError
 
 from pizza_saga.billing import cards
 from pizza_saga.common.temporal import connect
+from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from tests.test_cli import Pizza, new_number, pizza
 
@@ -112,6 +118,7 @@ def _until_order(
 
 
 async def _ledger(client: Client, workflow_id: str) -> list[StepRecord]:
+    handle: WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]
     handle = client.get_workflow_handle_for(PizzaOrderWorkflow.run, workflow_id)
     try:
         return await handle.query(PizzaOrderWorkflow.ledger)

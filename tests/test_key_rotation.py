@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_worker
 from pizza_saga.common.crypto import KEY_ID, KeyRing, KeyRingError
 from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from tests.orders import RESULT_TIMEOUT, net_money, new_order, start
 from tests.postgres import SQLITE_ONLY
@@ -68,6 +69,7 @@ async def test_order_started_under_the_old_key_finishes_under_the_new_one(
     # Key 2 becomes primary; key 1 stays in the ring to read what was written under it.
     after_rotation = client_with(dev_env, new)
     async with build_worker(after_rotation, stores, task_queue=task_queue):
+        rotated: WorkflowHandle[PizzaOrderWorkflow, OrderConfirmation]
         rotated = after_rotation.get_workflow_handle_for(
             PizzaOrderWorkflow.run, workflow_id_for(order.order_number)
         )

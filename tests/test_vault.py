@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.app import Stores, build_worker, vault_key_ring
@@ -26,7 +27,7 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import utcnow
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.example import GOOD_CARD
-from pizza_saga.order.models import OrderRequest, PizzaOrder
+from pizza_saga.order.models import OrderRequest, PizzaOrder, SimulatedWaits
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from tests.orders import OrderHandle, fail_of, net_money, new_order, result_of
 
@@ -223,6 +224,43 @@ async def test_the_number_is_destroyed_once_the_order_is_charged_or_rolled_back(
         with pytest.raises(CardTokenError, match="was destroyed"):
             vault.detokenize(tokens[order.order_number].token, order_number=order.order_number)
     assert net_money(stores, charged.order_number) == 3500
+
+
+async def test_an_order_that_ends_before_its_charge_destroys_its_number(
+    client: Client, stores: Stores, vault: CardVault, task_queue: str
+) -> None:
+    far = new_order(address__line1="A street whose name goes on and on for many kilometres")
+    short = new_order()
+    stores.inventory.stock_up({"Small, with pepperoni": 0}, overwrite=True)
+    cancelled = new_order(is_delivery=False)  # cancelled in the kitchen, no step running
+    orders = {"far": far, "out of stock": short, "cancelled": cancelled}
+    tokens = {
+        name: vault.tokenize(GOOD_CARD, order_number=order.order_number)
+        for name, order in orders.items()
+    }
+
+    errors = {}
+    for name in ("far", "out of stock"):
+        handle = await start_with(client, orders[name], tokens[name], task_queue=task_queue)
+        errors[name] = (await fail_of(handle)).type
+    waiting = await client.start_workflow(
+        PizzaOrderWorkflow.run,
+        OrderRequest(
+            order=cancelled.placed(tokens["cancelled"]), waits=SimulatedWaits(prep_seconds=600)
+        ),
+        id=workflow_id_for(cancelled.order_number),
+        task_queue=task_queue,
+    )
+    await waiting.cancel()
+    with pytest.raises(WorkflowFailureError) as cancel:
+        await waiting.result()
+
+    assert errors == {"far": "OutsideServiceAreaError", "out of stock": "OutOfStockError"}
+    assert isinstance(cancel.value.cause, CancelledError)
+    for name, order in orders.items():
+        assert sealed_rows(stores, order.order_number) == [None], name
+        with pytest.raises(CardTokenError, match="was destroyed"):
+            vault.detokenize(tokens[name].token, order_number=order.order_number)
 
 
 def test_a_token_discarded_by_the_edge_cannot_be_charged(vault: CardVault, stores: Stores) -> None:

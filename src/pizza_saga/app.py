@@ -6,6 +6,7 @@ from these functions and the settings; nothing else wires stores, activities or 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -40,9 +41,14 @@ from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
+from pizza_saga.order.reconcile import (
+    ReconcileActivities,
+    ReconcileOrdersWorkflow,
+    ensure_reconcile_schedule,
+)
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
-from pizza_saga.runtime import VAULT_PURGE_EVERY, repeat
+from pizza_saga.runtime import PURGE_EVERY, repeat
 
 if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
@@ -53,6 +59,8 @@ SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 
 INITIAL_STOCK = 100
 """Pizzas of each menu item on hand when a store database is first created."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -237,10 +245,18 @@ def build_worker(
     """
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments, stores.vault)
+    reconciler = ReconcileActivities(
+        client,
+        task_queue=task_queue,
+        inventory=stores.inventory,
+        payments=stores.payments,
+        vault=stores.vault,
+        access=build_access(stores),
+    )
     return Worker(
         worker_client(client),
         task_queue=task_queue,
-        workflows=[PizzaOrderWorkflow],
+        workflows=[PizzaOrderWorkflow, ReconcileOrdersWorkflow],
         activities=[
             get_distance,
             notify_delivery_driver,
@@ -249,6 +265,9 @@ def build_worker(
             billing.process_credit_card,
             billing.refund_customer,
             billing.send_bill,
+            billing.discard_card,
+            reconciler.find_abandoned_orders,
+            reconciler.report_reconciled,
         ],
         max_concurrent_activities=activity_slots,
         max_concurrent_workflow_tasks=workflow_slots,
@@ -260,9 +279,20 @@ def build_worker(
 
 
 def housekeeping(stores: Stores) -> list[Coroutine[Any, Any, None]]:
-    """What a worker process does on the side while it runs: the card vault's purge, hourly
-    (expired numbers destroyed, tokens destroyed 30 days ago forgotten)."""
-    return [repeat(stores.vault.purge, every=VAULT_PURGE_EVERY, what="purge the card vault")]
+    """What a worker process does on the side while it runs, hourly: the card vault's purge
+    (expired numbers destroyed, tokens destroyed 30 days ago forgotten) and the idempotency
+    keys' (keys older than a day forgotten)."""
+    return [
+        repeat(stores.vault.purge, every=PURGE_EVERY, what="purge the card vault"),
+        repeat(stores.idempotency.forget_old, every=PURGE_EVERY, what="purge idempotency keys"),
+    ]
+
+
+async def ensure_schedules(client: Client, settings: Settings) -> None:
+    """The schedules a deployment runs, created by its workers unless they exist: the
+    reconciler's passes (order/reconcile.py)."""
+    if not await ensure_reconcile_schedule(client, task_queue=settings.task_queue):
+        log.warning("this Temporal has no schedules: run `pizza reconcile` to reconcile orders")
 
 
 def build_worker_for(

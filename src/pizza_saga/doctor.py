@@ -21,13 +21,20 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, connect_client, order_number_of, vault_key_ring
+from pizza_saga.app import (
+    SEARCH_ATTRIBUTES,
+    connect_client,
+    open_stores,
+    order_number_of,
+    vault_key_ring,
+)
 from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.crypto import ENCODING, EncryptionCodec, KeyRingError
 from pizza_saga.common.db import StoreError, open_engine, shown
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect_config, key_ring, polling_workers
 from pizza_saga.migrations import check_current, current
+from pizza_saga.order.reconcile import abandoned_orders
 from pizza_saga.order.service import POLLER_FRESH
 
 CONNECT_TIMEOUT_SECONDS = 10.0
@@ -219,6 +226,38 @@ async def vault_key(ctx: Context) -> Check:
     return Check(name, True, f"vault key ring (primary {ring.primary}) holds every key in use")
 
 
+async def abandoned(ctx: Context) -> Check:
+    """No order's run ended (terminated, timed out) with its effects still in place."""
+    name = "Abandoned orders"
+    if ctx.client is None:
+        return Check(name, False, "not checked: Temporal is not reachable")
+    try:
+        stores = await asyncio.to_thread(open_stores, ctx.settings)
+    except (StoreError, KeyRingError, SQLAlchemyError) as err:
+        return Check(name, False, f"not checked: the stores did not open ({err})")
+    try:
+        found = await abandoned_orders(
+            ctx.client,
+            task_queue=ctx.settings.task_queue,
+            inventory=stores.inventory,
+            payments=stores.payments,
+            vault=stores.vault,
+        )
+    finally:
+        stores.engine.dispose()
+    if found:
+        named = ", ".join(f"{o.order_number} ({o.status.lower()})" for o in found[:10])
+        more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+        return Check(
+            name,
+            False,
+            f"{len(found)} order(s) ended without rolling back, their effects in place: "
+            f"{named}{more}; a worker's reconciler rolls them back within a minute "
+            "(`pizza reconcile` does it now)",
+        )
+    return Check(name, True, "every ended order finished or rolled back")
+
+
 CHECKS: tuple[CheckFn, ...] = (
     temporal,
     search_attribute,
@@ -226,6 +265,7 @@ CHECKS: tuple[CheckFn, ...] = (
     encryption_keys,
     store,
     vault_key,
+    abandoned,
 )
 """Every check, in order; a later one may use what an earlier one found (the client)."""
 

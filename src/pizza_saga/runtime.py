@@ -33,9 +33,9 @@ from pizza_saga.common.temporal import key_ring
 
 T = TypeVar("T")
 
-VAULT_PURGE_EVERY = timedelta(hours=1)
-"""How often a worker process destroys expired card numbers and forgets tokens destroyed
-long ago (30 days: `CardVault.purge`)."""
+PURGE_EVERY = timedelta(hours=1)
+"""How often a worker process destroys expired card numbers, forgets tokens destroyed long
+ago (30 days: `CardVault.purge`) and idempotency keys older than a day."""
 
 log = logging.getLogger(__name__)
 

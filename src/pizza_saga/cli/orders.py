@@ -340,6 +340,34 @@ def resolve(
     run_command(run())
 
 
+@app.command()
+def reconcile(
+    as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,
+) -> None:
+    """Roll back now every order whose run ended (terminated, timed out) with its pizzas
+    taken or its charge standing; every worker's schedule does it each minute anyway."""
+    import dataclasses
+    import json
+
+    settings = load_settings()
+
+    async def run() -> None:
+        done = await (await order_service(settings)).reconcile()
+        if as_json:
+            print_json(json.dumps([dataclasses.asdict(d) for d in done]))
+            return
+        if not done:
+            out.print("Nothing to reconcile: every ended order finished or rolled back")
+        for d in done:
+            out.print(
+                f"Order {d.order_number} ({d.status.lower()}): {d.pizzas_back} pizzas back, "
+                f"{d.refunded / 100:.2f} refunded",
+                soft_wrap=True,
+            )
+
+    run_command(run())
+
+
 @app.command("needs-operator")
 def needs_operator(
     as_json: Annotated[bool, typer.Option("--json", help="Print as a JSON list.")] = False,

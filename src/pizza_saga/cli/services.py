@@ -42,6 +42,7 @@ def serve_worker(settings: Settings, *, interceptors: Sequence[Interceptor] = ()
         build_service,
         build_worker_for,
         check_store_keys,
+        ensure_schedules,
         housekeeping,
         open_stores,
         prepare_namespace,
@@ -68,6 +69,7 @@ def serve_worker(settings: Settings, *, interceptors: Sequence[Interceptor] = ()
             return
         stores = open_stores(settings)
         await prepare_namespace(client)
+        await ensure_schedules(client, settings)
         if stop.is_set():
             return
         worker = build_worker_for(client, stores, settings, interceptors=interceptors)

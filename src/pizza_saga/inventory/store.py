@@ -92,6 +92,12 @@ class InventoryStore:
                     on_hand = conn.scalar(_ON_HAND, {"item_": item})
                     raise OutOfStock(item, wanted, on_hand or 0)
 
+    def reserved(self, effect: EffectKey) -> dict[str, int] | None:
+        """What this order's execution has taken and not put back; None if nothing."""
+        with self._engine.connect() as conn:
+            done = self._effects.done(conn, effect)
+        return dict(done["items"]) if done else None
+
     def release(self, effect: EffectKey) -> dict[str, int]:
         """Put back what this order's execution reserved, once; returns what was put back.
 

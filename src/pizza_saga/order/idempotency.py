@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Engine, String, bindparam, delete, select, update
@@ -27,6 +27,9 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import Base, as_utc, utcnow
 
 MAX_KEY_LENGTH = 255
+KEY_LIFE = timedelta(days=1)
+"""How long a key is remembered: a request sent again within it gets its first order back;
+later, the order's number (one number, one order, ever) still refuses a second charge."""
 
 
 class IdempotencyKeyRow(Base):
@@ -139,6 +142,20 @@ class IdempotencyStore:
                 update(IdempotencyKeyRow).where(self._held).values(placed_at=utcnow()),
                 {"k": key, "c": claim},
             )
+
+    def purge(self, *, older_than: timedelta = KEY_LIFE) -> int:
+        """Forget keys claimed longer than ``older_than`` ago; how many were forgotten."""
+        with self._engine.begin() as conn:
+            result = conn.execute(
+                delete(IdempotencyKeyRow).where(
+                    IdempotencyKeyRow.created_at < utcnow() - older_than
+                )
+            )
+            return result.rowcount
+
+    def forget_old(self) -> None:
+        """`purge` with the keys' usual life (the worker's hourly housekeeping)."""
+        self.purge()
 
     def release(self, key: str, claim: str) -> bool:
         """Free a key whose order was not placed, if ``claim`` still holds it."""

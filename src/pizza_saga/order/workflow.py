@@ -9,11 +9,14 @@ nobody takes is reported as "DELIVERY FAILURE", not rolled back: the pizzas are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -27,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
 
-    from pizza_saga.billing.activities import BillingActivities
+    from pizza_saga.billing.activities import CHARGE_STEP, BillingActivities
     from pizza_saga.billing.models import Bill, ChargeRequest, RefundRequest
     from pizza_saga.common.arguments import argument_error
     from pizza_saga.inventory.activities import InventoryActivities
@@ -47,6 +50,19 @@ STEP_RETRY = RetryPolicy(
 )
 """Forward steps retry passing failures a few times; final errors are non-retryable."""
 
+MAX_UNEXPECTED_SIGNALS = 100
+"""Signals an order takes before it rolls itself back: it takes none, so each one is another
+client's mistake or a flood that would push its history past Temporal's limit."""
+MAX_HISTORY_EVENTS = 5_000
+"""History events an order may reach (one runs in under 100; Temporal terminates a run at
+51,200, with nothing compensated)."""
+MAX_HISTORY_BYTES = 8 * 1024 * 1024
+"""History size an order may reach (one is a few KiB; Temporal terminates a run at 50 MiB)."""
+OVERLOADED_ERROR = "OrderOverloadedError"
+
+DISCARD_CARD_PATCH = "discard-card-at-early-end"
+"""Orders that end before their charge destroy their card number (a step added then)."""
+
 
 def _error_type(err: BaseException) -> str:
     """The type of the outermost application error behind ``err`` (else its class name)."""
@@ -56,6 +72,13 @@ def _error_type(err: BaseException) -> str:
             return cause.type
         cause = cause.__cause__
     return type(err).__name__
+
+
+async def _stopped(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (its step cancelled and recorded)."""
+    task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await task
 
 
 def workflow_id_for(order_number: str) -> str:
@@ -73,6 +96,7 @@ class PizzaOrderWorkflow:
 
     def __init__(self) -> None:
         self._saga: Saga | None = None
+        self._unexpected_signals = 0
 
     @workflow.query
     def ledger(self) -> list[StepRecord]:
@@ -87,6 +111,64 @@ class PizzaOrderWorkflow:
     @resolve.validator
     def _validate_resolve(self, decision: OperatorDecision) -> None:
         self._started().validate_decision(decision)
+
+    @workflow.signal(dynamic=True)
+    def _unexpected_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """The order takes no signals: each is counted and dropped, not kept in memory."""
+        self._unexpected_signals += 1
+
+    def _overloaded(self) -> str | None:
+        """Why the run must stop taking more, if it must: too many signals, too much history."""
+        info = workflow.info()
+        if self._unexpected_signals > MAX_UNEXPECTED_SIGNALS:
+            return f"{self._unexpected_signals} signals sent to an order that takes none"
+        if info.get_current_history_length() > MAX_HISTORY_EVENTS:
+            return f"its history passed {MAX_HISTORY_EVENTS} events"
+        if info.get_current_history_size() > MAX_HISTORY_BYTES:
+            return f"its history passed {MAX_HISTORY_BYTES // (1024 * 1024)} MiB"
+        return None
+
+    async def _bounded(self, order: Awaitable[OrderConfirmation]) -> OrderConfirmation:
+        """``order``, unless the run is overloaded first: then its step is cancelled and the
+        order fails with OrderOverloadedError, which rolls it back before Temporal would
+        terminate the run with its effects in place."""
+        task = asyncio.ensure_future(order)
+        try:
+            await workflow.wait_condition(lambda: task.done() or self._overloaded() is not None)
+        except asyncio.CancelledError:  # the order was cancelled: its step stops, it rolls back
+            await _stopped(task)
+            raise
+        if not task.done():
+            reason = self._overloaded()
+            await _stopped(task)
+            raise ApplicationError(
+                f"order stopped and rolled back: {reason}",
+                type=OVERLOADED_ERROR,
+                non_retryable=True,
+            )
+        return task.result()
+
+    async def _discard_unused_card(self, saga: Saga, request: OrderRequest) -> None:
+        """Destroy the card number of an order that ended before its charge (the charge, or
+        its refund, destroys it otherwise)."""
+        if any(record.step == CHARGE_STEP for record in saga.ledger):
+            return
+        if workflow.info().workflow_id != workflow_id_for(request.order.order_number):
+            return  # not this order's run: its card is not this run's to destroy
+        if not workflow.patched(DISCARD_CARD_PATCH):
+            return
+        try:
+            # Local: one quick write, no round trip through Temporal's task queue.
+            await workflow.execute_local_activity_method(
+                BillingActivities.discard_card,
+                request.order.card.token,
+                start_to_close_timeout=timedelta(seconds=5),
+                retry_policy=STEP_RETRY,
+            )
+        except ActivityError:  # the vault's hourly purge destroys it when its token expires
+            workflow.logger.warning(
+                "could not destroy the card number of order %s", request.order.order_number
+            )
 
     def _started(self) -> Saga:
         if self._saga is None:
@@ -120,12 +202,14 @@ class PizzaOrderWorkflow:
         # closed (GeneratorExit), and must not wait on anything then.
         try:
             async with saga:
-                confirmation = await self._order(saga, request)
+                confirmation = await self._bounded(self._order(saga, request))
         except asyncio.CancelledError:
+            await self._discard_unused_card(saga, request)
             order_ended("cancelled")
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise
         except Exception as err:
+            await self._discard_unused_card(saga, request)
             order_ended("failed", _error_type(err))
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from temporal_saga import MAX_REASON_LENGTH, OperatorAction, OperatorDecision, StepRecord
+from temporalio.service import RPCError
 
 from pizza_saga.access.service import Actor
 from pizza_saga.billing.store import PaymentEntry
@@ -15,6 +17,9 @@ from pizza_saga.order import client as orders
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service._core import ServiceCore, _local_operator
+
+if TYPE_CHECKING:
+    from pizza_saga.order.reconcile import AbandonedOrder, Reconciled
 from pizza_saga.order.service.errors import (
     AlreadyFinished,
     InvalidInput,
@@ -129,6 +134,33 @@ class Operating(ServiceCore):
     def payments(self, *, order_number: str | None = None) -> list[PaymentEntry]:
         """Every charge and refund, oldest first; one order's with ``order_number``."""
         return self._payments.payments(order_number=order_number)
+
+    async def abandoned(self) -> list[AbandonedOrder]:
+        """Orders whose run ended (terminated, timed out) with their effects still in place."""
+        from pizza_saga.order.reconcile import abandoned_orders
+
+        try:
+            return await abandoned_orders(
+                self._temporal,
+                task_queue=self.task_queue,
+                inventory=self._inventory,
+                payments=self._payments,
+                vault=self._vault,
+            )
+        except RPCError as err:
+            raise TemporalUnavailable(f"Temporal did not answer: {err.message}") from None
+
+    async def reconcile(self) -> list[Reconciled]:
+        """Roll back every abandoned order now, through its compensations (a worker runs
+        them); what each got back. The workers' schedule does it every minute anyway."""
+        from pizza_saga.order.reconcile import reconcile_now
+
+        if not await self.worker_polling():
+            raise TemporalUnavailable("no worker polls: start `pizza worker` to reconcile")
+        try:
+            return await reconcile_now(self._temporal, task_queue=self.task_queue)
+        except RPCError as err:
+            raise TemporalUnavailable(f"Temporal did not answer: {err.message}") from None
 
     async def readiness(self) -> Readiness:
         """Temporal reachable, a worker polling, the store database answering."""
