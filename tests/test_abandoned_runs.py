@@ -14,7 +14,11 @@ from collections.abc import AsyncIterator
 import pytest
 from temporal_saga import CompensationState, StepState
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    ScheduleActionExecutionStartWorkflow,
+    WorkflowExecutionStatus,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.app import Stores, build_service, build_worker
@@ -22,7 +26,7 @@ from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.settings import Settings
 from pizza_saga.doctor import Context, abandoned
 from pizza_saga.order.reconcile import (
-    ReconcileOrdersWorkflow,
+    Reconciled,
     ensure_reconcile_schedule,
     reconcile_schedule_id,
 )
@@ -174,8 +178,10 @@ async def test_the_workers_schedule_reconciles_without_anyone_asking(
             await asyncio.sleep(0.05)
         [action] = (await schedule.describe()).info.recent_actions
         started = action.action
-        run = client.get_workflow_handle_for(ReconcileOrdersWorkflow.run, started.workflow_id)
-        [done] = await run.result()
+        assert isinstance(started, ScheduleActionExecutionStartWorkflow)
+        run = client.get_workflow_handle(started.workflow_id, result_type=list[Reconciled])
+        passes: list[Reconciled] = await run.result()
+        [done] = passes
     await schedule.delete()
 
     assert done.order_number == number

@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from temporal_saga import OperatorAction
 from temporalio.client import Client
 
 from pizza_saga.access.service import Actor
@@ -109,6 +110,9 @@ ENDPOINTS = [
     Endpoint("POST", "/api/orders/{order_number}/resolve", "operators", 200, target="waiting"),
     Endpoint("GET", "/api/orders/{order_number}/events", "order", 200, stream=True),
     Endpoint("GET", "/api/orders/{order_number}/payments", "order", 200),
+    Endpoint(
+        "POST", "/api/orders/{order_number}/manual-refunds", "operators", 201, target="waiting"
+    ),
     Endpoint("GET", "/api/payments", "operators", 200),
     Endpoint("GET", "/api/inventory", "anyone", 200),
     Endpoint("PUT", "/api/inventory/{item}", "operators", 200),
@@ -217,6 +221,7 @@ class World:
             ],
             "waiting for an operator": needs_operator(outcome),
             "stock": service.stock(),
+            "payments": service.payments(order_number=order.number),
             "order's audit": await service.access.audit(order_number=order.number),
             "latest audit": await service.access.audit(limit=5),
         }
@@ -229,6 +234,8 @@ class World:
             return order.model_dump(mode="json")
         if endpoint.path.endswith("/resolve"):
             return {"action": "skip", "reason": SKIP_REASON}
+        if endpoint.path.endswith("/manual-refunds"):
+            return {"amount": 3500, "reference": "BANK-ACCESS-1"}
         if endpoint.method == "PUT":
             return {"quantity": self.served.service.stock()[ITEM] + 7}
         return None
@@ -387,6 +394,13 @@ async def allowed(world: World, endpoint: Endpoint, credential: Credential) -> N
         target = await world.place_running()
     elif endpoint.path.endswith("/resolve"):
         target = await world.place_waiting()
+    elif endpoint.path.endswith("/manual-refunds"):
+        target = await world.place_waiting()
+        skipper = Actor.operator("test-operator", source=SOURCE)
+        await service.resolve(
+            target.number, action=OperatorAction.SKIP, reason=SKIP_REASON, by=skipper
+        )
+        assert await world.ended(target.number) is OrderStatus.FAILED
     else:
         target = world.order(endpoint.target)
     body = world.body(endpoint)
@@ -423,6 +437,18 @@ async def allowed(world: World, endpoint: Endpoint, credential: Credential) -> N
                 (who, "skip", SKIP_REASON, SOURCE)
             ]
             assert await world.ended(target.number) is OrderStatus.FAILED
+        case "POST /api/orders/{order_number}/manual-refunds":
+            assert answer.json()["kind"] == "manual_refund"
+            assert [p.kind for p in service.payments(order_number=target.number)] == [
+                "charge",
+                "manual_refund",
+            ]
+            trail = await service.access.audit(order_number=target.number)
+            assert [(a.actor, a.action, a.source) for a in trail][-1] == (
+                who,
+                "manual_refund",
+                SOURCE,
+            )
         case "GET /api/orders/{order_number}/events":
             assert answer.headers["content-type"].startswith("text/event-stream")
             assert answer.event["order_number"] == target.number

@@ -282,6 +282,12 @@ def test_refund_that_keeps_failing_waits_for_an_operator_who_retries_it(
         "`pizza needs-operator` to drop the order",
         lambda: number not in _needing_operator(pizza),
     )
+    # The product refunded it: there is no manual refund to record.
+    not_skipped = pizza.run(
+        "record-refund", number, "--amount", "1.00", "--reference", "B-1", "--operator", "ana"
+    )
+    assert "its refund was not skipped" in _one_line_error(not_skipped, 4)
+    assert pizza.net_charged(number) == 0
 
 
 def test_refund_an_operator_skips_fails_the_order_with_the_operators_reason(
@@ -315,6 +321,35 @@ def test_refund_an_operator_skips_fails_the_order_with_the_operators_reason(
         "`pizza needs-operator` to drop the order",
         lambda: number not in _needing_operator(pizza),
     )
+
+    # The person's transfer, recorded: it shows in the payments and the net charge.
+    refund = ["record-refund", number, "--reference", "BANK-77", "--operator", "ana"]
+    zero = pizza.run(*refund, "--amount", "0")
+    negative = pizza.run(*refund, "--amount=-35.00")
+    over = pizza.run(*refund, "--amount", "35.01")
+    nameless = pizza.run("record-refund", number, "--amount", "35.00", "--reference", "BANK-77")
+    assert "--amount" in _one_line_error(zero)
+    assert "--amount" in _one_line_error(negative)
+    assert "--amount: at most $35.00" in _one_line_error(over)
+    assert "--operator" in nameless.stderr and nameless.returncode == 2
+    assert pizza.net_charged(number) == 3500  # none of them changed anything
+
+    recorded = _json(pizza.run(*refund, "--amount", "35.00", "--json"))
+    again = pizza.run(*refund, "--amount", "35.00")
+    listed = pizza.run("payments", "--order-number", number)
+    assert {k: recorded[k] for k in ("kind", "amount", "reference", "operator")} == {
+        "kind": "manual_refund",
+        "amount": 3500,
+        "reference": "BANK-77",
+        "operator": "ana",
+    }
+    assert recorded["recorded_now"] is True
+    assert again.returncode == 0 and "Already recorded" in again.stdout, again.stderr
+    assert "BANK-77 (by ana)" in _words(listed.stdout)
+    assert "Net charged: $0.00" in listed.stdout
+    assert pizza.net_charged(number) == 0
+    shown = pizza.run("status", number)
+    assert "ana manual_refund ($35.00 reference BANK-77)" in _words(shown.stdout), shown.stdout
 
 
 # --- orders the commands cannot act on ---------------------------------------------------------

@@ -13,9 +13,11 @@ import os
 import re
 import signal
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client
@@ -304,6 +306,29 @@ async def test_server_does_not_talk_to_another_temporal_on_its_port(tmp_path: Pa
     assert f"--port {other.port} is already in use" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (pizza.home / "temporal.db").exists()
+
+
+async def test_server_names_the_file_holding_its_login_url_and_prints_no_token(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    pizza = Pizza(tmp_path / "home", free_port(), free_port())
+    log = tmp_path / "server.log"  # what a terminal shows: stdout and stderr
+    processes.append(server := pizza.spawn(log, *pizza.server_args()))
+    await until("the codec instructions", lambda: "  CLI: temporal" in text(log), watching=[server])
+    token = (pizza.home / "codec-token").read_text().strip()
+    login_file = pizza.home / f"codec-login-{pizza.codec_port}"
+
+    printed = text(log)
+    assert token not in printed, printed
+    assert "/login?token=" not in printed
+    assert f"open the login URL kept in {login_file}" in printed
+    assert stat.S_IMODE(login_file.stat().st_mode) == 0o600
+    url = login_file.read_text().strip()
+    assert url == f"http://localhost:{pizza.codec_port}/login?token={token}"
+    async with httpx.AsyncClient() as browser:
+        login = await browser.get(url)
+    assert login.status_code == 200 and "Logged in" in login.text
+    assert token not in text(pizza.home / "codec-server.log")
 
 
 def _dev_server_pids(db_filename: Path) -> list[int]:

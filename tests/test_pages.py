@@ -574,6 +574,44 @@ async def test_an_operator_retries_a_stuck_refund_from_the_page(
     await page.locator("main").screenshot(path=tmp_path / "resolved-order.png")
 
 
+async def test_a_manual_refund_after_a_skip_shows_in_the_order_payments_and_its_net(
+    page: Page, served: Served
+) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await log_in_as_operator(page, served)
+    await page.goto("/orders/new")
+    await page.get_by_label("card ending 0341").check()
+    await page.locator('button[data-fill="customer.email"]').click()
+    await page.get_by_role("button", name="Place order").click()
+    await page.wait_for_url(ORDER_PAGE)
+    number = urlsplit(page.url).path.rsplit("/", 1)[1]
+    await expect(page.locator("#outcome-label")).to_have_text(
+        "Needs operator", timeout=SAGA_SECONDS * 1000
+    )
+    await page.locator("#reason").fill("refunded by bank transfer")
+    await page.get_by_role("button", name="Skip").click()
+    await expect(page.locator("#outcome-label")).to_have_text("Failed", timeout=SAGA_SECONDS * 1000)
+    await expect(page.locator("#order-net")).to_have_text("$35.00")
+
+    recorded = await served.operator.post(
+        f"/api/orders/{number}/manual-refunds", json={"amount": 3500, "reference": "BANK-PAGE-1"}
+    )
+    assert recorded.status_code == 201, recorded.text
+    await page.reload()
+    await expect(page.locator("#live")).to_be_hidden()  # the stream's last snapshot drew it
+
+    rows = page.locator("#order-payments tbody tr")
+    await expect(rows).to_have_count(2)
+    await expect(rows.nth(1)).to_contain_text("manual_refund")
+    await expect(rows.nth(1)).to_contain_text("$35.00")
+    await expect(rows.nth(1).locator(".card")).to_have_text(
+        "transfer BANK-PAGE-1 (by test-operator)"
+    )
+    await expect(page.locator("#order-net")).to_have_text("$0.00")
+    assert errors == []
+
+
 async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
     page: Page, site: Site, tmp_path: Path
 ) -> None:

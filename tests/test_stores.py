@@ -19,7 +19,16 @@ from temporal_saga.effects import AlreadyUndone, EffectKey, OwnedByAnotherExecut
 
 from pizza_saga.app import INITIAL_STOCK, Stores, open_stores
 from pizza_saga.billing.cards import last4
-from pizza_saga.billing.store import CHARGE, REFUND, Charged, PaymentStore
+from pizza_saga.billing.store import (
+    CHARGE,
+    MANUAL_REFUND,
+    REFUND,
+    Charged,
+    OverRefunded,
+    PaymentStore,
+    ReferenceReused,
+    net_charged,
+)
 from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import OutOfStock
 from pizza_saga.order.example import GOOD_CARD
@@ -245,6 +254,84 @@ def test_no_full_card_number_is_stored_anywhere(stores: Stores, settings: Settin
     # Nor in the raw files (database, WAL), where a deleted row could linger.
     for path in settings.home.glob("pizza.db*"):
         assert GOOD_CARD.encode() not in path.read_bytes(), path
+
+
+# --- Manual refunds: money a person gave back, as an operator records it ------------------
+
+
+def test_manual_refunds_count_in_the_net_up_to_the_charge_each_reference_once(
+    stores: Stores,
+) -> None:
+    stores.payments.charge(CHARGED, 3500, "4242")
+    first, now = stores.payments.record_manual_refund(
+        ORDER, amount=2000, reference="BANK-1", operator="ana"
+    )
+    again, again_now = stores.payments.record_manual_refund(
+        ORDER, amount=2000, reference="BANK-1", operator="bo"
+    )
+    stores.payments.record_manual_refund(ORDER, amount=1500, reference="BANK-2", operator="ana")
+
+    assert (now, again_now) == (True, False)
+    assert again == first  # the same transfer, recorded once (by its first operator)
+    entries = stores.payments.payments(order_number=ORDER)
+    assert [(p.kind, p.amount, p.reference, p.operator) for p in entries] == [
+        (CHARGE, 3500, None, None),
+        (MANUAL_REFUND, 2000, "BANK-1", "ana"),
+        (MANUAL_REFUND, 1500, "BANK-2", "ana"),
+    ]
+    assert [p.card_last4 for p in entries] == ["4242", "", ""]
+    assert net_charged(entries) == 0 == net_money(stores)
+
+
+def test_a_manual_refund_over_the_net_charge_or_reusing_a_reference_changes_nothing(
+    stores: Stores,
+) -> None:
+    stores.payments.charge(CHARGED, 3500, "4242")
+    stores.payments.record_manual_refund(ORDER, amount=3000, reference="BANK-1", operator="ana")
+
+    with pytest.raises(OverRefunded) as over:
+        stores.payments.record_manual_refund(ORDER, amount=501, reference="BANK-2", operator="a")
+    with pytest.raises(ReferenceReused) as reused:
+        stores.payments.record_manual_refund(ORDER, amount=500, reference="BANK-1", operator="a")
+    with pytest.raises(OverRefunded) as nothing_charged:
+        stores.payments.record_manual_refund("XD999", amount=1, reference="BANK-3", operator="a")
+
+    assert over.value.net == 500
+    assert reused.value.earlier.amount == 3000
+    assert nothing_charged.value.net == 0
+    assert [p.reference for p in stores.payments.payments()] == [None, "BANK-1"]
+    assert net_money(stores) == 500
+
+
+def test_manual_refunds_recorded_at_once_never_give_back_more_than_the_charge(
+    stores: Stores,
+) -> None:
+    stores.payments.charge(CHARGED, 3500, "4242")
+
+    def record(i: int) -> bool:
+        try:
+            stores.payments.record_manual_refund(
+                ORDER, amount=1000, reference=f"BANK-{i}", operator="ana"
+            )
+        except OverRefunded:
+            return False
+        return True
+
+    recorded = all_at_once(record)
+
+    assert recorded.count(True) == 3  # 3 x $10.00 of $35.00; the others were refused
+    assert net_money(stores) == 500
+
+
+def test_a_product_refund_counts_against_what_may_be_refunded_by_hand(stores: Stores) -> None:
+    stores.payments.charge(CHARGED, 3500, "4242")
+    stores.payments.refund(CHARGED)
+
+    with pytest.raises(OverRefunded) as over:
+        stores.payments.record_manual_refund(ORDER, amount=100, reference="B", operator="ana")
+
+    assert over.value.net == 0
+    assert net_money(stores) == 0
 
 
 # --- Another execution of the same order (another run, another workflow id) --------------

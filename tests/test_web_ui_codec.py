@@ -1,8 +1,8 @@
 """The Temporal Web UI of `pizza server` in headless Chromium: decoded payloads after login only.
 
 A person follows what `pizza server` prints: turns on the Web UI's codec setting, opens the
-login URL once, and then sees an order's input decoded; before the login the same page shows
-only ciphertext.
+login URL (from the file it names) once, and then sees an order's input decoded; before the
+login the same page shows only ciphertext.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Served:
     ui_url: str
     codec_url: str
     login_url: str
-    """As `pizza server` printed it."""
+    """As the file `pizza server` named holds it."""
     instructions: str
 
 
@@ -72,15 +72,16 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     )
     assert process.stdout is not None
     try:
-        printed = await asyncio.wait_for(_until_login_url(process.stdout), START_TIMEOUT)
-        login = re.search(r"http://\S+/login\?token=\S+", printed)
-        assert login is not None, printed
+        printed = await asyncio.wait_for(_until_login_file(process.stdout), START_TIMEOUT)
+        named = re.search(r"open the login URL kept in (\S+)", printed)
+        assert named is not None, printed
+        login_url = await asyncio.to_thread(Path(named.group(1)).read_text)
         yield Served(
             home,
             f"localhost:{port}",
             f"http://localhost:{ui_port}",
             f"http://localhost:{codec_port}",
-            login.group(),
+            login_url.strip(),
             printed,
         )
     finally:
@@ -88,11 +89,11 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         await process.communicate()
 
 
-async def _until_login_url(stdout: asyncio.StreamReader) -> str:
+async def _until_login_file(stdout: asyncio.StreamReader) -> str:
     lines: list[str] = []
-    while not lines or "/login?token=" not in lines[-1]:
+    while not lines or "open the login URL kept in" not in lines[-1]:
         line = (await stdout.readline()).decode()
-        assert line, "pizza server exited before printing its login URL:\n" + "".join(lines)
+        assert line, "pizza server exited before naming its login URL's file:\n" + "".join(lines)
         lines.append(line)
     return "".join(lines)
 

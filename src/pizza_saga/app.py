@@ -102,12 +102,15 @@ def start_telemetry(settings: Settings, *, service_name: str, http: bool = False
 
 
 def traced(runtime: Runtime | None, provider: TracerProvider | None) -> Telemetry:
-    """Telemetry on ``runtime`` whose clients (and their workers) trace to ``provider``."""
+    """Telemetry on ``runtime`` whose clients (and their workers) trace to ``provider``,
+    their spans scrubbed of failure messages (common/spans.py)."""
     if provider is None:
         return Telemetry(runtime=runtime)
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    tracer = provider.get_tracer("pizza_saga")
+    from pizza_saga.common.spans import ScrubbedTracerProvider
+
+    tracer = ScrubbedTracerProvider(provider).get_tracer("pizza_saga")
     return Telemetry(
         runtime=runtime, tracer_provider=provider, interceptors=(TracingInterceptor(tracer),)
     )
@@ -353,7 +356,8 @@ def build_api(
     answering requests for loopback's names and ``allowed_hosts``.
 
     With ``telemetry``: each request counted and timed on its metrics endpoint, and traced
-    (a request's span is the parent of the workflow it starts) when it has a tracer.
+    (a request's span is the parent of the workflow it starts, failure messages and
+    credentials left out) when it has a tracer.
     """
     from pizza_saga.api import create_app
     from pizza_saga.api.app import Links
@@ -368,8 +372,11 @@ def build_api(
             from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
             from pizza_saga.api.access import scrub_trace
+            from pizza_saga.common.spans import ScrubbedTracerProvider
 
             FastAPIInstrumentor.instrument_app(
-                web, tracer_provider=telemetry.tracer_provider, server_request_hook=scrub_trace
+                web,
+                tracer_provider=ScrubbedTracerProvider(telemetry.tracer_provider),
+                server_request_hook=scrub_trace,
             )
     return web

@@ -99,14 +99,14 @@ def stock_table(stock: dict[str, int]) -> Table:
 
 def payments_table(payments: list[PaymentEntry]) -> Table:
     table = Table(title="Payments", title_justify="left")
-    for column in ("order", "kind", "amount", "card", "at"):
+    for column in ("order", "kind", "amount", "card / reference", "at"):
         table.add_column(column, justify="right" if column == "amount" else "left")
     for p in payments:
         table.add_row(
             p.order_number,
             p.kind,
             cents(p.amount),
-            f"•••• {p.card_last4}" if p.card_last4 else "",
+            f"•••• {p.card_last4}" if p.card_last4 else f"{p.reference} (by {p.operator})",
             p.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     return table

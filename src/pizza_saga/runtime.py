@@ -24,7 +24,7 @@ from typing import Any, NoReturn, TypeVar
 from temporalio.worker import Worker
 
 from pizza_saga.common.codec_auth import CodecToken, codec_token
-from pizza_saga.common.codec_server import access_help, serving, ui_origins
+from pizza_saga.common.codec_server import access_help, save_login_url, serving, ui_origins
 from pizza_saga.common.crypto import EncryptionCodec
 from pizza_saga.common.devserver import DevServer, DevServerConfig, running_dev_server
 from pizza_saga.common.logmask import install_card_masking
@@ -78,10 +78,14 @@ class EmbeddedTemporal:
     server: DevServer
     codec_url: str
     token: CodecToken
+    login_file: Path
+    """Holds the codec server's login URL (0600); named to the person, never printed."""
 
     def access_help(self) -> list[str]:
         """How a person lets the Web UI and the CLI through the codec server."""
-        return access_help(self.codec_url, self.token, ui_url=self.config.ui_url)
+        return access_help(
+            self.codec_url, self.token, ui_url=self.config.ui_url, login_file=self.login_file
+        )
 
 
 @contextlib.asynccontextmanager
@@ -102,7 +106,8 @@ async def embedded_temporal(
         serving(codec, codec_port, ui_origins(config.ui_port), token=token.value) as url,
         running_dev_server(config, settings.home / "temporal-server.log") as server,
     ):
-        yield EmbeddedTemporal(config, server, url, token)
+        login_file = save_login_url(settings.codec_login_file(codec_port), url, token)
+        yield EmbeddedTemporal(config, server, url, token, login_file)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:

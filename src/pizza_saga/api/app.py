@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pizza_saga.api import events, health, orders, pages, payments, problems, stock
+from pizza_saga.api import docs, events, health, orders, pages, payments, problems, stock
 from pizza_saga.api.access import AccessLimiter
 from pizza_saga.order.service import OrderService
 
@@ -152,6 +152,9 @@ def create_app(
         title="pizza-saga",
         summary="Pizza orders that run as sagas on Temporal.",
         version="0.1.0",
+        # FastAPI's own docs pages load their files from a CDN: ours serves them (api/docs.py).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.state.links = links
@@ -160,6 +163,7 @@ def create_app(
     app.add_middleware(_BodyLimit)
     app.add_middleware(_SecurityHeaders)
     app.add_middleware(_AllowedHosts, names=(*LOOPBACK_NAMES, *allowed_hosts))
+    docs.install(app)
     app.include_router(health.router)
     app.include_router(orders.router)
     app.include_router(stock.router)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporal_saga import OperatorAction
 
 from pizza_saga.order.client import OrderOutcome
-from pizza_saga.order.service import MAX_REASON, MAX_STOCK
+from pizza_saga.order.service import MAX_REASON, MAX_REFERENCE, MAX_STOCK
 
 ORDER_NUMBER_PATTERN = r"^[A-Za-z0-9_-]{1,40}$"
 
@@ -82,11 +82,33 @@ class PaymentRecord(BaseModel):
 
     order_number: str
     kind: str
-    """``charge`` or ``refund``."""
+    """``charge``, ``refund`` (by the product) or ``manual_refund`` (by a person, outside the
+    product, recorded by an operator)."""
     amount: int
     """Cents."""
     card_last4: str
+    """Empty for a manual refund (it went by transfer)."""
     created_at: datetime
+    reference: str | None = None
+    """A manual refund's transfer reference."""
+    operator: str | None = None
+    """Who recorded a manual refund."""
+
+
+class ManualRefundRequest(BaseModel):
+    """Money a person gave back outside the product, after an operator skipped the refund."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    amount: Annotated[int, Field(description="Cents given back, above 0.")]
+    reference: Annotated[
+        str,
+        Field(
+            max_length=MAX_REFERENCE,
+            description="The transfer's reference (the bank's id); the same reference again "
+            "is the same refund.",
+        ),
+    ]
 
 
 PROBLEM_SCHEMA: dict[str, Any] = {

@@ -352,6 +352,10 @@ class Payment(Protocol):
     def card_last4(self) -> str: ...
     @property
     def created_at(self) -> datetime: ...
+    @property
+    def reference(self) -> str | None: ...
+    @property
+    def operator(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,8 @@ class Money:
     kind: str
     amount: int
     card: str
-    """'•••• 4242': of a card, never more than its last four digits."""
+    """'•••• 4242': of a card, never more than its last four digits; for a manual refund
+    its transfer reference and who recorded it."""
     at: datetime
 
 
@@ -440,13 +445,18 @@ def details(order: PlacedOrder) -> Details:
 
 
 def money(payments: Iterable[Payment]) -> list[Money]:
-    """An order's charges and refunds, oldest first."""
-    return [
-        Money(
-            p.kind,
-            p.amount,
-            f"{MASK * 4} {p.card_last4[-4:]}" if p.card_last4 else "",
-            p.created_at,
-        )
-        for p in payments
-    ]
+    """An order's charges and refunds (manual ones too), oldest first."""
+    return [Money(p.kind, p.amount, _paid_with(p), p.created_at) for p in payments]
+
+
+def _paid_with(p: Payment) -> str:
+    if p.card_last4:
+        return f"{MASK * 4} {p.card_last4[-4:]}"
+    if p.reference:
+        return f"transfer {p.reference} (by {p.operator})"
+    return ""
+
+
+def net(payments: Iterable[Money]) -> int:
+    """Cents the order's customer has paid, all told: charges less every refund."""
+    return sum(m.amount if m.kind == "charge" else -m.amount for m in payments)

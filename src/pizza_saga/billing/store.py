@@ -1,4 +1,5 @@
-"""Charges, refunds and bills, made once per order (see temporal_saga.effects).
+"""Charges, refunds and bills, made once per order (see temporal_saga.effects); and the
+refunds a person made outside the product, as an operator records them.
 
 No card number is ever stored: a charge keeps the card's last four digits.
 """
@@ -10,15 +11,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, String, UniqueConstraint, insert, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    UniqueConstraint,
+    bindparam,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Mapped, mapped_column
-from temporal_saga.effects import Detail, EffectKey
+from temporal_saga.effects import Detail, EffectKey, claimed, insert_if_absent
 
 from pizza_saga.common.db import Base, as_utc, utcnow
 from pizza_saga.common.effects import effect_log
 
 CHARGE = "charge"
 REFUND = "refund"
+MANUAL_REFUND = "manual_refund"
+"""A refund a person made outside the product (a bank transfer), as an operator recorded it."""
 
 
 class Payment(Base):
@@ -35,15 +47,58 @@ class Payment(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ManualRefund(Base):
+    """A refund made outside the product, once per (order, reference); any number of them
+    per order, together at most what the order was charged, net."""
+
+    __tablename__ = "manual_refunds"
+    __table_args__ = (UniqueConstraint("order_number", "reference"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    order_number: Mapped[str] = mapped_column(String(40))
+    amount: Mapped[int]
+    reference: Mapped[str] = mapped_column(String(100))
+    """The bank's (or processor's) reference of the transfer."""
+    operator: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 @dataclass(frozen=True)
 class PaymentEntry:
     """A money movement as `pizza payments` lists it."""
 
     order_number: str
     kind: str
+    """``charge``, ``refund`` (by the product) or ``manual_refund`` (by a person)."""
     amount: int
     card_last4: str
+    """The card's last four digits; empty for a manual refund (it went by transfer)."""
     created_at: datetime
+    reference: str | None = None
+    """A manual refund's transfer reference."""
+    operator: str | None = None
+    """Who recorded a manual refund."""
+
+
+def net_charged(entries: list[PaymentEntry]) -> int:
+    """Cents an order's customer has paid, all told: charges less every refund."""
+    return sum(p.amount if p.kind == CHARGE else -p.amount for p in entries)
+
+
+class OverRefunded(ValueError):
+    """A manual refund would give back more than the order was charged, net."""
+
+    def __init__(self, net: int) -> None:
+        super().__init__(f"the order's net charge is {net} cents")
+        self.net = net
+
+
+class ReferenceReused(ValueError):
+    """The reference was recorded for this order before, with another amount."""
+
+    def __init__(self, earlier: PaymentEntry) -> None:
+        super().__init__(f"recorded before with {earlier.amount} cents")
+        self.earlier = earlier
 
 
 @dataclass(frozen=True)
@@ -76,6 +131,26 @@ _PAYMENTS = (
     .where(Payment.amount > 0)
     .order_by(Payment.id)
 )
+_MANUAL_REFUNDS = select(
+    ManualRefund.order_number,
+    ManualRefund.amount,
+    ManualRefund.reference,
+    ManualRefund.operator,
+    ManualRefund.created_at,
+).order_by(ManualRefund.id)
+_LOCK_CHARGE = (
+    select(Payment.id)
+    .where(Payment.order_number == bindparam("n"), Payment.kind == CHARGE)
+    .with_for_update()
+)
+_MOVED = (
+    select(Payment.kind, func.sum(Payment.amount))
+    .where(Payment.order_number == bindparam("n"))
+    .group_by(Payment.kind)
+)
+_MANUALLY_REFUNDED = select(func.coalesce(func.sum(ManualRefund.amount), 0)).where(
+    ManualRefund.order_number == bindparam("n")
+)
 
 
 class PaymentStore:
@@ -84,6 +159,9 @@ class PaymentStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._effects = effect_log(engine)
+        self._add_manual = insert_if_absent(
+            engine, ManualRefund, "order_number", "reference"
+        ).returning(ManualRefund.id)
 
     def charge(
         self,
@@ -172,13 +250,67 @@ class PaymentStore:
             created_at=as_utc(datetime.fromisoformat(recorded["created_at"])),
         )
 
+    def record_manual_refund(
+        self, order_number: str, *, amount: int, reference: str, operator: str
+    ) -> tuple[PaymentEntry, bool]:
+        """Record a refund made outside the product, once per (order, reference); the entry
+        and whether this call recorded it (False: the same one was recorded before).
+
+        Raises OverRefunded if it would give back more than the order's net charge, and
+        ReferenceReused if ``reference`` was recorded for the order with another amount;
+        either way nothing is recorded. Records of one order serialize on its charge's row
+        (``SELECT ... FOR UPDATE``; SQLite's write lock, taken by the insert, on SQLite).
+        """
+        created_at = utcnow()
+        with self._engine.begin() as conn:
+            conn.execute(_LOCK_CHARGE, {"n": order_number})
+            row = {
+                "order_number": order_number,
+                "amount": amount,
+                "reference": reference,
+                "operator": operator,
+                "created_at": created_at,
+            }
+            if not claimed(conn.execute(self._add_manual, row)):
+                [earlier] = [
+                    entry
+                    for entry in self._manual(conn, order_number)
+                    if entry.reference == reference
+                ]
+                if earlier.amount != amount:
+                    raise ReferenceReused(earlier)
+                return earlier, False
+            moved = {kind: total for kind, total in conn.execute(_MOVED, {"n": order_number})}
+            manual = int(conn.execute(_MANUALLY_REFUNDED, {"n": order_number}).scalar_one())
+            net = int(moved.get(CHARGE, 0)) - int(moved.get(REFUND, 0)) - manual
+            if net < 0:  # the insert rolls back with the transaction
+                raise OverRefunded(net + amount)
+        return PaymentEntry(
+            order_number, MANUAL_REFUND, amount, "", created_at, reference, operator
+        ), True
+
     def payments(self, *, order_number: str | None = None) -> list[PaymentEntry]:
-        """Every money movement (charges, and refunds that returned money), oldest first;
-        only one order's with ``order_number``."""
+        """Every money movement (charges, refunds that returned money, manual refunds),
+        oldest first; only one order's with ``order_number``."""
         query = (
             _PAYMENTS
             if order_number is None
             else _PAYMENTS.where(Payment.order_number == order_number)
         )
         with self._engine.connect() as conn:
-            return [PaymentEntry(*row) for row in conn.execute(query)]
+            entries = [PaymentEntry(*row) for row in conn.execute(query)]
+            entries += self._manual(conn, order_number)
+        # Stable: a charge and its refund keep their order when their times are equal.
+        return sorted(entries, key=lambda p: as_utc(p.created_at))
+
+    @staticmethod
+    def _manual(conn: Connection, order_number: str | None) -> list[PaymentEntry]:
+        query = (
+            _MANUAL_REFUNDS
+            if order_number is None
+            else _MANUAL_REFUNDS.where(ManualRefund.order_number == order_number)
+        )
+        return [
+            PaymentEntry(number, MANUAL_REFUND, amount, "", as_utc(created_at), reference, operator)
+            for number, amount, reference, operator, created_at in conn.execute(query)
+        ]

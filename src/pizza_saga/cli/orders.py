@@ -225,9 +225,10 @@ def status(
             print_outcome(out, outcome, ui_url, namespace)
             for entry in await service.access.audit(order_number=order_number):
                 reason = f": {entry.reason}" if entry.reason else ""
+                detail = f" ({entry.detail})" if entry.action == "manual_refund" else ""
                 out.print(
                     f"Audit  {entry.at:%Y-%m-%d %H:%M:%S} {entry.actor} {entry.action}"
-                    f"{reason} (from {entry.source})",
+                    f"{detail}{reason} (from {entry.source})",
                     markup=False,
                 )
 

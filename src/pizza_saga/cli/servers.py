@@ -153,7 +153,12 @@ def codec_server(
     once in PIZZA_HOME); logs each request to stderr.
     """
     from pizza_saga.common.codec_auth import TokenError, codec_token
-    from pizza_saga.common.codec_server import access_help, serving, ui_origins
+    from pizza_saga.common.codec_server import (
+        access_help,
+        save_login_url,
+        serving,
+        ui_origins,
+    )
     from pizza_saga.common.crypto import EncryptionCodec, KeyRingError
     from pizza_saga.common.temporal import connect_config, key_ring
 
@@ -169,8 +174,9 @@ def codec_server(
     async def run() -> None:
         try:
             async with serving(codec, port, origins, token=token.value) as url:
+                login_file = save_login_url(settings.codec_login_file(port), url, token)
                 out.print(f"Codec server on {url} for {', '.join(origins)} (Ctrl-C to stop)")
-                for line in access_help(url, token, ui_url=origins[0]):
+                for line in access_help(url, token, ui_url=origins[0], login_file=login_file):
                     out.print(escape(line), soft_wrap=True)
                 await asyncio.Event().wait()
         except OSError as e:

@@ -1,8 +1,9 @@
-"""`pizza inventory` and `pizza payments`: stock and money."""
+"""`pizza inventory`, `pizza payments` and `pizza record-refund`: stock and money."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 import typer
@@ -16,6 +17,7 @@ from pizza_saga.cli._shared import (
     print_json,
     run_command,
 )
+from pizza_saga.common.formatting import cents
 
 
 @app.command()
@@ -61,6 +63,8 @@ def payments(
 ) -> None:
     """Every charge and refund, oldest first: amounts in dollars ($35.00; with --json in
     cents), cards by their last 4 digits only."""
+    from pizza_saga.billing.store import net_charged
+    from pizza_saga.common.db import as_utc
     from pizza_saga.render import payments_table
 
     service = run_command(order_service(load_settings(), temporal=False))
@@ -74,7 +78,9 @@ def payments(
                         "kind": p.kind,
                         "amount": p.amount,
                         "card_last4": p.card_last4,
-                        "created_at": p.created_at.isoformat(),
+                        "created_at": as_utc(p.created_at).isoformat(),
+                        "reference": p.reference,
+                        "operator": p.operator,
                     }
                     for p in entries
                 ]
@@ -82,3 +88,83 @@ def payments(
         )
     else:
         out.print(payments_table(entries))
+        if order_number is not None:
+            out.print(f"Net charged: {cents(net_charged(entries))}")
+
+
+DOLLARS = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
+
+
+@app.command("record-refund")
+def record_refund(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    amount: Annotated[
+        str, typer.Option(help="Dollars given back, e.g. 35.00.", show_default=False)
+    ],
+    reference: Annotated[
+        str,
+        typer.Option(help="The transfer's reference (the bank's id).", show_default=False),
+    ],
+    operator: Annotated[
+        str,
+        typer.Option(help="Who gave it back, as the audit trail records it.", show_default=False),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
+) -> None:
+    """Record a refund made outside the product (a bank transfer) after `pizza resolve
+    --skip` of the order's refund: it shows in `pizza payments`, the API and the order page,
+    and counts in the order's net charge.
+
+    Only for an order whose refund an operator skipped; at most what it was charged, net.
+    The same reference again is the same refund (recorded once). Exit 4 when the order's
+    refund was not skipped.
+    """
+    import getpass
+
+    from pizza_saga.access.service import Actor
+    from pizza_saga.access.store import InvalidOperator, check_name
+    from pizza_saga.common.db import as_utc
+    from pizza_saga.order.service import InvalidInput
+
+    if not DOLLARS.fullmatch(amount.strip()):
+        fail(f"--amount {amount!r}: say dollars and cents, e.g. 35.00")
+    dollars, _, fraction = amount.strip().partition(".")
+    amount_cents = int(dollars) * 100 + int(fraction.ljust(2, "0") or "0")
+    try:
+        name = check_name(operator)
+    except InvalidOperator as e:
+        fail(f"--operator: {str(e).removeprefix('name: ')}")
+    by = Actor.operator(name, source=f"cli:{getpass.getuser()}")
+    settings = load_settings()
+
+    async def run() -> None:
+        service = await order_service(settings)
+        try:
+            recorded = await service.record_manual_refund(
+                order_number, amount=amount_cents, reference=reference, by=by
+            )
+        except InvalidInput as e:
+            fail(f"--{e.field}: {e.reason}" if e.field else str(e))
+        entry = recorded.entry
+        if as_json:
+            print_json(
+                json.dumps(
+                    {
+                        "order_number": entry.order_number,
+                        "kind": entry.kind,
+                        "amount": entry.amount,
+                        "reference": entry.reference,
+                        "operator": entry.operator,
+                        "created_at": as_utc(entry.created_at).isoformat(),
+                        "recorded_now": recorded.now,
+                    }
+                )
+            )
+            return
+        said = "Recorded" if recorded.now else "Already recorded"
+        out.print(
+            f"{said}: {cents(entry.amount)} given back for order {entry.order_number} "
+            f"by {entry.operator}, reference {entry.reference}"
+        )
+
+    run_command(run())

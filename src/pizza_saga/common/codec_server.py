@@ -18,6 +18,7 @@ import json
 import logging
 import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -27,6 +28,7 @@ from temporalio.converter import PayloadCodec
 
 from pizza_saga.common.codec_auth import CodecToken, Credentials
 from pizza_saga.common.logmask import mask_card_numbers
+from pizza_saga.common.private_file import write_private
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 SESSION_COOKIE = "pizza_codec_session"
@@ -95,8 +97,18 @@ def login_url(endpoint: str, token: str) -> str:
     return f"{endpoint}/login?token={token}"
 
 
-def access_help(endpoint: str, token: CodecToken, *, ui_url: str | None) -> list[str]:
-    """How a person lets the Web UI and the CLI through the codec server at ``endpoint``."""
+def save_login_url(path: Path, endpoint: str, token: CodecToken) -> Path:
+    """Keep the login URL of the codec server at ``endpoint`` in ``path`` (mode 0600): it
+    holds the token, so it is never printed, only the file named."""
+    write_private(path, login_url(endpoint, token.value) + "\n")
+    return path
+
+
+def access_help(
+    endpoint: str, token: CodecToken, *, ui_url: str | None, login_file: Path
+) -> list[str]:
+    """How a person lets the Web UI and the CLI through the codec server at ``endpoint``;
+    its login URL is in ``login_file`` (see `save_login_url`). Never the token itself."""
     if token.file is not None:
         where, auth = f"in {token.file}", f'"Bearer $(cat {shlex.quote(str(token.file))})"'
     else:
@@ -104,7 +116,8 @@ def access_help(endpoint: str, token: CodecToken, *, ui_url: str | None) -> list
     ui = f"the Web UI ({ui_url})" if ui_url else "the Web UI"
     return [
         f"Codec server {endpoint} decodes only for holders of its token ({where}).",
-        f"  Web UI: open {login_url(endpoint, token.value)} once in your browser; then in {ui} "
+        f"  Web UI: open the login URL kept in {login_file} (yours only: it holds the token) "
+        f"once in your browser; then in {ui} "
         'open Codec Server (its icon at the top right), choose "Use my browser setting and '
         f'ignore Cluster-level setting", endpoint {endpoint}, turn on "Include cross-origin '
         'credentials", Apply, and reload the page.',
@@ -249,7 +262,7 @@ press <b>Apply</b> and reload the page. Without that the Web UI shows payloads s
 encrypted.</p>"""
 
 _LOGIN_REFUSED = """<p>This link's token is not the codec server's: nothing was changed.</p>
-<p>Use the login link <code>pizza server</code> printed, or
+<p>Use the login link in the file <code>pizza server</code> named, or
 <code>{endpoint}/login?token=</code> followed by the token from the codec server's token
 file or <code>PIZZA_CODEC_TOKEN</code>.</p>"""
 

@@ -1,4 +1,4 @@
-"""Secrets generated once into a file readable by its owner only."""
+"""Secrets in files readable by their owner only."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ def create_once(path: Path, text: str) -> None:
             os.link(temporary, path)
     finally:
         os.unlink(temporary)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, replacing it, readable by its owner only (mode 0600).
+
+    The file never exists with other permissions, nor half written: it is written to a
+    private temporary file (0600 from the start) and renamed into place.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise

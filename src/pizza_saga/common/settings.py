@@ -152,6 +152,10 @@ class Settings(BaseModel):
         """The codec server's token generated for the embedded (local) default."""
         return self.home / "codec-token"
 
+    def codec_login_file(self, port: int) -> Path:
+        """Where the login URL of the codec server on ``port`` is kept (it holds the token)."""
+        return self.home / f"codec-login-{port}"
+
     @property
     def server_db(self) -> Path:
         """SQLite file of the embedded Temporal dev server."""

@@ -8,6 +8,8 @@ seconds and end in ``_seconds``.
 
 Traces: when the standard OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) variable is
 set, spans go to that OTLP/HTTP endpoint; otherwise no tracer is set up and nothing is sent.
+Spans carry no failure message nor status description (common/spans.py): Temporal keeps
+those encrypted, and a trace must not show them in clear.
 """
 
 from __future__ import annotations
@@ -111,5 +113,8 @@ def tracer_provider_from_env(service_name: str) -> TracerProvider | None:
     name = os.environ.get("OTEL_SERVICE_NAME", "").strip() or service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+    from pizza_saga.common.spans import ScrubbedTracerProvider
+
+    # Anything else tracing through the global provider records no failure message either.
+    trace.set_tracer_provider(ScrubbedTracerProvider(provider))
     return provider

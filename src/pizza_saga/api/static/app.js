@@ -332,6 +332,12 @@
     );
   }
 
+  // Of a card its last four digits; of a manual refund its transfer reference and who recorded it.
+  function paidWith(p) {
+    if (p.card_last4) return `•••• ${p.card_last4.slice(-4)}`;
+    return p.reference ? `transfer ${p.reference} (by ${p.operator})` : "";
+  }
+
   // The order's charges and refunds again, from the API (each snapshot may have moved money).
   let paymentsAsked = 0;
   async function drawPayments(running) {
@@ -356,11 +362,14 @@
             { "data-kind": p.kind },
             el("td", {}, p.kind),
             el("td", { class: "number" }, cents(p.amount)),
-            el("td", { class: "card" }, p.card_last4 ? `•••• ${p.card_last4.slice(-4)}` : ""),
+            el("td", { class: "card" }, paidWith(p)),
             el("td", {}, when(p.created_at)),
           ),
         ),
       );
+      const net = payments.reduce((sum, p) => sum + (p.kind === "charge" ? p.amount : -p.amount), 0);
+      document.getElementById("order-net").textContent = cents(net);
+      table.tFoot.hidden = false;
     } else {
       body.replaceChildren(
         el("tr", { class: "empty" }, el("td", { colspan: 4 }, `Nothing charged${running ? " yet" : ""}.`)),

@@ -1,9 +1,10 @@
 """The order service: every use case of the product, with typed errors.
 
 Placing (placing.py), following (following.py) and operating (operating.py: cancelling,
-resolving, stock, payments, readiness) orders, over what they share (_core.py); the errors
-(errors.py) have kinds each face maps once. The CLI, the HTTP API and the pages are thin
-faces over `OrderService`: they never talk to Temporal or the stores on their own.
+resolving, stock, payments and manual refunds, readiness) orders, over what they share
+(_core.py); the errors (errors.py) have kinds each face maps once. The CLI, the HTTP API
+and the pages are thin faces over `OrderService`: they never talk to Temporal or the stores
+on their own.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from pizza_saga.order.service.errors import (
     NoWorker,
     OrderAlreadyPlaced,
     OrderNotFound,
+    RefundNotSkipped,
     RequestInProgress,
     ServiceError,
     TemporalUnavailable,
 )
 from pizza_saga.order.service.following import Following, OrderPage, OrderSummary, snapshot_id
-from pizza_saga.order.service.operating import MAX_REASON, MAX_STOCK, Operating, Readiness
+from pizza_saga.order.service.operating import (
+    MAX_REASON,
+    MAX_REFERENCE,
+    MAX_STOCK,
+    ManualRefundRecorded,
+    Operating,
+    Readiness,
+)
 from pizza_saga.order.service.placing import Placement, Placing
 from pizza_saga.order.service.sandbox import SandboxCard, SandboxHints, sandbox_hints
 
@@ -38,12 +47,14 @@ class OrderService(Placing, Following, Operating, ServiceCore):
 
 __all__ = [
     "MAX_REASON",
+    "MAX_REFERENCE",
     "MAX_STOCK",
     "POLLER_FRESH",
     "AlreadyFinished",
     "ErrorKind",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "ManualRefundRecorded",
     "NoWorker",
     "NotAllowed",
     "NothingToResolve",
@@ -54,6 +65,7 @@ __all__ = [
     "OrderSummary",
     "Placement",
     "Readiness",
+    "RefundNotSkipped",
     "RequestInProgress",
     "SandboxCard",
     "SandboxHints",

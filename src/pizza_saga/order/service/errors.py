@@ -83,6 +83,20 @@ class NothingToResolve(ServiceError):
     kind = ErrorKind.CONFLICT
 
 
+class RefundNotSkipped(ServiceError):
+    """A manual refund is recorded only for an order whose refund an operator skipped: any
+    other order's money the product refunds (or has refunded) by itself."""
+
+    kind = ErrorKind.CONFLICT
+
+    def __init__(self, order_number: str, state: str) -> None:
+        super().__init__(
+            f"order {order_number}: its refund was not skipped by an operator ({state}); a "
+            "manual refund is recorded only after `pizza resolve --skip` of the refund"
+        )
+        self.order_number, self.state = order_number, state
+
+
 class IdempotencyKeyReused(InvalidInput):
     """The idempotency key came with another request before: one key, one request."""
 
