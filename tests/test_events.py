@@ -197,8 +197,16 @@ async def test_no_card_number_in_any_event_page_or_log(
             # The customer's stream (as their page opens it), the operator's where they act.
             token = served.service.access.order_token(number)
             async with served.stream(f"/api/orders/{number}/events?token={token}") as stream:
+                resolved: set[tuple[str, int]] = set()
                 while (event := await stream.next()) is not None:
-                    if "NEEDS_OPERATOR" in event.data:
+                    # Once per wait: the next snapshot may be on its way before the decision.
+                    waiting = {
+                        (r["step"], r["compensation_attempts"])
+                        for r in event.json()["ledger"] or []
+                        if r["compensation_state"] == "NEEDS_OPERATOR"
+                    }
+                    if waiting - resolved:
+                        resolved |= waiting
                         answer = await served.post_form(
                             f"{page}/resolve", {"action": "RETRY"}, as_operator=True
                         )
