@@ -84,6 +84,11 @@ class ServiceCore:
         return timedelta(seconds=seconds)
 
     @property
+    def settings(self) -> Settings:
+        """The settings the service was built with (its faces read their limits there)."""
+        return self._settings
+
+    @property
     def task_queue(self) -> str:
         return self._settings.task_queue
 
