@@ -116,3 +116,32 @@ def test_the_bench_on_postgres_without_postgresql_says_so_in_one_line(
     assert "PostgreSQL's server is not installed" in str(refused.value)
     assert "\n" not in str(refused.value)
     assert not out.exists()
+
+
+@pytest.mark.devserver
+@pytest.mark.processes
+def test_the_streams_figure_times_new_orders_with_streams_open_and_without(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "results-streams.json"
+    env = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
+    command = ["bench", "--streams", "3", "--orders", "10", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "pizza_saga", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert results["streams"] == results["streams_open_at_the_end"] == 3
+    for side in ("none", "streams"):
+        assert positive(results["latency_ms"][side]["p50"]), side
+        assert all(positive(v) for v in results["cpu_ms_per_order"][side].values()), side
+    target = results["target"]
+    assert (target["op"], target["target"]) == ("<=", 1.2)
+    assert target["met"] == (target["value"] <= 1.2)
+    assert "latency p50 ratio" in done.stdout

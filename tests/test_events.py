@@ -7,19 +7,21 @@ resends nothing; any number of subscribers of an order share one watcher.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
-from pizza_saga.api.events import list_hub, order_hub
+from pizza_saga.api.events import list_hub, order_hub, stream_limits
 from pizza_saga.common.formatting import workflow_url
 from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.service import snapshot_id
 from tests.orders import new_order
 from tests.processes import until
-from tests.site import SEED_FORM, Event, Served, Site, card_numbers_in
+from tests.site import SEED_FORM, STREAM_SECONDS, Event, Served, Site, card_numbers_in, finish
 
 pytestmark = pytest.mark.devserver
 
@@ -197,8 +199,16 @@ async def test_no_card_number_in_any_event_page_or_log(
             # The customer's stream (as their page opens it), the operator's where they act.
             token = served.service.access.order_token(number)
             async with served.stream(f"/api/orders/{number}/events?token={token}") as stream:
+                resolved: set[tuple[str, int]] = set()
                 while (event := await stream.next()) is not None:
-                    if "NEEDS_OPERATOR" in event.data:
+                    # Once per wait: the next snapshot may be on its way before the decision.
+                    waiting = {
+                        (r["step"], r["compensation_attempts"])
+                        for r in event.json()["ledger"] or []
+                        if r["compensation_state"] == "NEEDS_OPERATOR"
+                    }
+                    if waiting - resolved:
+                        resolved |= waiting
                         answer = await served.post_form(
                             f"{page}/resolve", {"action": "RETRY"}, as_operator=True
                         )
@@ -232,3 +242,80 @@ async def test_no_card_number_in_any_event_page_or_log(
     assert [card_numbers_in(text) for text in seen if card_numbers_in(text)] == []
     assert card_numbers_in(caplog.text) == []
     assert card_numbers_in(site.worker_log.read_text()) == []
+
+
+@contextlib.asynccontextmanager
+async def client_at(served: Served, address: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An operator's client whose connections come from ``address`` (a loopback address of
+    its own: another client, as the API counts them)."""
+    async with httpx.AsyncClient(
+        base_url=served.url,
+        transport=httpx.AsyncHTTPTransport(local_address=address),
+        headers={"Authorization": f"Bearer {served.operator_key}"},
+        timeout=STREAM_SECONDS,
+    ) as http:
+        yield http
+
+
+def refused_for(response: httpx.Response, limit: str, most: int) -> None:
+    """``response`` is the 429 of a stream over the cap ``limit``, naming it."""
+    assert response.status_code == 429, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert int(response.headers["retry-after"]) > 0
+    problem = response.json()
+    assert (problem["status"], problem["limit"], problem["max_streams"]) == (429, limit, most)
+    assert limit in problem["detail"]
+
+
+async def test_streams_beyond_a_clients_cap_or_the_servers_are_refused_with_429(
+    site: Site,
+) -> None:
+    async with site.serve(
+        PIZZA_DRIVER_SECONDS="30", PIZZA_STREAMS_PER_CLIENT="2", PIZZA_STREAMS_MAX="3"
+    ) as served:
+        caps = stream_limits(served.app)
+        order = new_order()
+        await served.service.place(order)
+        events = f"/api/orders/{order.order_number}/events"
+        sse = {"Accept": "text/event-stream"}
+        try:
+            async with (
+                served.stream("/api/events/orders", as_operator=True) as listing,
+                served.stream(events, as_operator=True) as following,
+            ):
+                assert (listing.response.status_code, following.response.status_code) == (200, 200)
+                # A third from the same address: refused, whatever it asks for.
+                for path in (events, "/api/events/orders"):
+                    refused_for(
+                        await served.operator.get(path, headers=sse), "PIZZA_STREAMS_PER_CLIENT", 2
+                    )
+                async with (
+                    client_at(served, "127.0.0.2") as other,
+                    client_at(served, "127.0.0.3") as third,
+                ):
+                    async with other.stream("GET", events, headers=sse) as more:
+                        assert more.status_code == 200
+                        assert caps.open_streams() == 3
+                        refused_for(
+                            await third.get("/api/events/orders", headers=sse),
+                            "PIZZA_STREAMS_MAX",
+                            3,
+                        )
+                    # A stream that ends frees its place, for its client and in all.
+                    await until("the stream's place to be free", lambda: caps.open_streams() == 2)
+                    async with third.stream("GET", events, headers=sse) as now:
+                        assert now.status_code == 200
+                        assert caps.open_streams("127.0.0.3") == 1
+            await until("every place to be free", lambda: caps.open_streams() == 0)
+            # Refusals and answers without a stream hold no place.
+            finished = new_order(credit_card_info__number=BROKEN_CARD)
+            await served.service.place(finished)
+            await served.service.wait(finished.order_number)
+            done = f"/api/orders/{finished.order_number}/events"
+            for _ in range(3):
+                async with served.stream(done, as_operator=True) as last:
+                    assert [outcome_of(e).status for e in await last.rest()] == ["FAILED"]
+            assert (await served.operator.get("/api/orders/NOSUCH1/events")).status_code == 404
+            assert caps.open_streams() == 0
+        finally:
+            await finish(served.service, order.order_number)

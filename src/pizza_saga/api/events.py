@@ -17,7 +17,7 @@ from fastapi import APIRouter, FastAPI, Header, Request, Response
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from starlette.types import Receive, Scope, Send
 
-from pizza_saga.api.access import StreamOperator, StreamOrderActor
+from pizza_saga.api.access import StreamOperator, StreamOrderActor, source_of
 from pizza_saga.api.hub import Hub, HubClosed, Subscription
 from pizza_saga.api.problems import Problem
 from pizza_saga.common.formatting import workflow_url
@@ -42,6 +42,8 @@ LIST_SIZE = 50
 """Orders the home page shows."""
 RECENT = "recent"
 """The list hub's one key."""
+STREAMS_RETRY_AFTER = 10
+"""Seconds a client refused for too many open streams is told to wait (Retry-After)."""
 
 router = APIRouter(tags=["events"])
 
@@ -51,6 +53,9 @@ def install(app: FastAPI) -> None:
     service: OrderService = app.state.service
     app.state.order_hub = Hub[str, OrderOutcome](service.watch)
     app.state.list_hub = Hub[str, list[OrderSummary]](lambda _: watch_list(service))
+    app.state.stream_limits = StreamLimits(
+        per_client=service.settings.streams_per_client, total=service.settings.streams_max
+    )
     app.include_router(router)
 
 
@@ -70,6 +75,72 @@ def list_hub(app: FastAPI) -> Hub[str, list[OrderSummary]]:
     """The hub of ``app``'s order-list streams."""
     hub: Hub[str, list[OrderSummary]] = app.state.list_hub
     return hub
+
+
+class StreamLimits:
+    """Counts the open event streams, per client address and in all, and refuses one more
+    beyond either cap (429): each stream holds a connection, and each order followed a
+    watcher on Temporal."""
+
+    def __init__(self, *, per_client: int, total: int) -> None:
+        self.per_client, self.total = per_client, total
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    def open_streams(self, source: str | None = None) -> int:
+        """Streams open now: from ``source``, or in all."""
+        return self._count if source is None else self._open.get(source, 0)
+
+    def admit(self, source: str) -> Callable[[], None]:
+        """Count one more stream from ``source`` and return its release (safe to call
+        twice); Problem 429 with Retry-After if that would pass a cap."""
+        if self._open.get(source, 0) >= self.per_client:
+            raise self._refusal(
+                f"{source} has {self.per_client} event streams open, the most one client may "
+                "(PIZZA_STREAMS_PER_CLIENT); close one or try again later",
+                "PIZZA_STREAMS_PER_CLIENT",
+                self.per_client,
+            )
+        if self._count >= self.total:
+            raise self._refusal(
+                f"the server has {self.total} event streams open, its most "
+                "(PIZZA_STREAMS_MAX); try again later",
+                "PIZZA_STREAMS_MAX",
+                self.total,
+            )
+        self._open[source] = self._open.get(source, 0) + 1
+        self._count += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._count -= 1
+            left = self._open[source] - 1
+            if left:
+                self._open[source] = left
+            else:
+                del self._open[source]
+
+        return release
+
+    @staticmethod
+    def _refusal(detail: str, limit: str, most: int) -> Problem:
+        return Problem(
+            429,
+            detail,
+            headers={"Retry-After": str(STREAMS_RETRY_AFTER)},
+            limit=limit,
+            max_streams=most,
+        )
+
+
+def stream_limits(app: FastAPI) -> StreamLimits:
+    """The caps on ``app``'s open event streams, and their counts."""
+    limits: StreamLimits = app.state.stream_limits
+    return limits
 
 
 def outcome_data(outcome: OrderOutcome, request: Request) -> dict[str, Any]:
@@ -101,17 +172,25 @@ async def watch_list(service: OrderService) -> AsyncIterator[list[OrderSummary]]
 
 
 class _EventStream(EventSourceResponse):
-    """An event stream that leaves its hub subscription however the response ends."""
+    """An event stream that leaves its hub subscription, and frees its place under the
+    caps, however the response ends."""
 
-    def __init__(self, content: AsyncIterator[bytes], subscription: Subscription[Any]) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        subscription: Subscription[Any],
+        release: Callable[[], None],
+    ) -> None:
         super().__init__(content, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self._subscription = subscription
+        self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
             self._subscription.close()
+            self._release()
 
 
 async def _events(
@@ -151,6 +230,7 @@ EVENT_STREAM = {"text/event-stream": {"schema": {"type": "string"}}}
         401: {"description": "No credentials"},
         403: {"description": "These credentials do not open this order"},
         404: {"description": "No such order"},
+        429: {"description": "Too many event streams open (from this client, or in all)"},
     },
 )
 async def order_events(
@@ -165,10 +245,25 @@ async def order_events(
     its id is the snapshot's content hash. The stream ends after the order's final snapshot.
     A client that reconnects with `Last-Event-ID` set to the current snapshot's id is not
     sent it again: it waits for the next change, or gets 204 if the order has finished.
-    For its customer (the order's token as a bearer or `?token=`) or an operator.
+    For its customer (the order's token as a bearer or `?token=`) or an operator. A client
+    address holds at most `PIZZA_STREAMS_PER_CLIENT` streams open at once, the server
+    `PIZZA_STREAMS_MAX`: one more is 429 (with Retry-After), its problem naming the limit.
     """
     if not ORDER_NUMBER.fullmatch(order_number):
         raise OrderNotFound(order_number)
+    release = stream_limits(request.app).admit(source_of(request))
+    try:
+        return await _order_stream(order_number, request, last_event_id, release)
+    except BaseException:
+        release()
+        raise
+
+
+async def _order_stream(
+    order_number: str, request: Request, last_event_id: str | None, release: Callable[[], None]
+) -> Response:
+    """`order_events`' answer, once the stream is admitted; ``release`` frees its place (the
+    stream calls it when it ends; an answer without a stream, at once)."""
     subscription = order_hub(request.app).subscribe(order_number)
     try:
         first = await subscription.next()
@@ -179,6 +274,7 @@ async def order_events(
         raise
     if first is None:  # the watcher always yields once before it ends; a stopping hub may not
         subscription.close()
+        release()
         return Response(status_code=204)
 
     def encode(outcome: OrderOutcome) -> bytes:
@@ -191,9 +287,12 @@ async def order_events(
     already_sent = last_event_id is not None and last_event_id == snapshot_id(first)
     if already_sent and first.status is not OrderStatus.RUNNING:
         subscription.close()
+        release()
         return Response(status_code=204)
     return _EventStream(
-        _events(subscription, None if already_sent else encode(first), encode), subscription
+        _events(subscription, None if already_sent else encode(first), encode),
+        subscription,
+        release,
     )
 
 
@@ -206,6 +305,7 @@ async def order_events(
         },
         401: {"description": "No credentials"},
         403: {"description": "Operators only"},
+        429: {"description": "Too many event streams open (from this client, or in all)"},
     },
 )
 async def order_list_events(
@@ -216,8 +316,10 @@ async def order_list_events(
     """The recent orders (those waiting for an operator first), again whenever they change.
 
     Each event's data is `{"orders": [...]}`: number, status, whether it needs an operator,
-    start and close times. The stream does not end by itself. Operators only.
+    start and close times. The stream does not end by itself. Operators only. It counts
+    against the same caps as the order streams (429 beyond them).
     """
+    release = stream_limits(request.app).admit(source_of(request))
     subscription = list_hub(request.app).subscribe(RECENT)
     skip = last_event_id
 
@@ -231,4 +333,4 @@ async def order_list_events(
         skip = None
         return format_sse_event(data_str=data, id=digest, retry=RETRY_MS)
 
-    return _EventStream(_events(subscription, None, encode), subscription)
+    return _EventStream(_events(subscription, None, encode), subscription, release)

@@ -22,6 +22,40 @@ Figure = Callable[[str, dict[str, Any]], object]
 """One figure of a runner, from its name and its side of the results."""
 
 
+def streams_view(results: dict[str, Any]) -> Table:
+    """The streams figure: new orders' latency and each process's CPU, with streams and
+    without, and the target."""
+    table = Table(title=f"New orders with {results['streams']} event streams open, and with none")
+    table.add_column("")
+    table.add_column("none", justify="right")
+    table.add_column(f"{results['streams']} streams", justify="right")
+    latency, cpu = results["latency_ms"], results["cpu_ms_per_order"]
+    for cut in ("p50", "p95", "p99"):
+        table.add_row(
+            f"latency {cut} (ms)", _shown(latency["none"][cut]), _shown(latency["streams"][cut])
+        )
+    for process in ("server", "worker", "api"):
+        table.add_row(
+            f"{PROCESSES[process]} CPU ms per order",
+            _shown(cpu["none"].get(process)),
+            _shown(cpu["streams"].get(process)),
+        )
+    quiet = results["quiet_cpu_ms_per_s"]
+    table.add_row(
+        "CPU ms per s, streams open, nothing placed",
+        "",
+        " / ".join(f"{p} {_shown(quiet.get(p))}" for p in ("server", "worker", "api")),
+    )
+    target = results["target"]
+    met = {True: "met", False: "NOT met", None: "not measured"}[target["met"]]
+    table.add_row(
+        "latency p50 ratio",
+        "",
+        f"{_shown(target['value'])} ({target['op']} {target['target']}: {met})",
+    )
+    return table
+
+
 def results_view(results: dict[str, Any]) -> Group:
     """The figures a user asks for, a column per runner, then the targets."""
     return Group(runners_table(results), targets_table(results))

@@ -348,7 +348,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         worker = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
             [sys.executable, "-m", "pizza_saga.bench.worker"], env=env, stdin=subprocess.DEVNULL
         )
-        stack.callback(_stop, worker)
+        stack.callback(stop_process, worker)
         # Read before and after every loaded block (PROCESSES; None: not measured).
         readers: dict[str, CpuReader | None] = {
             "server": server_cpu,
@@ -373,8 +373,8 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             "local orders": order_runner(local_activities=True),
         }
         if bench.via == "api":
-            api_process, api_url = _start_api(env, home / "api.log")
-            stack.callback(_stop, api_process, signal.SIGINT)
+            api_process, api_url = start_api(env, home / "api.log")
+            stack.callback(stop_process, api_process, signal.SIGINT)
             http = await stack.enter_async_context(
                 aiohttp.ClientSession(
                     base_url=api_url,
@@ -382,7 +382,7 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
                     timeout=aiohttp.ClientTimeout(total=120),
                 )
             )
-            await _api_ready(http, api_process)
+            await api_ready(http, api_process)
             runners["api"] = lambda kind, tag, i: run_via_api(http, client, kind, tag, i)
             readers["api"] = functools.partial(process_cpu_seconds, api_process.pid)
 
@@ -670,7 +670,7 @@ def _api_results(
     }
 
 
-def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A `pizza api` process placing orders as the bench's `orders` runner does."""
     port = free_port()
     with log.open("ab") as out:
@@ -684,7 +684,7 @@ def _start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes],
     return process, f"http://127.0.0.1:{port}"
 
 
-async def _api_ready(http: aiohttp.ClientSession, process: subprocess.Popen[bytes]) -> None:
+async def api_ready(http: aiohttp.ClientSession, process: subprocess.Popen[bytes]) -> None:
     """Wait until the API answers /readyz 200 (its worker polls); RuntimeError if it exits
     or is not ready within API_READY_SECONDS."""
     deadline = time.monotonic() + API_READY_SECONDS
@@ -734,7 +734,8 @@ def _events(history: History) -> dict[str, float]:
     }
 
 
-def _stop(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
+def stop_process(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
+    """Stop ``process`` (SIGTERM, or ``how``), killing it if it has not exited in 15 s."""
     process.send_signal(how)
     try:
         process.wait(timeout=15)

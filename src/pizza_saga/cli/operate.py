@@ -70,8 +70,13 @@ def bench(
     declined: Annotated[float, typer.Option(min=0, help="Share with a declined card.")] = 0.1,
     bill_failure: Annotated[float, typer.Option(min=0, help="Share whose bill bounces.")] = 0.1,
     results_path: Annotated[
-        Path, typer.Option("--out", help="JSON results; the PNG plot goes beside it.")
-    ] = Path("bench/results.json"),
+        Path | None,
+        typer.Option(
+            "--out",
+            help="JSON results; the PNG plot goes beside it. Default bench/results.json "
+            "(bench/results-streams.json with --streams).",
+        ),
+    ] = None,
     store: Annotated[
         str,
         typer.Option(
@@ -86,10 +91,25 @@ def bench(
             "(POST /api/orders?wait=true) and measure its overhead against the client.",
         ),
     ] = "client",
+    streams: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=10_000,
+            help="Measure only what open event streams cost: new orders' latency through "
+            "`pizza api` with this many streams open on as many running orders, against none.",
+        ),
+    ] = 0,
 ) -> None:
     """Measure the order saga against the engine's limit on the same server (waits zero),
-    with regular activities and in local mode."""
+    with regular activities and in local mode; or, with --streams, what open event streams
+    cost new orders."""
     from rich.progress import Progress
+
+    if streams:
+        _bench_streams(streams, orders, results_path or Path("bench/results-streams.json"))
+        return
+    results_path = results_path or Path("bench/results.json")
 
     from pizza_saga.bench.report import results_view, write_json, write_plot
     from pizza_saga.bench.run import BenchSettings, benchmark
@@ -122,5 +142,24 @@ def bench(
         plotted = write_plot(results, plot)
         out.print(results_view(results))
         out.print(f"Results: {results_path}" + (f" and {plot}" if plotted else " (no plot)"))
+
+    run_command(run())
+
+
+def _bench_streams(streams: int, orders: int, results_path: Path) -> None:
+    """`pizza bench --streams N`: the streams figure alone (``orders`` new orders in all)."""
+    from rich.progress import Progress
+
+    from pizza_saga.bench.report import streams_view, write_json
+    from pizza_saga.bench.streams import StreamBenchSettings, stream_benchmark
+
+    settings = StreamBenchSettings(streams=streams, orders=max(1, orders // 4))
+
+    async def run() -> None:
+        with Progress(console=err, transient=True, refresh_per_second=2) as progress:
+            results = await stream_benchmark(settings, progress)
+        write_json(results, results_path)
+        out.print(streams_view(results))
+        out.print(f"Results: {results_path}")
 
     run_command(run())

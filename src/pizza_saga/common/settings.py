@@ -98,6 +98,12 @@ class Settings(BaseModel):
     X-Forwarded-For and -Proto it believes; unset: none (the client's address is the
     connection's)."""
 
+    streams_per_client: int = Field(default=16, alias="PIZZA_STREAMS_PER_CLIENT", ge=1, le=100_000)
+    """Event streams one client address may hold open at once in one `pizza api` process;
+    one more is refused with 429."""
+    streams_max: int = Field(default=1000, alias="PIZZA_STREAMS_MAX", ge=1, le=100_000)
+    """Event streams one `pizza api` process holds open at once, all clients together."""
+
     @property
     def proxy_addresses(self) -> tuple[str, ...]:
         """PIZZA_TRUSTED_PROXIES as a list of addresses."""

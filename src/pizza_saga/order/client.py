@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, field_validator
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorDecision, StepRecord
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -31,6 +36,9 @@ from pizza_saga.order.models import (
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow, workflow_id_for
 
 LEDGER_QUERY_TIMEOUT = timedelta(seconds=5)
+LONG_POLL_MARGIN = 1.0
+"""Seconds before its deadline at which the server answers a history long poll that saw
+nothing new (measured on the dev server); a poll's deadline is the wait plus this."""
 
 
 class OrderStatus(StrEnum):
@@ -198,35 +206,65 @@ async def order_outcome(
     """The order's outcome (waiting for it to finish if ``wait``), with its saga ledger
     unless ``ledger`` is False (asking a finished order for it makes a worker replay it)."""
     handle = _handle(client, order_number)
-    outcome = OrderOutcome(
-        order_number=order_number,
-        workflow_id=handle.id,
-        run_id=None,
-        status=OrderStatus.RUNNING,
-    )
     if wait:
-        await _settle(handle, outcome)
-    description = await handle.describe()
-    outcome.run_id = description.run_id
-    outcome.pending_activities = [
-        PendingActivity(
-            activity_id=p.activity_id,
-            activity_type=p.activity_type.name,
-            attempt=p.attempt,
-            last_failure=(
-                mask_card_numbers(p.last_failure.message) or None
-                if p.HasField("last_failure")
-                else None
-            ),
+        settled = OrderOutcome(
+            order_number=order_number,
+            workflow_id=handle.id,
+            run_id=None,
+            status=OrderStatus.RUNNING,
         )
-        for p in description.raw_description.pending_activities
-    ]
-    outcome.status = STATUS_OF.get(description.status, OrderStatus.RUNNING)  # type: ignore[arg-type]
-    if not wait and outcome.status is not OrderStatus.RUNNING:
-        await _settle(handle, outcome)
+        await _settle(handle, settled)
+        outcome = await described_outcome(client, order_number)
+        outcome.confirmation, outcome.error = settled.confirmation, settled.error
+    else:
+        outcome = await described_outcome(client, order_number)
+        if outcome.status is not OrderStatus.RUNNING:
+            await _settle(handle, outcome)
     if not ledger:
         outcome.ledger_unavailable = "not asked for: GET the order for its ledger"
         return outcome
+    await read_ledger(client, outcome)
+    return outcome
+
+
+async def described_outcome(client: Client, order_number: str) -> OrderOutcome:
+    """The order as the server describes it: status, run, pending activities with their
+    attempts. No ledger and no result: no worker is asked anything."""
+    handle = _handle(client, order_number)
+    description = await handle.describe()
+    return OrderOutcome(
+        order_number=order_number,
+        workflow_id=handle.id,
+        run_id=description.run_id,
+        status=STATUS_OF.get(description.status, OrderStatus.RUNNING)
+        if description.status is not None
+        else OrderStatus.RUNNING,
+        pending_activities=[
+            PendingActivity(
+                activity_id=p.activity_id,
+                activity_type=p.activity_type.name,
+                attempt=p.attempt,
+                last_failure=(
+                    mask_card_numbers(p.last_failure.message) or None
+                    if p.HasField("last_failure")
+                    else None
+                ),
+            )
+            for p in description.raw_description.pending_activities
+        ],
+    )
+
+
+async def settle_outcome(client: Client, outcome: OrderOutcome) -> None:
+    """Add a finished order's confirmation or error to ``outcome``."""
+    await _settle(_handle(client, outcome.order_number), outcome)
+
+
+async def read_ledger(client: Client, outcome: OrderOutcome) -> bool:
+    """Ask a worker for the order's ledger and put it in ``outcome`` (or why there is none);
+    True if it is worth asking again later (no worker answered)."""
+    handle = _handle(client, outcome.order_number)
+    outcome.ledger, outcome.ledger_unavailable = None, None
     try:
         outcome.ledger = await handle.query(
             PizzaOrderWorkflow.ledger, rpc_timeout=LEDGER_QUERY_TIMEOUT
@@ -240,7 +278,66 @@ async def order_outcome(
         )
     except RPCError:
         outcome.ledger_unavailable = "no worker answered (start `pizza worker`)"
-    return outcome
+        return True
+    return False
+
+
+class OrderHistory:
+    """The events of an order's run as they happen, by long polls of its history: the server
+    holds each poll until something new is written, and no worker is involved."""
+
+    def __init__(self, client: Client, order_number: str) -> None:
+        self._client = client
+        self._execution = WorkflowExecution(workflow_id=workflow_id_for(order_number))
+        self._token = b""
+        self.closed = False
+        """The run has closed: its last event has been read."""
+
+    async def next(self, *, within: float) -> Sequence[HistoryEvent]:
+        """The events written since the last call (the whole history on the first), or none
+        after about ``within`` seconds without any. Raises RPCError (NOT_FOUND: no order)."""
+        request = GetWorkflowExecutionHistoryRequest(
+            namespace=self._client.namespace,
+            execution=self._execution,
+            next_page_token=self._token,
+            wait_new_event=True,
+        )
+        try:
+            response = await self._client.workflow_service.get_workflow_execution_history(
+                request, timeout=timedelta(seconds=within + LONG_POLL_MARGIN)
+            )
+        except RPCError as err:
+            if err.status is RPCStatusCode.DEADLINE_EXCEEDED:  # a busy server answered late
+                return ()
+            raise
+        self._token = response.next_page_token
+        self.closed = not self._token  # the last page of a closed run has no next one
+        return response.history.events
+
+    def restart(self) -> None:
+        """Follow the workflow's current run from its start (after a reset started one)."""
+        self._token, self.closed = b"", False
+
+
+LEDGER_EVENTS = frozenset({EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED})
+"""History events after which the ledger may differ: the workflow's state moves only when a
+workflow task completes."""
+
+
+def may_change_ledger(events: Sequence[HistoryEvent]) -> bool:
+    """Whether the workflow's state (so its ledger) may have moved with ``events``."""
+    return any(event.event_type in LEDGER_EVENTS for event in events)
+
+
+TASK_UNDER_WAY = frozenset(
+    {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED}
+)
+
+
+def task_running(events: Sequence[HistoryEvent]) -> bool:
+    """Whether ``events`` end with a workflow task not yet completed (the state is about to
+    move: what the server describes now may be ahead of the ledger a query would get)."""
+    return bool(events) and events[-1].event_type in TASK_UNDER_WAY
 
 
 async def _settle(

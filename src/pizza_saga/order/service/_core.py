@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import getpass
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -26,6 +28,8 @@ from pizza_saga.order.service.errors import (
     TemporalUnavailable,
 )
 from pizza_saga.order.workflow import workflow_id_for
+
+T = TypeVar("T")
 
 POLLER_FRESH = timedelta(seconds=90)
 """A worker's long poll lasts up to about a minute: one seen later than this is gone."""
@@ -80,6 +84,11 @@ class ServiceCore:
         return timedelta(seconds=seconds)
 
     @property
+    def settings(self) -> Settings:
+        """The settings the service was built with (its faces read their limits there)."""
+        return self._settings
+
+    @property
     def task_queue(self) -> str:
         return self._settings.task_queue
 
@@ -130,10 +139,15 @@ class ServiceCore:
         return STATUS_OF.get(status, OrderStatus.RUNNING) if status else OrderStatus.RUNNING
 
     async def _outcome(self, order_number: str, *, wait: bool, ledger: bool = True) -> OrderOutcome:
+        return await self._asking(
+            order_number,
+            orders.order_outcome(self._temporal, order_number, wait=wait, ledger=ledger),
+        )
+
+    async def _asking(self, order_number: str, call: Awaitable[T]) -> T:
+        """``call``'s answer, Temporal's errors as the service's (no such order, or none)."""
         try:
-            return await orders.order_outcome(
-                self._temporal, order_number, wait=wait, ledger=ledger
-            )
+            return await call
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise OrderNotFound(order_number) from None

@@ -12,7 +12,8 @@ from pydantic import BaseModel
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
 from temporalio.service import RPCError, RPCStatusCode
 
-from pizza_saga.order.client import STATUS_OF, OrderOutcome, OrderStatus
+from pizza_saga.order import client as orders
+from pizza_saga.order.client import STATUS_OF, OrderHistory, OrderOutcome, OrderStatus
 from pizza_saga.order.models import OrderRequest, PlacedOrder
 from pizza_saga.order.service._core import ServiceCore
 from pizza_saga.order.service.errors import (
@@ -22,8 +23,13 @@ from pizza_saga.order.service.errors import (
 )
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, workflow_id_for
 
-WATCH_INTERVAL = 0.25
-"""Seconds between looks at a followed order (describe and ledger query)."""
+QUIET_LOOK_SECONDS = 1.0
+"""After this long with no new history event, a followed order with activities in flight is
+described again (a retry's attempt and failure are not history events)."""
+QUIET_LOOK_MAX_SECONDS = 8.0
+"""The longest gap between such looks: each look that finds nothing new doubles the gap."""
+LONG_POLL_SECONDS = 15.0
+"""A followed order with nothing in flight waits this long per poll of its history."""
 
 
 PAGE_TOKEN_CONTEXT = b"page-token:"
@@ -70,17 +76,71 @@ class Following(ServiceCore):
             return await self._outcome(order_number, wait=False, ledger=ledger)
 
     async def watch(self, order_number: str) -> AsyncIterator[OrderOutcome]:
-        """The order now, then each time its status or ledger changes; ends once finished."""
+        """The order now, then each time its status, ledger or activities in flight change;
+        ends once finished.
+
+        It long-polls the order's history (on the server, no worker involved) and asks a
+        worker for the ledger only when a workflow task completed or the run closed, the only
+        moments the ledger can change; so a followed order costs the workers one query per
+        workflow task, however long it is followed. A retry of an activity writes no history
+        event: while activities are in flight and the history is quiet, the order is
+        described again (the server answers that) after QUIET_LOOK_SECONDS, then less often.
+        """
+        history = OrderHistory(self._temporal, order_number)
+        await self._asking(order_number, history.next(within=QUIET_LOOK_SECONDS))
+        outcome = await self._asking(
+            order_number, orders.described_outcome(self._temporal, order_number)
+        )
+        ledger_due = await self._complete(order_number, outcome, ledger=True)
+        quiet = QUIET_LOOK_SECONDS
+        moved = task_running = False
         last: str | None = None
         while True:
-            outcome = await self.outcome(order_number)
             current = snapshot_id(outcome)
             if current != last:
                 last = current
                 yield outcome
             if outcome.status is not OrderStatus.RUNNING:
                 return
-            await asyncio.sleep(WATCH_INTERVAL)
+            watching = bool(outcome.pending_activities) or ledger_due or task_running
+            events = await self._asking(
+                order_number, history.next(within=quiet if watching else LONG_POLL_SECONDS)
+            )
+            if events:
+                moved = True
+                ledger_due = ledger_due or orders.may_change_ledger(events)
+                # A workflow task under way is about to move the state: look once it is done.
+                task_running = orders.task_running(events)
+                if task_running and not history.closed:
+                    continue
+            elif not history.closed and not watching:
+                continue
+            ledger_due = ledger_due or history.closed
+            new = await self._asking(
+                order_number, orders.described_outcome(self._temporal, order_number)
+            )
+            if history.closed and new.status is OrderStatus.RUNNING:
+                history.restart()  # the run was reset: a new one goes on
+            if ledger_due:
+                ledger_due = await self._complete(order_number, new, ledger=True)
+            else:
+                new.ledger, new.ledger_unavailable = outcome.ledger, outcome.ledger_unavailable
+                await self._complete(order_number, new, ledger=False)
+            changed = snapshot_id(new) != snapshot_id(outcome)
+            quiet = (
+                QUIET_LOOK_SECONDS if moved or changed else min(2 * quiet, QUIET_LOOK_MAX_SECONDS)
+            )
+            outcome, moved, task_running = new, False, False
+
+    async def _complete(self, order_number: str, outcome: OrderOutcome, *, ledger: bool) -> bool:
+        """Add a finished order's result (and the ledger, if ``ledger``) to a described
+        ``outcome``; True if the ledger got no answer and is worth asking for again."""
+        if outcome.status is not OrderStatus.RUNNING:
+            await self._asking(order_number, orders.settle_outcome(self._temporal, outcome))
+            ledger = True  # the final snapshot has the final ledger
+        if not ledger:
+            return False
+        return await self._asking(order_number, orders.read_ledger(self._temporal, outcome))
 
     async def order(self, order_number: str) -> PlacedOrder | None:
         """What was ordered: the order as its workflow got it (the card a vault token, never
