@@ -93,7 +93,7 @@ def test_promtool_accepts_the_alert_rules() -> None:
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 4 rules found" in checked.stdout
+    assert "SUCCESS: 5 rules found" in checked.stdout
 
 
 @pytest.mark.processes
@@ -126,4 +126,4 @@ def test_metric_names_are_read_out_of_promql() -> None:
         " / on (task_queue) group_left sum(pizza_y_total) or absent_over_time(up[2m])"
     )
     assert metric_names(query) == {"saga_x_bucket", "pizza_y_total", "up"}
-    assert len(rule_expressions()) == 4
+    assert len(rule_expressions()) == 5

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
+from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, StepState
 from temporalio.client import Client
 
 from pizza_saga.app import open_stores
@@ -134,7 +134,8 @@ class Ran:
 
 @pytest.fixture(scope="module")
 async def ran(stack: Stack) -> Ran:
-    """A completed, a declined, a cancelled, an operator-resolved and an out-of-stock order."""
+    """A completed, a declined, a cancelled, an operator-resolved, a terminated (then
+    reconciled) and an out-of-stock order."""
     settings = stack.settings
     client = await connect(settings, stack.live.address)
     before = await asyncio.to_thread(scrape, stack.worker_metrics)
@@ -146,12 +147,13 @@ async def ran(stack: Stack) -> Ran:
             credit_card_info__number=cards.REFUND_FAILING_CARD,
             customer__email="bounce@example.com",
         ),
+        "terminated": new_order(),
     }
     slow_driver = settings.model_copy(update={"driver_seconds": 60.0})
     vault = open_stores(settings).vault
     for kind, order in orders.items():
         request = order_request(
-            placed(order, vault), slow_driver if kind == "cancelled" else settings
+            placed(order, vault), slow_driver if kind in ("cancelled", "terminated") else settings
         )
         await place_order(client, request, task_queue=stack.task_queue)
 
@@ -165,6 +167,23 @@ async def ran(stack: Stack) -> Ran:
         ),
     )
     await cancel_order(client, cancelled)
+    terminated = orders["terminated"].order_number
+    await until_described(
+        client,
+        terminated,
+        lambda d: any(
+            p.activity_type.name == "notify_delivery_driver"
+            for p in d.raw_description.pending_activities
+        ),
+    )
+    await client.get_workflow_handle(workflow_id_for(terminated)).terminate("by hand")
+    reconciled = await stack.pizza("reconcile")
+    assert reconciled.returncode == 0, reconciled.stderr
+    # By this command, or by the workers' schedule if its minute came first: either way, once.
+    assert (
+        f"Order {terminated} (terminated): 3 pizzas back, 35.00 refunded" in reconciled.stdout
+        or "Nothing to reconcile" in reconciled.stdout
+    ), reconciled.stdout
     await until_described(
         client, operator, lambda d: d.typed_search_attributes.get(NEEDS_OPERATOR_ATTRIBUTE)
     )
@@ -196,7 +215,10 @@ async def ran(stack: Stack) -> Ran:
     after = await asyncio.to_thread(
         scrape_when,
         stack.worker_metrics,
-        lambda page: page.total("pizza_orders_total") - before.total("pizza_orders_total") >= 5,
+        lambda page: (
+            page.total("pizza_orders_total") - before.total("pizza_orders_total") >= 5
+            and page.total("pizza_orders_reconciled_total") >= 1
+        ),
     )
     return Ran(
         before=before,
@@ -228,6 +250,7 @@ async def test_worker_metrics_move_by_exactly_what_the_orders_did(stack: Stack, 
         "declined": OrderStatus.FAILED,
         "cancelled": OrderStatus.CANCELLED,
         "operator": OrderStatus.FAILED,
+        "terminated": OrderStatus.TERMINATED,
         "out_of_stock": OrderStatus.FAILED,
     }
 
@@ -238,8 +261,12 @@ async def test_worker_metrics_move_by_exactly_what_the_orders_did(stack: Stack, 
         by(outcome="failed", error="BillDeliveryError"): 1,
         by(outcome="failed", error="OutOfStockError"): 1,
     }
-    # Money as the payments store recorded it: charged three times, refunded twice.
-    assert ran.charged == 3 * 3500 and ran.refunded == 2 * 3500
+    # Money as the payments store recorded it: charged four times, refunded three times (the
+    # terminated order by the reconciler).
+    assert ran.charged == 4 * 3500 and ran.refunded == 3 * 3500
+    assert moved(ran, "pizza_orders_reconciled_total", keep=("status",), task_queue=queue) == {
+        by(status="TERMINATED"): 1
+    }
     assert moved(ran, "pizza_money_charged_cents_total", keep=(), task_queue=queue) == {
         by(): ran.charged
     }
@@ -256,6 +283,8 @@ async def test_worker_metrics_move_by_exactly_what_the_orders_did(stack: Stack, 
     for outcome in ran.outcomes.values():
         assert outcome.ledger is not None
         for record in outcome.ledger:
+            if record.state is StepState.RUNNING:  # the terminated order's driver, cut off
+                continue
             steps[by(step=record.step, outcome=record.state.value.lower())] += 1
             if record.compensation_attempts:
                 attempts[by(step=record.step)] += record.compensation_attempts
@@ -405,6 +434,7 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
         "✓ Encryption keys",
         "✓ Store",
         "✓ Vault key",
+        "✓ Abandoned orders",
     ]
     assert f"decrypts order {order.order_number}" in healthy.stdout
 
@@ -434,7 +464,8 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
         and "cannot reach the store database" in (verdicts["Store"])
     )
     assert verdicts["Vault key"].startswith("✗")  # its store is unreachable: not checked
-    assert "4 of 6 checks failed" in broken.stdout
+    assert verdicts["Abandoned orders"].startswith("✗")  # no store to look in: not checked
+    assert "5 of 7 checks failed" in broken.stdout
 
     # Numbers kept under a vault key the deployment no longer has: named.
     stores = open_stores(Settings.from_env({**stack.env, **env}))

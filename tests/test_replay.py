@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.temporal import data_converter
@@ -58,11 +59,18 @@ async def _workflow_id(history_json: str) -> str:
     return workflow_id_for(request.order.order_number)
 
 
+RUNNERS = {"sandboxed": SandboxedWorkflowRunner, "unsandboxed": UnsandboxedWorkflowRunner}
+"""Both ways a worker may run the workflow (PIZZA_WORKFLOW_SANDBOX): each must replay alike."""
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
 @pytest.mark.parametrize("name", HISTORIES)
-async def test_recorded_history_replays_deterministically(name: str) -> None:
+async def test_recorded_history_replays_deterministically(name: str, runner: str) -> None:
     history = WorkflowHistory.from_json(await _workflow_id(HISTORIES[name]), HISTORIES[name])
     replayer = Replayer(
-        workflows=[PizzaOrderWorkflow], data_converter=data_converter(TEST_KEYS, strict=True)
+        workflows=[PizzaOrderWorkflow],
+        data_converter=data_converter(TEST_KEYS, strict=True),
+        workflow_runner=RUNNERS[runner](),
     )
 
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)

@@ -41,11 +41,8 @@ from pizza_saga.migrations import check_current, upgrade
 from pizza_saga.order.activities import get_distance, notify_delivery_driver
 from pizza_saga.order.idempotency import IdempotencyStore
 from pizza_saga.order.menu import MENU
-from pizza_saga.order.reconcile import (
-    ReconcileActivities,
-    ReconcileOrdersWorkflow,
-    ensure_reconcile_schedule,
-)
+from pizza_saga.order.reconcile import ReconcileActivities, ensure_reconcile_schedule
+from pizza_saga.order.reconciler import ReconcileOrdersWorkflow
 from pizza_saga.order.service import OrderService
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
 from pizza_saga.runtime import PURGE_EVERY, repeat

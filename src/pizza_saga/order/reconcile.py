@@ -4,8 +4,9 @@ An order's run that Temporal terminated (`temporal workflow terminate`, or a his
 past Temporal's limits) or timed out never ran its compensations: its pizzas stay taken and
 its charge stands. The reconciler, a workflow that a schedule starts every minute
 (`ensure_reconcile_schedule`, from every `pizza worker`), finds them from Temporal's
-visibility and the effects rows, and runs the order's own compensations (the same activities,
-keyed on the same execution, so each effect is undone once whoever gets there first). Each
+visibility and the effects rows, and runs the order's own compensations (order/reconciler.py:
+the same activities, keyed on the same execution, so each effect is undone once whoever gets
+there first). Each
 order it rolls back is logged as a warning, counted in `pizza_orders_reconciled` and written
 to the audit trail; `pizza doctor` names the orders still waiting for it.
 """
@@ -17,37 +18,32 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from temporalio import activity, workflow
+from temporal_saga.effects import EffectKey
+from temporalio import activity
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    WorkflowExecutionStatus,
+)
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.service import RPCError, RPCStatusCode
 
-with workflow.unsafe.imports_passed_through():
-    from temporal_saga import CompensationContext, StepOutcome
-    from temporal_saga.effects import EffectKey
-    from temporalio.client import (
-        Client,
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
-        ScheduleIntervalSpec,
-        ScheduleOverlapPolicy,
-        SchedulePolicy,
-        ScheduleSpec,
-        WorkflowExecutionStatus,
-    )
-    from temporalio.service import RPCError, RPCStatusCode
+from pizza_saga.access.service import AccessService, Actor
+from pizza_saga.billing.activities import CHARGE_STEP
+from pizza_saga.billing.store import PaymentStore
+from pizza_saga.billing.vault import CardVault
+from pizza_saga.inventory.activities import STEP as STOCK_STEP
+from pizza_saga.inventory.store import InventoryStore
+from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX
 
-    from pizza_saga.access.service import AccessService, Actor
-    from pizza_saga.billing.activities import CHARGE_STEP, BillingActivities
-    from pizza_saga.billing.models import RefundRequest
-    from pizza_saga.billing.store import PaymentStore
-    from pizza_saga.billing.vault import CardVault
-    from pizza_saga.inventory.activities import STEP as STOCK_STEP
-    from pizza_saga.inventory.activities import InventoryActivities
-    from pizza_saga.inventory.models import StockRequest
-    from pizza_saga.inventory.store import InventoryStore
-    from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX
-
+RECONCILER_WORKFLOW = "PizzaReconcileOrders"
+"""The reconciler workflow's type (order/reconciler.py)."""
 RECONCILED = "pizza_orders_reconciled"
 """Counter of orders the reconciler rolled back, by the ``status`` their run ended with."""
 LOOKBACK = timedelta(days=7)
@@ -219,73 +215,12 @@ class ReconcileActivities:
         )
 
 
-@workflow.defn(name="PizzaReconcileOrders")
-class ReconcileOrdersWorkflow:
-    """One reconciler pass: every abandoned order rolled back through its compensations."""
-
-    @workflow.run
-    async def run(self) -> list[Reconciled]:
-        found = await workflow.execute_activity_method(
-            ReconcileActivities.find_abandoned_orders,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=STEP_RETRY,
-        )
-        done: list[Reconciled] = []
-        for order in found:
-            try:
-                done.append(await self._roll_back(order))
-            except ActivityError as err:  # the next pass tries again: the order stays named
-                workflow.logger.warning(
-                    "could not roll back order %s yet: %s", order.order_number, err.cause or err
-                )
-        return done
-
-    async def _roll_back(self, order: AbandonedOrder) -> Reconciled:
-        """The order's compensations, newest first: the refund, then the pizzas back."""
-        refund = await workflow.execute_activity_method(
-            BillingActivities.refund_customer,
-            args=[
-                RefundRequest(order_number=order.order_number, execution=order.execution),
-                CompensationContext(step=CHARGE_STEP, outcome=StepOutcome.UNKNOWN, attempt=1),
-            ],
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=STEP_RETRY,
-        )
-        released = await workflow.execute_activity_method(
-            InventoryActivities.revert_inventory,
-            args=[
-                StockRequest(
-                    order_number=order.order_number,
-                    items=order.reserved,
-                    execution=order.execution,
-                ),
-                CompensationContext(step=STOCK_STEP, outcome=StepOutcome.UNKNOWN, attempt=1),
-            ],
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=STEP_RETRY,
-        )
-        done = Reconciled(
-            order_number=order.order_number,
-            status=order.status,
-            pizzas_back=sum(released.items.values()),
-            refunded=refund.amount,
-        )
-        if done.pizzas_back or done.refunded:
-            await workflow.execute_activity_method(
-                ReconcileActivities.report_reconciled,
-                done,
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=STEP_RETRY,
-            )
-        return done
-
-
 async def ensure_reconcile_schedule(client: Client, *, task_queue: str) -> bool:
     """Create the schedule of reconciler passes for ``task_queue`` unless it exists; False
     when this Temporal has no schedules (the time-skipping test server)."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconcileOrdersWorkflow.run,
+            RECONCILER_WORKFLOW,
             id=reconciler_workflow_id(task_queue),
             task_queue=task_queue,
         ),
@@ -305,8 +240,10 @@ async def ensure_reconcile_schedule(client: Client, *, task_queue: str) -> bool:
 
 async def reconcile_now(client: Client, *, task_queue: str) -> list[Reconciled]:
     """Run one reconciler pass now (`pizza reconcile`) and return what it rolled back."""
-    return await client.execute_workflow(
-        ReconcileOrdersWorkflow.run,
+    done: list[Reconciled] = await client.execute_workflow(
+        RECONCILER_WORKFLOW,
         id=f"{reconciler_workflow_id(task_queue)}-now-{datetime.now(UTC):%Y%m%dT%H%M%S%f}",
         task_queue=task_queue,
+        result_type=list[Reconciled],
     )
+    return done
