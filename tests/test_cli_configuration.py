@@ -11,6 +11,7 @@ import pytest
 
 from pizza_saga.app import upgrade_stores
 from pizza_saga.common.db import open_engine
+from pizza_saga.common.settings import Settings
 
 
 @pytest.mark.parametrize("command", [["inventory"], ["payments"], ["worker"]])
@@ -39,3 +40,8 @@ def test_a_shared_store_without_a_vault_key_is_one_line_not_a_traceback(
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert "no card vault key configured for a shared store database" in line
     assert "PIZZA_VAULT_KEY_FILE" in line
+
+
+def test_workers_keep_the_sdk_sandbox_unless_a_deployment_opts_out() -> None:
+    assert Settings.from_env({}).workflow_sandbox
+    assert not Settings.from_env({"PIZZA_WORKFLOW_SANDBOX": "false"}).workflow_sandbox

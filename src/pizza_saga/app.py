@@ -303,7 +303,7 @@ def build_worker_for(
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """The worker as a deployment configures it: its task queue, slots, grace period and
-    sandbox (off unless PIZZA_WORKFLOW_SANDBOX is set)."""
+    sandbox (on unless PIZZA_WORKFLOW_SANDBOX=false)."""
     return build_worker(
         client,
         stores,

@@ -54,9 +54,10 @@ class Settings(BaseModel):
         default=30.0, alias="PIZZA_SHUTDOWN_GRACE_SECONDS", ge=0, le=3600
     )
     """On SIGTERM a worker stops polling and gives running activities this long to finish."""
-    workflow_sandbox: bool = Field(default=False, alias="PIZZA_WORKFLOW_SANDBOX")
-    """Run workflows in the SDK's sandbox. Off in workers: it costs about a quarter of their
-    CPU per order; the tests' in-process workers keep it (docs/speed.md)."""
+    workflow_sandbox: bool = Field(default=True, alias="PIZZA_WORKFLOW_SANDBOX")
+    """Run workflows in the SDK's sandbox, which refuses a non-deterministic call instead of
+    letting it corrupt a run. False saves worker CPU (docs/speed.md); then only the lint rule
+    on workflow modules and the replay tests guard them."""
 
     local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
     """Orders run their short steps as local activities (see SagaPolicy)."""
