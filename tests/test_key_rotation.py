@@ -7,33 +7,21 @@ before and one after the rotation, differ only in their key rings.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_worker
+from pizza_saga.app import Stores, build_worker
 from pizza_saga.common.crypto import KEY_ID, KeyRing, KeyRingError
-from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.common.temporal import data_converter
 from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
 from tests.orders import RESULT_TIMEOUT, net_money, new_order, start
 from tests.postgres import SQLITE_ONLY
 
 pytestmark = [pytest.mark.devserver, SQLITE_ONLY]
-
-
-@pytest.fixture(scope="module")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")),
-        data_converter=data_converter(KeyRing.generate()),
-        search_attributes=SEARCH_ATTRIBUTES,
-    )
-    async with env:
-        yield env
 
 
 def client_with(env: WorkflowEnvironment, ring: KeyRing) -> Client:

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from temporal_saga import CompensationState, OperatorAction
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from pizza_saga.app import (
-    SEARCH_ATTRIBUTES,
+    Stores,
     build_api,
     build_service,
     build_worker,
@@ -33,7 +35,6 @@ from pizza_saga.app import (
 )
 from pizza_saga.billing import cards
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import binary
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.service import OrderService
 from tests.orders import new_order
@@ -43,22 +44,21 @@ pytestmark = pytest.mark.devserver
 WAIT = 60.0
 
 
-@pytest.fixture(scope="module")
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(binary("temporal")), search_attributes=SEARCH_ATTRIBUTES
-    )
-    async with env:
-        yield env
+@dataclass
+class Traced:
+    """An order service, its API and its client, all traced into ``exporter``."""
+
+    exporter: InMemorySpanExporter
+    provider: TracerProvider
+    settings: Settings
+    client: Client
+    stores: Stores
+    service: OrderService
+    web: FastAPI
 
 
-def spans_named(spans: tuple[ReadableSpan, ...], prefix: str) -> list[str]:
-    return sorted(s.name for s in spans if s.name.startswith(prefix))
-
-
-async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compensation(
-    dev_server: WorkflowEnvironment, tmp_path: Path
-) -> None:
+@pytest.fixture
+async def traced_shop(dev_env: WorkflowEnvironment, tmp_path: Path) -> Traced:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -69,16 +69,29 @@ async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compens
             "PIZZA_TASK_QUEUE": f"trace-{uuid.uuid4().hex}",
             "PIZZA_PREP_SECONDS": 0,
             "PIZZA_DRIVER_SECONDS": 0,
+            "PIZZA_COMPENSATION_BACKOFF_SECONDS": 0.01,
         }
     )
-    target = dev_server.client.service_client.config.target_host
+    target = dev_env.client.service_client.config.target_host
     client = await connect_client(settings, telemetry, target_host=target)
     stores = open_stores(settings)
     service = build_service(client, stores, settings)
-
     web = build_api(
         service, ui_url="http://localhost:8233", namespace="default", telemetry=telemetry
     )
+    return Traced(exporter, provider, settings, client, stores, service, web)
+
+
+def spans_named(spans: tuple[ReadableSpan, ...], prefix: str) -> list[str]:
+    return sorted(s.name for s in spans if s.name.startswith(prefix))
+
+
+async def test_one_trace_runs_from_placing_an_order_to_each_activity_and_compensation(
+    traced_shop: Traced,
+) -> None:
+    exporter, provider = traced_shop.exporter, traced_shop.provider
+    settings, client = traced_shop.settings, traced_shop.client
+    stores, service, web = traced_shop.stores, traced_shop.service, traced_shop.web
     async with (
         build_worker(client, stores, task_queue=settings.task_queue),
         httpx.AsyncClient(
@@ -152,28 +165,11 @@ async def needs_operator(service: OrderService, order_number: str) -> None:
 
 
 async def test_spans_keep_failure_types_but_no_failure_message_nor_skip_reason(
-    dev_server: WorkflowEnvironment, tmp_path: Path
+    traced_shop: Traced,
 ) -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    telemetry = traced(None, provider)
-    settings = Settings.model_validate(
-        {
-            "PIZZA_HOME": tmp_path,
-            "PIZZA_TASK_QUEUE": f"trace-{uuid.uuid4().hex}",
-            "PIZZA_PREP_SECONDS": 0,
-            "PIZZA_DRIVER_SECONDS": 0,
-            "PIZZA_COMPENSATION_BACKOFF_SECONDS": 0.01,
-        }
-    )
-    target = dev_server.client.service_client.config.target_host
-    client = await connect_client(settings, telemetry, target_host=target)
-    stores = open_stores(settings)
-    service = build_service(client, stores, settings)
-    web = build_api(
-        service, ui_url="http://localhost:8233", namespace="default", telemetry=telemetry
-    )
+    exporter, provider = traced_shop.exporter, traced_shop.provider
+    settings, client = traced_shop.settings, traced_shop.client
+    stores, service, web = traced_shop.stores, traced_shop.service, traced_shop.web
     reason = f"refunded by bank transfer {uuid.uuid4().hex}"
     # The bill bounces, then the refund keeps failing: an operator skips it, with a reason.
     order = new_order(
