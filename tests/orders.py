@@ -96,6 +96,16 @@ async def activity_results(client: Client, handle: OrderHandle) -> dict[str, Any
     return results
 
 
+async def terminate(client: Client, workflow_id: str, reason: str) -> None:
+    """Terminate the order's run and wait until visibility lists it as terminated, where the
+    reconciler looks for it (visibility is eventually consistent)."""
+    await client.get_workflow_handle(workflow_id).terminate(reason)
+    query = f"WorkflowId = '{workflow_id}' AND ExecutionStatus = 'Terminated'"
+    async with asyncio.timeout(RESULT_TIMEOUT):
+        while not (await client.count_workflows(query)).count:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
 def net_money(stores: Stores, order_number: str) -> int:
     return sum(
         p.amount if p.kind == "charge" else -p.amount

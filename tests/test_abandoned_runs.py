@@ -36,7 +36,15 @@ from pizza_saga.order.workflow import (
     OVERLOADED_ERROR,
     PizzaOrderWorkflow,
 )
-from tests.orders import RESULT_TIMEOUT, OrderHandle, fail_of, net_money, new_order, start
+from tests.orders import (
+    RESULT_TIMEOUT,
+    OrderHandle,
+    fail_of,
+    net_money,
+    new_order,
+    start,
+    terminate,
+)
 from tests.pausing import PausePoint
 
 
@@ -118,7 +126,7 @@ async def test_a_terminated_order_is_rolled_back_once_by_the_reconciler(
     handle, number = await held_at(client, stores, pause, task_queue, "notify_delivery_driver")
     assert net_money(stores, number) == 3500
 
-    await handle.terminate("an operator's mistake")
+    await terminate(client, handle.id, "an operator's mistake")
     pause.release.set()
 
     [found] = await service.abandoned()
@@ -149,7 +157,7 @@ async def test_a_charge_arriving_after_its_run_was_terminated_and_reconciled_is_
     vault: CardVault = stores.vault
     assert vault.keeps(order_number=number)
 
-    await handle.terminate("history too large")
+    await terminate(client, handle.id, "history too large")
     [done] = await service.reconcile()
     pause.release.set()  # the terminated run's charge attempt goes on, too late
     await pause.finished.wait()
@@ -165,7 +173,7 @@ async def test_the_workers_schedule_reconciles_without_anyone_asking(
 ) -> None:
     before = stores.inventory.on_hand()
     handle, number = await held_at(client, stores, pause, task_queue, "notify_delivery_driver")
-    await handle.terminate("an operator's mistake")
+    await terminate(client, handle.id, "an operator's mistake")
     pause.release.set()
 
     assert await ensure_reconcile_schedule(client, task_queue=task_queue)

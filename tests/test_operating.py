@@ -41,7 +41,7 @@ from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import PizzaOrder
 from pizza_saga.order.workflow import workflow_id_for
 from tests.metrics_text import Scrape, scrape, scrape_when
-from tests.orders import new_order, placed
+from tests.orders import new_order, placed, terminate
 from tests.processes import Deployment, Process, deployment
 from tests.test_alert_rules import DASHBOARD, metric_names, rule_expressions
 
@@ -176,7 +176,7 @@ async def ran(stack: Stack) -> Ran:
             for p in d.raw_description.pending_activities
         ),
     )
-    await client.get_workflow_handle(workflow_id_for(terminated)).terminate("by hand")
+    await terminate(client, workflow_id_for(terminated), "by hand")
     reconciled = await stack.pizza("reconcile")
     assert reconciled.returncode == 0, reconciled.stderr
     # By this command, or by the workers' schedule if its minute came first: either way, once.
@@ -364,14 +364,7 @@ async def test_api_serves_request_metrics_by_route_template_on_its_metrics_endpo
     stack: Stack,
 ) -> None:
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as http:
-        async with asyncio.timeout(WAIT):
-            while True:
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+        await answering(http)
         before = await asyncio.to_thread(scrape, stack.api_metrics)
         for _ in range(3):
             assert (await http.get("/readyz")).status_code == 200
@@ -398,9 +391,24 @@ def dashboard_queries() -> Iterator[str]:
             yield target["expr"]
 
 
+async def answering(http: httpx.AsyncClient) -> None:
+    """Wait until the API answers its health check."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+
+
 async def test_every_dashboard_and_alert_query_names_a_metric_the_product_exports(
     stack: Stack, ran: Ran
 ) -> None:
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as http:
+        await answering(http)
+        assert (await http.get("/readyz")).status_code == 200  # the request counters exist
     exported = ran.after.names | (await asyncio.to_thread(scrape, stack.api_metrics)).names
     queries = list(dashboard_queries()) + rule_expressions()
     assert len(queries) >= 20
