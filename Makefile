@@ -27,9 +27,6 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on SQLite and on PostgreSQL (results in bench/).
-	@# Bytecode, as an installed package has it: a sandboxed workflow's module is imported
-	@# again for every run, and compiled again each time where PYTHONDONTWRITEBYTECODE is set.
-	$(BIN)/python -m compileall -q src
 	$(BIN)/pizza bench --out bench/results.json
 	$(BIN)/pizza bench --store postgres --out bench/results-postgres.json
 

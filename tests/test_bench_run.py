@@ -22,7 +22,15 @@ from pizza_saga.common import pgcluster
 from tests.postgres import unavailable
 
 BENCH_TIMEOUT = 300
-TARGETS = {"throughput", "worker_cpu", "rollback", "local_throughput", "local_actions"}
+TARGETS = {
+    "throughput",
+    "worker_cpu",
+    "server_cpu",
+    "rollback",
+    "local_throughput",
+    "local_actions",
+    "worker_rss",
+}
 
 
 def run_bench(out: Path, *args: str) -> dict[str, Any]:
@@ -83,9 +91,12 @@ def test_the_bench_reports_every_runner_its_processes_cpu_and_the_targets(
     assert positive(local["orders_per_s"]) and positive(local["engine_limit_per_s"])
     assert local["actions_per_order"]["completed"] == 3
     assert results["actions_per_order"]["completed"] == 6
-    # The same orders on a worker that keeps the SDK's sandbox, as the engine's does.
-    assert results["sandboxed"]["actions_per_order"]["completed"] == 6
-    assert positive(results["targets"]["worker_cpu"]["sandboxed_ratio"])
+    # Orders and engine both outside the SDK's sandbox, compared with each other.
+    assert results["unsandboxed"]["actions_per_order"]["completed"] == 6
+    for name in ("throughput", "worker_cpu", "server_cpu"):
+        assert positive(results["targets"][name]["unsandboxed_ratio"]), name
+    assert positive(results["targets"]["worker_rss"]["value"])
+    assert positive(results["unsandboxed_worker_peak_rss_mib"])
     assert set(results["timeline"]) == {"orders", "local orders"}
     plotted = out.with_suffix(".png").exists()
     assert plotted == (importlib.util.find_spec("matplotlib") is not None)

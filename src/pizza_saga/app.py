@@ -20,7 +20,6 @@ from temporalio.client import Interceptor as ClientInterceptor
 from temporalio.common import MetricMeter
 from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from pizza_saga.access.service import AccessService
 from pizza_saga.access.store import AuditLog, OperatorStore
@@ -32,6 +31,7 @@ from pizza_saga.common.arguments import WorkflowArgumentCheck
 from pizza_saga.common.crypto import KeyRing, KeyRingError, load_or_create_key_file, read_key_file
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.logs import configure_logging
+from pizza_saga.common.sandbox import sandbox_runner
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.telemetry import process_runtime, tracer_provider_from_env
 from pizza_saga.common.temporal import connect, ensure_search_attributes, worker_client
@@ -253,10 +253,11 @@ def build_worker(
         vault=stores.vault,
         access=build_access(stores),
     )
+    workflows = [PizzaOrderWorkflow, ReconcileOrdersWorkflow]
     return Worker(
         worker_client(client),
         task_queue=task_queue,
-        workflows=[PizzaOrderWorkflow, ReconcileOrdersWorkflow],
+        workflows=workflows,
         activities=[
             get_distance,
             notify_delivery_driver,
@@ -273,7 +274,7 @@ def build_worker(
         max_concurrent_workflow_tasks=workflow_slots,
         graceful_shutdown_timeout=graceful_shutdown_timeout,
         interceptors=[WorkflowArgumentCheck(), *interceptors],
-        workflow_runner=SandboxedWorkflowRunner() if sandboxed else UnsandboxedWorkflowRunner(),
+        workflow_runner=sandbox_runner(workflows) if sandboxed else UnsandboxedWorkflowRunner(),
         max_cached_workflows=max_cached_workflows,
     )
 

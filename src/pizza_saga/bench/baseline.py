@@ -17,9 +17,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 BASELINE_TASK_QUEUE = "bench-baseline"
 
 
-def sandboxed_queue(task_queue: str) -> str:
-    """The task queue of the bench's order worker that keeps the SDK's sandbox."""
-    return f"{task_queue}-sandboxed"
+def unsandboxed_queue(task_queue: str) -> str:
+    """The task queue of the bench's worker of the same workflows outside the SDK's sandbox."""
+    return f"{task_queue}-unsandboxed"
 
 
 @activity.defn

@@ -31,6 +31,11 @@ def process_cpu_seconds(pid: int) -> float:
     return _seconds(int(fields[UTIME]) + int(fields[STIME]))
 
 
+def processes_cpu_seconds(pids: list[int]) -> float:
+    """The CPU time of processes ``pids`` together (process_cpu_seconds of each)."""
+    return sum(process_cpu_seconds(pid) for pid in pids)
+
+
 def children(pid: int) -> list[int]:
     """The live processes whose parent is ``pid``."""
     found = []

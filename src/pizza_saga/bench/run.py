@@ -1,8 +1,10 @@
 """Drive N orders at concurrency C and the engine-limit baseline on the same server.
 
-Four runners share one server, one worker and one store database, in interleaved blocks:
-the engine limit and the orders with regular activities, and both again in local mode
-(short steps as local activities). With ``via="api"`` the orders also go through the HTTP
+Six runners share one server and one store database, in interleaved blocks: the engine
+limit and the orders with regular activities, both again in local mode (short steps as
+local activities), and both again outside the SDK's sandbox. Orders and engine run on the
+same workflow runner, in the same worker process: the default (sandboxed) one, or a second
+process whose workers are both unsandboxed. With ``via="api"`` the orders also go through the HTTP
 API (POST /api/orders?wait=true on a `pizza api` process), and the API's overhead is measured
 against placing them directly. The store is a SQLite file, or a database on a private
 PostgreSQL cluster (common/pgcluster.py) that the bench starts and stops.
@@ -44,16 +46,18 @@ from pizza_saga.bench.baseline import (
     BASELINE_TASK_QUEUE,
     BaselinePlan,
     BaselineWorkflow,
-    sandboxed_queue,
+    unsandboxed_queue,
 )
 from pizza_saga.bench.cpu import (
     CpuReader,
     own_cpu_seconds,
     peak_rss_mib,
     process_cpu_seconds,
+    processes_cpu_seconds,
     read_all,
     tree_cpu_seconds,
 )
+from pizza_saga.bench.worker import UNSANDBOXED
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.db import open_engine
@@ -74,14 +78,21 @@ ENGINE_PLANS = {
     "bill_failure": BaselinePlan(4, fail_at=3, compensations=2),
 }
 """The engine-limit workflow for each kind of order: the same activities, doing nothing."""
-RUNNERS = ("engine", "orders", "sandboxed", "local engine", "local orders")
+RUNNERS = (
+    "engine",
+    "orders",
+    "local engine",
+    "local orders",
+    "unsandboxed engine",
+    "unsandboxed orders",
+)
 """What every bench runs, in block order: the engine limit and the orders, with regular
-activities and in local mode, and the orders on a worker that keeps the SDK's sandbox (as the
-engine's does); `--via api` adds ``api`` (orders through the HTTP API)."""
+activities and in local mode, in the SDK's sandbox (the default); and both again outside it
+(PIZZA_WORKFLOW_SANDBOX=false); `--via api` adds ``api`` (orders through the HTTP API)."""
 LOCAL_RUNNERS = frozenset({"local engine", "local orders"})
 PROCESSES = {
     "server": "the Temporal dev server",
-    "worker": "the bench's worker process (orders and engine workflows)",
+    "worker": "the bench's two worker processes (orders and engine, sandboxed or not)",
     "client": "the bench's driver: starts the workflows, tokenizes the orders' cards",
     "database": "PostgreSQL: the postmaster and its backends",
     "api": "the `pizza api` process",
@@ -102,6 +113,10 @@ ROLLBACK_TARGET = 1.1
 """An order's rollback under load (p50) at most this many times the engine's."""
 LOCAL_THROUGHPUT_TARGET = 1.3
 """Local orders' throughput at least this many times the (regular) engine limit."""
+SERVER_CPU_TARGET = 1.05
+"""The Temporal server's CPU per order at most this many times the engine workflow's."""
+WORKER_RSS_TARGET_MIB = 150
+"""The default worker's peak resident memory, orders and engine workers together."""
 LOCAL_ACTIONS_TARGET = 3
 """Billable actions of a completed local order: the start, one local-activity task, the driver."""
 
@@ -259,13 +274,21 @@ async def run_via_api(
     return Sample(answer["workflow_id"], outcome, started, time.perf_counter())
 
 
-async def run_engine(client: Client, kind: str, prefix: str, index: int, local: bool) -> Sample:
+async def run_engine(
+    client: Client,
+    kind: str,
+    prefix: str,
+    index: int,
+    *,
+    local: bool = False,
+    task_queue: str = BASELINE_TASK_QUEUE,
+) -> Sample:
     started = time.perf_counter()
     handle = await client.start_workflow(
         BaselineWorkflow.run,
         replace(ENGINE_PLANS[kind], local=local),
         id=f"bench-baseline-{prefix}{index:05d}",
-        task_queue=BASELINE_TASK_QUEUE,
+        task_queue=task_queue,
     )
     return await _outcome(handle, started)
 
@@ -344,15 +367,22 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         # Enough stock for every order: the bench measures speed, not running out.
         stock = 10 * len(RUNNERS) * bench.orders
         stores.inventory.stock_up(dict.fromkeys(MENU, stock), overwrite=True)
-        # A process of its own, so that its CPU and memory are the worker's alone.
-        worker = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
-            [sys.executable, "-m", "pizza_saga.bench.worker"], env=env, stdin=subprocess.DEVNULL
-        )
-        stack.callback(stop_process, worker)
+        # Processes of their own, so that their CPU and memory are the workers' alone: the
+        # default (sandboxed) pair, and the unsandboxed pair.
+        workers = [
+            subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited)
+                [sys.executable, "-m", "pizza_saga.bench.worker", *flags],
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+            for flags in ((), (UNSANDBOXED,))
+        ]
+        for worker in workers:
+            stack.callback(stop_process, worker)
         # Read before and after every loaded block (PROCESSES; None: not measured).
         readers: dict[str, CpuReader | None] = {
             "server": server_cpu,
-            "worker": functools.partial(process_cpu_seconds, worker.pid),
+            "worker": functools.partial(processes_cpu_seconds, [w.pid for w in workers]),
             "client": own_cpu_seconds,
         }
         if database_cpu is not None:
@@ -366,11 +396,14 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             return lambda kind, tag, i: run_order(client, service, kind, tag, i)
 
         runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
-            "engine": lambda kind, tag, i: run_engine(client, kind, tag, i, False),
+            "engine": lambda kind, tag, i: run_engine(client, kind, tag, i),
             "orders": order_runner(),
-            "sandboxed": order_runner(task_queue=sandboxed_queue(settings.task_queue)),
-            "local engine": lambda kind, tag, i: run_engine(client, kind, tag, i, True),
+            "local engine": lambda kind, tag, i: run_engine(client, kind, tag, i, local=True),
             "local orders": order_runner(local_activities=True),
+            "unsandboxed engine": lambda kind, tag, i: run_engine(
+                client, kind, tag, i, task_queue=unsandboxed_queue(BASELINE_TASK_QUEUE)
+            ),
+            "unsandboxed orders": order_runner(task_queue=unsandboxed_queue(settings.task_queue)),
         }
         if bench.via == "api":
             api_process, api_url = start_api(env, home / "api.log")
@@ -392,7 +425,9 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             task = progress.add_task(f"{who}, {label}", total=len(indexes))
             # Workflow ids, and so the stores' idempotency keys, unique across runners and
             # phases.
-            tag = f"{who}-{label}-{prefix}".replace(" ", "-")
+            # The runner's initials keep order numbers within their 40 characters.
+            initials = "".join(word[0] for word in who.split())
+            tag = f"{initials}-{label}-{prefix}".replace(" ", "-")
             try:
                 return await drive(
                     indexes,
@@ -430,7 +465,8 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             loaded[who].samples += samples
             loaded[who].wall_seconds += wall
             block_rates.append((who, round(len(indexes) / wall, 1)))
-        peak_rss = peak_rss_mib(worker.pid)
+        peak_rss = peak_rss_mib(workers[0].pid)
+        unsandboxed_peak_rss = peak_rss_mib(workers[1].pid)
 
         for who, measured in loaded.items():
             for sample in measured.samples:
@@ -440,7 +476,9 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
                     kept.append(await handle.fetch_history())
 
     regular = _against_engine(bench, loaded, idle, histories, "orders", "engine")
-    sandboxed = _against_engine(bench, loaded, idle, histories, "sandboxed", "engine")
+    unsandboxed = _against_engine(
+        bench, loaded, idle, histories, "unsandboxed orders", "unsandboxed engine"
+    )
     local = _against_engine(bench, loaded, idle, histories, "local orders", "local engine")
     cpu_ms_per_order = {
         who: {
@@ -458,11 +496,12 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
         "store": bench.store,
         **regular,
         "worker_peak_rss_mib": peak_rss,
+        "unsandboxed_worker_peak_rss_mib": unsandboxed_peak_rss,
         "local": local,
-        "sandboxed": sandboxed,
+        "unsandboxed": unsandboxed,
         **via_api,
         "cpu_ms_per_order": cpu_ms_per_order,
-        "targets": _targets(bench, loaded, regular, local),
+        "targets": _targets(bench, loaded, regular, local, peak_rss),
         "block_rates_per_s": block_rates,
         "settings": {
             **asdict(bench),
@@ -559,10 +598,22 @@ def _targets(
     loaded: dict[str, Measured],
     regular: dict[str, Any],
     local: dict[str, Any],
+    peak_rss: float,
 ) -> dict[str, dict[str, Any]]:
-    """What the order saga should reach, each with its value and whether it is met."""
+    """What the order saga should reach in the default (sandboxed) configuration, each with
+    its value and whether it is met; beside it, for information, the same ratio with orders
+    and engine both unsandboxed."""
     engine_per_s = bench.orders / loaded["engine"].wall_seconds
     local_per_s = bench.orders / loaded["local orders"].wall_seconds
+
+    def throughput(orders: str, engine: str) -> float | None:
+        return _ratio(loaded[engine].wall_seconds, loaded[orders].wall_seconds)
+
+    def cpu(process: str, orders: str, engine: str) -> float | None:
+        return _ratio(
+            loaded[orders].cpu_seconds.get(process), loaded[engine].cpu_seconds.get(process)
+        )
+
     rollback = _target(
         "orders' rollback p50 under load / the engine's",
         _ratio(regular["rollback_ms"]["p50"], regular["engine_rollback_ms"]["p50"]),
@@ -572,24 +623,25 @@ def _targets(
     rollback["idle_ratio"] = _ratio(
         regular["idle_rollback_ms"]["p50"], regular["engine_idle_rollback_ms"]["p50"]
     )
-    worker_cpu = _target(
-        "orders' worker CPU per order / the engine's",
-        _ratio(loaded["orders"].worker_cpu_seconds, loaded["engine"].worker_cpu_seconds),
-        "<=",
-        WORKER_CPU_TARGET,
-    )
-    # What the orders would cost with the sandbox kept (see PIZZA_WORKFLOW_SANDBOX).
-    worker_cpu["sandboxed_ratio"] = _ratio(
-        loaded["sandboxed"].worker_cpu_seconds, loaded["engine"].worker_cpu_seconds
-    )
-    return {
+    targets = {
         "throughput": _target(
             "orders' throughput / the engine limit",
-            _ratio(bench.orders / loaded["orders"].wall_seconds, engine_per_s),
+            throughput("orders", "engine"),
             ">=",
             THROUGHPUT_TARGET,
         ),
-        "worker_cpu": worker_cpu,
+        "worker_cpu": _target(
+            "orders' worker CPU per order / the engine's",
+            cpu("worker", "orders", "engine"),
+            "<=",
+            WORKER_CPU_TARGET,
+        ),
+        "server_cpu": _target(
+            "orders' Temporal server CPU per order / the engine's",
+            cpu("server", "orders", "engine"),
+            "<=",
+            SERVER_CPU_TARGET,
+        ),
         "rollback": rollback,
         "local_throughput": _target(
             "local orders' throughput / the engine limit (regular)",
@@ -603,7 +655,18 @@ def _targets(
             "<=",
             LOCAL_ACTIONS_TARGET,
         ),
+        "worker_rss": _target(
+            "worker peak RSS (MiB), orders and engine workers",
+            peak_rss,
+            "<=",
+            WORKER_RSS_TARGET_MIB,
+        ),
     }
+    unsandboxed = ("unsandboxed orders", "unsandboxed engine")
+    targets["throughput"]["unsandboxed_ratio"] = throughput(*unsandboxed)
+    targets["worker_cpu"]["unsandboxed_ratio"] = cpu("worker", *unsandboxed)
+    targets["server_cpu"]["unsandboxed_ratio"] = cpu("server", *unsandboxed)
+    return targets
 
 
 def _target(

@@ -1,17 +1,19 @@
-"""The bench's worker process: the order worker (also one in the SDK's sandbox) and the
-engine-limit worker.
+"""The bench's worker processes: the order worker beside the engine-limit worker.
 
-    python -m pizza_saga.bench.worker
+    python -m pizza_saga.bench.worker                # the deployment's default: sandboxed
+    python -m pizza_saga.bench.worker --unsandboxed  # both outside the SDK's sandbox
 
-Run apart from the driver, so its CPU time and peak memory are the worker's alone.
+Run apart from the driver, so their CPU time and peak memory are the workers' alone. Each
+process holds one pair on one runner, so that orders and engine compare like for like.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from pizza_saga.app import (
     build_worker,
@@ -25,31 +27,39 @@ from pizza_saga.bench.baseline import (
     BaselineWorkflow,
     fail,
     noop,
-    sandboxed_queue,
+    unsandboxed_queue,
 )
+from pizza_saga.common.sandbox import sandbox_runner
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import worker_client
 from pizza_saga.runtime import host_worker, run_until_signal
 
+UNSANDBOXED = "--unsandboxed"
+
 
 async def main(stop: asyncio.Event) -> None:
+    unsandboxed = sys.argv[1:] == [UNSANDBOXED]
     settings = Settings.from_env()
     client = await connect_client(settings)
     await prepare_namespace(client)
     stores = open_stores(settings)
-    orders = build_worker_for(client, stores, settings)
-    # The same orders in the SDK's sandbox, as the engine's workflows (and the seed's) run.
-    sandboxed = build_worker(
-        client, stores, task_queue=sandboxed_queue(settings.task_queue), sandboxed=True
-    )
-    # The SDK's defaults, as the seed's worker has them (its sandbox included).
+    if unsandboxed:
+        orders = build_worker(
+            client, stores, task_queue=unsandboxed_queue(settings.task_queue), sandboxed=False
+        )
+    else:
+        orders = build_worker_for(client, stores, settings)
+    # The SDK's defaults, as the seed's worker has them, on the orders' runner.
     baseline = Worker(
         worker_client(client),
-        task_queue=BASELINE_TASK_QUEUE,
+        task_queue=unsandboxed_queue(BASELINE_TASK_QUEUE) if unsandboxed else BASELINE_TASK_QUEUE,
         workflows=[BaselineWorkflow],
         activities=[noop, fail],
+        workflow_runner=UnsandboxedWorkflowRunner()
+        if unsandboxed
+        else sandbox_runner([BaselineWorkflow]),
     )
-    async with sandboxed, baseline:  # the other two run beside, and stop with it
+    async with baseline:  # runs beside the orders' worker, and stops with it
         await host_worker(orders, stop)
 
 
