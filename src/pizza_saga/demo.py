@@ -24,11 +24,12 @@ from pizza_saga.app import (
 from pizza_saga.common.devserver import DevServerConfig, wait_until_ready
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import DEFAULT_NAMESPACE
+from pizza_saga.embedded import embedded_temporal
 from pizza_saga.order.client import OrderOutcome
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order
 from pizza_saga.order.service import OrderService
 from pizza_saga.render import print_outcome
-from pizza_saga.runtime import embedded_temporal, host_worker, log_to
+from pizza_saga.runtime import host_worker, log_to
 
 API_PORT = 8000
 """Where the demo serves the order pages (any free port if this one is taken)."""

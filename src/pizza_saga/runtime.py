@@ -1,7 +1,6 @@
-"""Hosting the product's long-running processes: the embedded Temporal dev server with its
-codec server, signals, a worker until it is told to stop, its drain, the process's log.
+"""Hosting the product's long-running processes: signals, a worker until it is told to stop,
+its drain, the process's log. (The embedded Temporal is in embedded.py.)
 
-`pizza server`, `pizza up` and the demo start Temporal through `embedded_temporal`;
 `pizza worker`, `pizza up`, the demo and the bench's worker run their workers through
 `host_worker`; every command that runs until Ctrl-C or SIGTERM runs through
 `run_until_signal`.
@@ -15,21 +14,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from temporalio.worker import Worker
 
-from pizza_saga.common.codec_auth import CodecToken, codec_token
-from pizza_saga.common.codec_server import access_help, save_login_url, serving, ui_origins
-from pizza_saga.common.crypto import EncryptionCodec
-from pizza_saga.common.devserver import DevServer, DevServerConfig, running_dev_server
 from pizza_saga.common.logmask import install_card_masking
-from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import key_ring
 
 T = TypeVar("T")
 
@@ -68,46 +60,6 @@ def log_to(path: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     install_card_masking()
-
-
-@dataclass(frozen=True)
-class EmbeddedTemporal:
-    """A dev server of ours, with the codec server its Web UI decodes payloads through."""
-
-    config: DevServerConfig
-    server: DevServer
-    codec_url: str
-    token: CodecToken
-    login_file: Path
-    """Holds the codec server's login URL (0600); named to the person, never printed."""
-
-    def access_help(self) -> list[str]:
-        """How a person lets the Web UI and the CLI through the codec server."""
-        return access_help(
-            self.codec_url, self.token, ui_url=self.config.ui_url, login_file=self.login_file
-        )
-
-
-@contextlib.asynccontextmanager
-async def embedded_temporal(
-    settings: Settings, config: DevServerConfig, *, codec_port: int
-) -> AsyncIterator[EmbeddedTemporal]:
-    """Run the codec server on ``codec_port``, then the dev server, for the block.
-
-    The Web UI is told to decode through that codec server, with this deployment's keys and
-    codec token. Raises KeyRingError or TokenError (bad keys or token), PortInUse,
-    StateInUse (another dev server on its state file), RuntimeError or TimeoutError (it did
-    not start); the server log is PIZZA_HOME/temporal-server.log.
-    """
-    config = replace(config, codec_endpoint=f"http://localhost:{codec_port}")
-    codec = EncryptionCodec(key_ring(settings, config.address))
-    token = codec_token(settings)
-    async with (
-        serving(codec, codec_port, ui_origins(config.ui_port), token=token.value) as url,
-        running_dev_server(config, settings.home / "temporal-server.log") as server,
-    ):
-        login_file = save_login_url(settings.codec_login_file(codec_port), url, token)
-        yield EmbeddedTemporal(config, server, url, token, login_file)
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, T]]) -> T:

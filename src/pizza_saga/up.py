@@ -27,7 +27,8 @@ from pizza_saga.app import (
 )
 from pizza_saga.common.devserver import DevServerConfig, describe_exit
 from pizza_saga.common.settings import Settings
-from pizza_saga.runtime import WorkerStopped, embedded_temporal, host_worker, log_to
+from pizza_saga.embedded import embedded_temporal
+from pizza_saga.runtime import WorkerStopped, host_worker, log_to
 
 
 @dataclass(frozen=True)

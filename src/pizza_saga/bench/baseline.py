@@ -8,43 +8,13 @@ the same one failing, and as many compensations after it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-BASELINE_TASK_QUEUE = "bench-baseline"
-
-
-def unsandboxed_queue(task_queue: str) -> str:
-    """The task queue of the bench's worker of the same workflows outside the SDK's sandbox."""
-    return f"{task_queue}-unsandboxed"
-
-
-@activity.defn
-async def noop(step: int) -> int:
-    """Does nothing, as fast as an activity can."""
-    return step
-
-
-@activity.defn
-async def fail(step: int) -> int:
-    """Fails for good, as a declined card or a bounced bill does."""
-    raise ApplicationError(f"step {step} failed", non_retryable=True)
-
-
-@dataclass(frozen=True)
-class BaselinePlan:
-    """Activities in order; the one at ``fail_at`` fails, then ``compensations`` run."""
-
-    activities: int
-    fail_at: int | None = None
-    compensations: int = 0
-    local: bool = False
-    """Local activities, to compare with the order's local mode."""
-    regular_from: int | None = None
-    """In local mode, steps from this one on stay regular (the order's driver does)."""
+with workflow.unsafe.imports_passed_through():
+    from pizza_saga.bench.baseline_steps import BaselinePlan, fail, noop
 
 
 @workflow.defn

@@ -42,12 +42,8 @@ from pizza_saga.app import (
     open_stores,
     upgrade_stores,
 )
-from pizza_saga.bench.baseline import (
-    BASELINE_TASK_QUEUE,
-    BaselinePlan,
-    BaselineWorkflow,
-    unsandboxed_queue,
-)
+from pizza_saga.bench.baseline import BaselineWorkflow
+from pizza_saga.bench.baseline_steps import BASELINE_TASK_QUEUE, BaselinePlan, unsandboxed_queue
 from pizza_saga.bench.cpu import (
     CpuReader,
     own_cpu_seconds,

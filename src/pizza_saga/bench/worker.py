@@ -22,13 +22,8 @@ from pizza_saga.app import (
     open_stores,
     prepare_namespace,
 )
-from pizza_saga.bench.baseline import (
-    BASELINE_TASK_QUEUE,
-    BaselineWorkflow,
-    fail,
-    noop,
-    unsandboxed_queue,
-)
+from pizza_saga.bench.baseline import BaselineWorkflow
+from pizza_saga.bench.baseline_steps import BASELINE_TASK_QUEUE, fail, noop, unsandboxed_queue
 from pizza_saga.common.sandbox import sandbox_runner
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import worker_client

@@ -45,7 +45,7 @@ def server(
     """
     from pizza_saga.app import SEARCH_ATTRIBUTES
     from pizza_saga.common.devserver import DevServerConfig, describe_exit
-    from pizza_saga.runtime import embedded_temporal
+    from pizza_saga.embedded import embedded_temporal
 
     settings = load_settings()
     ports = {"--port": port, "--ui-port": ui_port, "--codec-port": codec_port}
