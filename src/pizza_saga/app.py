@@ -7,7 +7,7 @@ from these functions and the settings; nothing else wires stores, activities or 
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,7 +17,7 @@ from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE
 from temporal_saga.metrics import HISTOGRAM_BUCKETS as SAGA_HISTOGRAM_BUCKETS
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
-from temporalio.common import MetricMeter
+from temporalio.common import MetricMeter, WorkerDeploymentVersion
 from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
 
@@ -35,6 +35,7 @@ from pizza_saga.common.sandbox import sandbox_runner
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.telemetry import process_runtime, tracer_provider_from_env
 from pizza_saga.common.temporal import connect, ensure_search_attributes, worker_client
+from pizza_saga.common.versioning import PromotionError, adopt, deployment_config
 from pizza_saga.inventory.activities import InventoryActivities
 from pizza_saga.inventory.store import InventoryStore
 from pizza_saga.migrations import check_current, upgrade
@@ -232,6 +233,7 @@ def build_worker(
     interceptors: Sequence[Interceptor] = (),
     sandboxed: bool = True,
     max_cached_workflows: int = 1000,
+    version: WorkerDeploymentVersion | None = None,
 ) -> Worker:
     """A worker for the order workflow and every activity it calls, polling ``task_queue``.
 
@@ -241,8 +243,29 @@ def build_worker(
     after ``shutdown()`` before they are cancelled. ``sandboxed``: workflows run in the SDK's
     sandbox, which refuses non-deterministic calls (the tests' workers keep it on).
     ``max_cached_workflows``: runs kept in memory between tasks (the SDK's default); 0
-    replays every run's history for each task.
+    replays every run's history for each task. ``version``: the deployment version it
+    serves (Worker Versioning); None: unversioned.
     """
+    workflows = [PizzaOrderWorkflow, ReconcileOrdersWorkflow]
+    return Worker(
+        worker_client(client),
+        task_queue=task_queue,
+        workflows=workflows,
+        activities=order_activities(client, stores, task_queue=task_queue),
+        max_concurrent_activities=activity_slots,
+        max_concurrent_workflow_tasks=workflow_slots,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
+        interceptors=[WorkflowArgumentCheck(), *interceptors],
+        workflow_runner=sandbox_runner(workflows) if sandboxed else UnsandboxedWorkflowRunner(),
+        max_cached_workflows=max_cached_workflows,
+        deployment_config=deployment_config(version) if version is not None else None,
+    )
+
+
+def order_activities(
+    client: Client, stores: Stores, *, task_queue: str
+) -> list[Callable[..., Any]]:
+    """Every activity the order and reconciler workflows call, over ``stores``."""
     inventory = InventoryActivities(stores.inventory)
     billing = BillingActivities(stores.payments, stores.vault)
     reconciler = ReconcileActivities(
@@ -253,30 +276,18 @@ def build_worker(
         vault=stores.vault,
         access=build_access(stores),
     )
-    workflows = [PizzaOrderWorkflow, ReconcileOrdersWorkflow]
-    return Worker(
-        worker_client(client),
-        task_queue=task_queue,
-        workflows=workflows,
-        activities=[
-            get_distance,
-            notify_delivery_driver,
-            inventory.update_inventory,
-            inventory.revert_inventory,
-            billing.process_credit_card,
-            billing.refund_customer,
-            billing.send_bill,
-            billing.discard_card,
-            reconciler.find_abandoned_orders,
-            reconciler.report_reconciled,
-        ],
-        max_concurrent_activities=activity_slots,
-        max_concurrent_workflow_tasks=workflow_slots,
-        graceful_shutdown_timeout=graceful_shutdown_timeout,
-        interceptors=[WorkflowArgumentCheck(), *interceptors],
-        workflow_runner=sandbox_runner(workflows) if sandboxed else UnsandboxedWorkflowRunner(),
-        max_cached_workflows=max_cached_workflows,
-    )
+    return [
+        get_distance,
+        notify_delivery_driver,
+        inventory.update_inventory,
+        inventory.revert_inventory,
+        billing.process_credit_card,
+        billing.refund_customer,
+        billing.send_bill,
+        billing.discard_card,
+        reconciler.find_abandoned_orders,
+        reconciler.report_reconciled,
+    ]
 
 
 def housekeeping(stores: Stores) -> list[Coroutine[Any, Any, None]]:
@@ -314,7 +325,38 @@ def build_worker_for(
         graceful_shutdown_timeout=timedelta(seconds=settings.shutdown_grace_seconds),
         interceptors=interceptors,
         sandboxed=settings.workflow_sandbox,
+        version=deployment_version(settings) if settings.worker_versioning else None,
     )
+
+
+def deployment_version(settings: Settings) -> WorkerDeploymentVersion:
+    """The deployment version this code's workers declare (PIZZA_DEPLOYMENT, PIZZA_BUILD_ID)."""
+    return WorkerDeploymentVersion(settings.deployment, settings.worker_build_id)
+
+
+async def adopt_version(client: Client, settings: Settings, *, take_over: bool = False) -> None:
+    """Beside a versioned worker: make its version current if none is (the deployment's first
+    worker), or always with ``take_over`` (`pizza up`, the demo: the only worker); else say
+    which version new orders go to."""
+    if not settings.worker_versioning:
+        return
+    version = deployment_version(settings)
+    try:
+        current = await adopt(client, version, take_over=take_over)
+    except PromotionError as err:
+        log.warning("%s", err)
+        return
+    if current == version.build_id:
+        log.info(
+            "new orders go to this build, %s (deployment %s)", current, version.deployment_name
+        )
+    else:
+        log.warning(
+            "this worker serves build %s: it finishes that build's orders; new orders go to "
+            "build %s until `pizza deploy promote` makes this one current",
+            version.build_id,
+            current,
+        )
 
 
 def build_access(stores: Stores) -> AccessService:

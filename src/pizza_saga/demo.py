@@ -14,6 +14,7 @@ from rich.console import Console
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
     Telemetry,
+    adopt_version,
     build_api,
     build_service,
     build_worker_for,
@@ -77,6 +78,7 @@ async def run_demo(
                 build_worker_for(client, stores, settings),
                 stop,
                 alongside=[scenario],
+                once=[adopt_version(client, settings, take_over=True)],
                 before_drain=api.stop,
             )
             if scenario.done() and not scenario.cancelled():

@@ -88,9 +88,11 @@ async def host_worker(
     stop: asyncio.Event,
     *,
     alongside: Iterable[Awaitable[Any]] = (),
+    once: Iterable[Awaitable[Any]] = (),
     before_drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run ``worker`` until ``stop`` is set, or it or one of ``alongside`` ends.
+    """Run ``worker`` until ``stop`` is set, or it or one of ``alongside`` ends; ``once``
+    runs beside it too, and may end without stopping it.
 
     Then it polls no more and lets running activities finish (the worker's graceful
     shutdown timeout), after ``before_drain`` (say, closing an API first). Raises
@@ -98,12 +100,13 @@ async def host_worker(
     """
     running = asyncio.create_task(worker.run(), name="worker")
     watched = [asyncio.ensure_future(a) for a in alongside]
+    beside = [asyncio.ensure_future(a) for a in once]
     stopping = asyncio.create_task(stop.wait(), name="stop")
     try:
         await asyncio.wait({running, stopping, *watched}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopping.cancel()
-        for task in watched:
+        for task in [*watched, *beside]:
             task.cancel()
     if not running.done():
         if before_drain is not None:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from pizza_saga.api.server import ApiServer
 from pizza_saga.app import (
     Telemetry,
+    adopt_version,
     api_hosts,
     build_api,
     build_service,
@@ -84,6 +85,7 @@ async def run_up(
                     worker,
                     stop,
                     alongside=[dev.exited(), *housekeeping(stores)],
+                    once=[adopt_version(client, settings, take_over=True)],
                     before_drain=api.stop,
                 ),
                 name="worker",

@@ -16,9 +16,11 @@ import sys
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from pizza_saga.app import (
+    adopt_version,
     build_worker,
     build_worker_for,
     connect_client,
+    deployment_version,
     open_stores,
     prepare_namespace,
 )
@@ -40,7 +42,11 @@ async def main(stop: asyncio.Event) -> None:
     stores = open_stores(settings)
     if unsandboxed:
         orders = build_worker(
-            client, stores, task_queue=unsandboxed_queue(settings.task_queue), sandboxed=False
+            client,
+            stores,
+            task_queue=unsandboxed_queue(settings.task_queue),
+            sandboxed=False,
+            version=deployment_version(settings),
         )
     else:
         orders = build_worker_for(client, stores, settings)
@@ -55,7 +61,8 @@ async def main(stop: asyncio.Event) -> None:
         else sandbox_runner([BaselineWorkflow]),
     )
     async with baseline:  # runs beside the orders' worker, and stops with it
-        await host_worker(orders, stop)
+        # The deployment's first workers: their version becomes current, as `pizza worker`'s.
+        await host_worker(orders, stop, once=[adopt_version(client, settings)])
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def worker() -> None:
 def serve_worker(settings: Settings, *, interceptors: Sequence[Interceptor] = ()) -> None:
     """`pizza worker` on ``settings``, its worker with ``interceptors`` too (until a signal)."""
     from pizza_saga.app import (
+        adopt_version,
         build_service,
         build_worker_for,
         check_store_keys,
@@ -92,7 +93,13 @@ def serve_worker(settings: Settings, *, interceptors: Sequence[Interceptor] = ()
             )
 
         try:
-            await host_worker(worker, stop, alongside=alongside, before_drain=announce_drain)
+            await host_worker(
+                worker,
+                stop,
+                alongside=alongside,
+                once=[adopt_version(client, settings)],
+                before_drain=announce_drain,
+            )
         except WorkerStopped as e:  # the SDK's fatal worker errors (namespace gone, ...)
             fail(str(e), EXIT_FAILED)
         log.info("worker stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -59,6 +60,20 @@ class Settings(BaseModel):
     letting it corrupt a run. False saves worker CPU (docs/speed.md); then only the lint rule
     on workflow modules and the replay tests guard them."""
 
+    worker_versioning: bool = Field(default=True, alias="PIZZA_WORKER_VERSIONING")
+    """Workers declare their deployment version (PIZZA_DEPLOYMENT, PIZZA_BUILD_ID): each order
+    runs to its end on the build that started it (docs/deploying.md). False: unversioned
+    workers, every running order moves to whatever code the workers run."""
+    deployment: str = Field(
+        default="pizza-saga", alias="PIZZA_DEPLOYMENT", pattern=r"^[A-Za-z0-9_-]{1,100}$"
+    )
+    """The Worker Deployment the workers belong to: one per shop (its task queue)."""
+    build_id: str | None = Field(
+        default=None, alias="PIZZA_BUILD_ID", pattern=r"^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}$"
+    )
+    """This code's build; default: the package's version. Each deploy of changed workflow
+    code needs a build id of its own (a release's version, or the commit)."""
+
     local_activities: bool = Field(default=False, alias="PIZZA_LOCAL_ACTIVITIES")
     """Orders run their short steps as local activities (see SagaPolicy)."""
     encryption_keys: str | None = Field(default=None, alias="PIZZA_ENCRYPTION_KEYS")
@@ -104,6 +119,11 @@ class Settings(BaseModel):
     one more is refused with 429."""
     streams_max: int = Field(default=1000, alias="PIZZA_STREAMS_MAX", ge=1, le=100_000)
     """Event streams one `pizza api` process holds open at once, all clients together."""
+
+    @property
+    def worker_build_id(self) -> str:
+        """PIZZA_BUILD_ID, or the installed package's version."""
+        return self.build_id or importlib.metadata.version("pizza-saga")
 
     @property
     def proxy_addresses(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -24,7 +25,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-@workflow.defn(name=RECONCILER_WORKFLOW)
+# A pass lasts moments and is started afresh each minute: it runs on the current build.
+@workflow.defn(name=RECONCILER_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
 class ReconcileOrdersWorkflow:
     """One reconciler pass: every abandoned order rolled back through its compensations."""
 
