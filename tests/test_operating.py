@@ -443,6 +443,7 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
         "✓ Store",
         "✓ Vault key",
         "✓ Abandoned orders",
+        "✓ Builds",
     ]
     assert f"decrypts order {order.order_number}" in healthy.stdout
 
@@ -473,7 +474,8 @@ async def test_doctor_passes_on_a_healthy_stack_and_names_each_problem(stack: St
     )
     assert verdicts["Vault key"].startswith("✗")  # its store is unreachable: not checked
     assert verdicts["Abandoned orders"].startswith("✗")  # no store to look in: not checked
-    assert "5 of 7 checks failed" in broken.stdout
+    assert verdicts["Builds"].startswith("✓")  # its order finished: nothing waits
+    assert "5 of 8 checks failed" in broken.stdout
 
     # Numbers kept under a vault key the deployment no longer has: named.
     stores = open_stores(Settings.from_env({**stack.env, **env}))

@@ -33,6 +33,7 @@ from pizza_saga.common.crypto import ENCODING, EncryptionCodec, KeyRingError
 from pizza_saga.common.db import StoreError, open_engine, shown
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect_config, key_ring, polling_workers
+from pizza_saga.deploys import deploy_status
 from pizza_saga.migrations import check_current, current
 from pizza_saga.order.reconcile import abandoned_orders
 from pizza_saga.order.service import POLLER_FRESH
@@ -258,6 +259,33 @@ async def abandoned(ctx: Context) -> Check:
     return Check(name, True, "every ended order finished or rolled back")
 
 
+async def builds(ctx: Context) -> Check:
+    """Every build that still runs orders has a worker (orders are pinned to their build)."""
+    name = "Builds"
+    if ctx.client is None:
+        return Check(name, False, "not checked: Temporal is not reachable")
+    found = await deploy_status(ctx.client, ctx.settings)
+    if not found.versioned:
+        return Check(name, True, "unversioned workers: every worker runs every order")
+    if found.stranded:
+        named = "; ".join(
+            f"build {build}: {', '.join(orders[:10])}{' ...' if len(orders) > 10 else ''}"
+            for build, orders in found.stranded.items()
+        )
+        return Check(
+            name,
+            False,
+            f"orders wait on builds no worker serves ({named}): start a worker of that build "
+            "(`PIZZA_BUILD_ID=<build> pizza worker`) until they finish",
+        )
+    return Check(
+        name,
+        True,
+        f"new orders go to build {found.current or 'none yet'}; every build with running "
+        "orders has a worker",
+    )
+
+
 CHECKS: tuple[CheckFn, ...] = (
     temporal,
     search_attribute,
@@ -266,6 +294,7 @@ CHECKS: tuple[CheckFn, ...] = (
     store,
     vault_key,
     abandoned,
+    builds,
 )
 """Every check, in order; a later one may use what an earlier one found (the client)."""
 

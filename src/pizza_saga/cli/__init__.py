@@ -5,7 +5,18 @@ statuses, the one mapping of errors to them, settings, the Temporal connection).
 """
 
 # Imported in this order, the commands are listed in `pizza --help` in this order.
-from pizza_saga.cli import servers, services, orders, shop, operate, access  # noqa: I001
+from pizza_saga.cli import servers, services, orders, shop, operate, access, deploy  # noqa: I001
 from pizza_saga.cli._shared import UserError, app, main
 
-__all__ = ["UserError", "access", "app", "main", "operate", "orders", "servers", "services", "shop"]
+__all__ = [
+    "UserError",
+    "access",
+    "app",
+    "deploy",
+    "main",
+    "operate",
+    "orders",
+    "servers",
+    "services",
+    "shop",
+]

@@ -17,7 +17,7 @@ from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, ListWorkersRequest
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
@@ -239,6 +239,24 @@ async def polling_workers(client: Client, task_queue: str, *, fresh: timedelta) 
     heartbeat (where the server lists workers), so it drops out at once rather than a
     minute later. A worker that died without a word drops out after ``fresh``.
     """
+    pollers = await _live_pollers(client, task_queue, fresh=fresh)
+    return None if pollers is None else sorted(pollers)
+
+
+async def serving_builds(client: Client, task_queue: str, *, fresh: timedelta) -> set[str] | None:
+    """Build ids of the versioned workers polling ``task_queue`` (as `polling_workers`
+    counts them); None if the server cannot tell."""
+    pollers = await _live_pollers(client, task_queue, fresh=fresh)
+    if pollers is None:
+        return None
+    return {
+        p.deployment_options.build_id for p in pollers.values() if p.deployment_options.build_id
+    }
+
+
+async def _live_pollers(
+    client: Client, task_queue: str, *, fresh: timedelta
+) -> dict[str, PollerInfo] | None:
     try:
         described = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -252,19 +270,22 @@ async def polling_workers(client: Client, task_queue: str, *, fresh: timedelta) 
             return None
         raise
     now = datetime.now(UTC)
-    recent: dict[str, datetime] = {}
+    recent: dict[str, PollerInfo] = {}
     for poller in described.pollers:
         seen = poller.last_access_time.ToDatetime(tzinfo=UTC)
-        if now - seen < fresh:
-            recent[poller.identity] = max(seen, recent.get(poller.identity, seen))
+        known = recent.get(poller.identity)
+        if now - seen < fresh and (
+            known is None or seen > known.last_access_time.ToDatetime(tzinfo=UTC)
+        ):
+            recent[poller.identity] = poller
     if not recent:
-        return []
+        return {}
     try:
         listed = await client.workflow_service.list_workers(
             ListWorkersRequest(namespace=client.namespace, query=f"TaskQueue = '{task_queue}'")
         )
     except RPCError:  # not every server lists workers (an experimental API): pollers only
-        return sorted(recent)
+        return recent
     stopped: dict[str, datetime] = {}
     for info in listed.workers_info:
         beat = info.worker_heartbeat
@@ -272,7 +293,11 @@ async def polling_workers(client: Client, task_queue: str, *, fresh: timedelta) 
             at = beat.heartbeat_time.ToDatetime(tzinfo=UTC)
             stopped[beat.worker_identity] = max(at, stopped.get(beat.worker_identity, at))
     # A poll after the announcement is a new worker under the same identity.
-    return sorted(who for who, seen in recent.items() if who not in stopped or seen > stopped[who])
+    return {
+        who: poller
+        for who, poller in recent.items()
+        if who not in stopped or poller.last_access_time.ToDatetime(tzinfo=UTC) > stopped[who]
+    }
 
 
 def binary(name: str) -> Path:
