@@ -10,6 +10,7 @@ promoting the old build again; orders the new one started finish on it.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from temporalio.common import WorkerDeploymentVersion
 from pizza_saga.app import deployment_version
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import serving_builds
-from pizza_saga.common.versioning import PromotionError, make_current, routing
+from pizza_saga.common.versioning import REGISTER_WAIT, PromotionError, make_current, routing
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX
 
 SERVED_WITHIN = timedelta(seconds=70)
@@ -105,8 +106,7 @@ async def promote(
     if not settings.worker_versioning:
         raise DeployError("worker versioning is off (PIZZA_WORKER_VERSIONING=false)")
     build = build_id or deployment_version(settings).build_id
-    served = await serving_builds(client, settings.task_queue, fresh=SERVED_WITHIN)
-    if served is not None and build not in served and not force:
+    if not force and not await _served_soon(client, settings.task_queue, build):
         raise DeployError(
             f"no worker of build {build} polls task queue {settings.task_queue}: start one "
             "(`PIZZA_BUILD_ID=... pizza worker`) before sending it new orders"
@@ -116,6 +116,20 @@ async def promote(
     except PromotionError as err:
         raise DeployError(str(err)) from err
     return await deploy_status(client, settings)
+
+
+async def _served_soon(client: Client, task_queue: str, build: str) -> bool:
+    """Whether a worker of ``build`` polls ``task_queue``, waiting a little for workers that
+    have just started (True if Temporal cannot tell)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + REGISTER_WAIT.total_seconds()
+    while True:
+        served = await serving_builds(client, task_queue, fresh=SERVED_WITHIN)
+        if served is None or build in served:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
 
 
 async def _running_orders(client: Client, settings: Settings, build_id: str) -> tuple[str, ...]:

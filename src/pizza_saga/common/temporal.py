@@ -240,7 +240,7 @@ async def polling_workers(client: Client, task_queue: str, *, fresh: timedelta) 
     minute later. A worker that died without a word drops out after ``fresh``.
     """
     pollers = await _live_pollers(client, task_queue, fresh=fresh)
-    return None if pollers is None else sorted(pollers)
+    return None if pollers is None else sorted({identity for identity, _ in pollers})
 
 
 async def serving_builds(client: Client, task_queue: str, *, fresh: timedelta) -> set[str] | None:
@@ -256,7 +256,9 @@ async def serving_builds(client: Client, task_queue: str, *, fresh: timedelta) -
 
 async def _live_pollers(
     client: Client, task_queue: str, *, fresh: timedelta
-) -> dict[str, PollerInfo] | None:
+) -> dict[tuple[str, str], PollerInfo] | None:
+    """The live pollers of ``task_queue``, by identity and build id (one process may run
+    workers of several builds)."""
     try:
         described = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -270,14 +272,15 @@ async def _live_pollers(
             return None
         raise
     now = datetime.now(UTC)
-    recent: dict[str, PollerInfo] = {}
+    recent: dict[tuple[str, str], PollerInfo] = {}
     for poller in described.pollers:
         seen = poller.last_access_time.ToDatetime(tzinfo=UTC)
-        known = recent.get(poller.identity)
+        key = (poller.identity, poller.deployment_options.build_id)
+        known = recent.get(key)
         if now - seen < fresh and (
             known is None or seen > known.last_access_time.ToDatetime(tzinfo=UTC)
         ):
-            recent[poller.identity] = poller
+            recent[key] = poller
     if not recent:
         return {}
     try:
@@ -286,12 +289,13 @@ async def _live_pollers(
         )
     except RPCError:  # not every server lists workers (an experimental API): pollers only
         return recent
-    stopped: dict[str, datetime] = {}
+    stopped: dict[tuple[str, str], datetime] = {}
     for info in listed.workers_info:
         beat = info.worker_heartbeat
         if beat.status in _STOPPING:
             at = beat.heartbeat_time.ToDatetime(tzinfo=UTC)
-            stopped[beat.worker_identity] = max(at, stopped.get(beat.worker_identity, at))
+            key = (beat.worker_identity, beat.deployment_version.build_id)
+            stopped[key] = max(at, stopped.get(key, at))
     # A poll after the announcement is a new worker under the same identity.
     return {
         who: poller
