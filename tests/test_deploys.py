@@ -9,8 +9,11 @@ workers stopped too early (named by `pizza doctor`, finished once they are back)
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +39,7 @@ from tests.next_version import (
     notify_driver_with_pizzas,
 )
 from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, start
+from tests.processes import run_pizza
 
 N, NEXT = "1.0.0", "1.1.0"
 
@@ -236,3 +240,34 @@ async def _equal(found: Awaitable[tuple[str, ...]], expected: tuple[str, ...]) -
 
 async def _failed(check: Awaitable[Any]) -> bool:
     return not (await check).ok
+
+
+async def test_the_deploy_commands_show_the_builds_and_refuse_an_unknown_one(
+    client: Client, stores: Stores, shop: Settings, tmp_path: Path
+) -> None:
+    env = {
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "PIZZA_TASK_QUEUE": shop.task_queue,
+        "PIZZA_DEPLOYMENT": shop.deployment,
+        "PIZZA_BUILD_ID": N,
+    }
+
+    def pizza(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_pizza(tmp_path, *args, **env)
+
+    async with worker_of(client, stores, shop.task_queue, N, shop.deployment, Gate("none")):
+        promoted = await asyncio.to_thread(pizza, "deploy", "promote")  # this code's build
+        assert promoted.returncode == 0, promoted.stderr
+        assert f"New orders go to build {N}" in promoted.stdout
+
+        shown = await asyncio.to_thread(pizza, "deploy", "status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["current"] == N
+        assert [(b["build_id"], b["served"]) for b in status["builds"]] == [(N, True)]
+
+        typo = await asyncio.to_thread(pizza, "deploy", "promote", "1.0.O")
+        assert typo.returncode == 2, typo.stdout + typo.stderr
+        assert "build '1.0.O'" in typo.stderr and f"builds it knows: {N}" in typo.stderr
+        assert "Traceback" not in typo.stderr
+        assert (await deploy_status(client, shop)).current == N  # nothing changed

@@ -106,6 +106,13 @@ async def promote(
     if not settings.worker_versioning:
         raise DeployError("worker versioning is off (PIZZA_WORKER_VERSIONING=false)")
     build = build_id or deployment_version(settings).build_id
+    if not force and not await _known_soon(client, settings.deployment, build):
+        found = await routing(client, settings.deployment)
+        known = ", ".join(found.builds) if found is not None and found.builds else "none"
+        raise DeployError(
+            f"build {build!r}: no worker of it has polled deployment {settings.deployment} "
+            f"(builds it knows: {known}); start one (`PIZZA_BUILD_ID={build} pizza worker`)"
+        )
     if not force and not await _served_soon(client, settings.task_queue, build):
         raise DeployError(
             f"no worker of build {build} polls task queue {settings.task_queue}: start one "
@@ -116,6 +123,23 @@ async def promote(
     except PromotionError as err:
         raise DeployError(str(err)) from err
     return await deploy_status(client, settings)
+
+
+KNOWN_WAIT = timedelta(seconds=5)
+"""How long a promotion waits for a build Temporal has not seen (a worker starting)."""
+
+
+async def _known_soon(client: Client, deployment: str, build: str) -> bool:
+    """Whether the deployment knows ``build``, waiting a little for a worker just started."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + KNOWN_WAIT.total_seconds()
+    while True:
+        found = await routing(client, deployment)
+        if found is not None and build in found.builds:
+            return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
 
 
 async def _served_soon(client: Client, task_queue: str, build: str) -> bool:
