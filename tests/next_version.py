@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy, VersioningBehavior
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -64,11 +64,7 @@ async def notify_driver_with_pizzas(request: NextDeliveryRequest) -> DriverAnswe
     )
 
 
-@workflow.defn(
-    name="PizzaOrderWorkflow",
-    failure_exception_types=[ValidationError],
-    versioning_behavior=VersioningBehavior.PINNED,
-)
+@workflow.defn(name="PizzaOrderWorkflow", failure_exception_types=[ValidationError])
 class NextPizzaOrderWorkflow(PizzaOrderWorkflow):
     """Today's order saga with the next build's changes."""
 

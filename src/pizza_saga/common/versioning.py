@@ -18,7 +18,7 @@ from temporalio.api.workflowservice.v1 import (
     SetWorkerDeploymentCurrentVersionRequest,
 )
 from temporalio.client import Client
-from temporalio.common import WorkerDeploymentVersion
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import WorkerDeploymentConfig
 
@@ -44,9 +44,19 @@ class Routing:
 
 
 def deployment_config(version: WorkerDeploymentVersion) -> WorkerDeploymentConfig:
-    """A worker's versioning options: it serves ``version`` only (each workflow says whether
-    it is pinned or moves)."""
-    return WorkerDeploymentConfig(version=version, use_worker_versioning=True)
+    """A worker's versioning options: it serves ``version`` only, and every run it starts is
+    pinned to it: it runs to its end, activities included, on the build that started it.
+
+    Pinned is the worker's default rather than each workflow's own setting: Temporal refuses
+    a workflow's versioning behavior from an unversioned worker (PIZZA_WORKER_VERSIONING=false).
+    The reconciler's passes are pinned too; each lasts moments and the next one starts on
+    the current build.
+    """
+    return WorkerDeploymentConfig(
+        version=version,
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
 
 
 async def routing(client: Client, deployment: str) -> Routing | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import VersioningBehavior
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -25,8 +24,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-# A pass lasts moments and is started afresh each minute: it runs on the current build.
-@workflow.defn(name=RECONCILER_WORKFLOW, versioning_behavior=VersioningBehavior.AUTO_UPGRADE)
+@workflow.defn(name=RECONCILER_WORKFLOW)
 class ReconcileOrdersWorkflow:
     """One reconciler pass: every abandoned order rolled back through its compensations."""
 

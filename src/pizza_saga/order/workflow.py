@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy, VersioningBehavior
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -90,13 +90,7 @@ def workflow_id_for(order_number: str) -> str:
 # run at once instead of retrying the workflow task forever. The saga is made in `run`, not
 # in a `workflow.init` constructor: a constructor's arguments are used before any interceptor
 # can check them, so a start with a wrong argument count would retry forever.
-# Pinned: with Worker Versioning an order runs to its end, activities included, on the build
-# that started it (README, Deploying); a new build only takes new orders.
-@workflow.defn(
-    name="PizzaOrderWorkflow",
-    failure_exception_types=[ValidationError],
-    versioning_behavior=VersioningBehavior.PINNED,
-)
+@workflow.defn(name="PizzaOrderWorkflow", failure_exception_types=[ValidationError])
 class PizzaOrderWorkflow:
     """One pizza order, run as a saga."""
 
