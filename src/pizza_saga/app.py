@@ -51,6 +51,8 @@ if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
 
+    from pizza_saga.order.compat import CodeTypes
+
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""
 
@@ -378,3 +380,32 @@ def build_api(
                 server_request_hook=scrub_trace,
             )
     return web
+
+
+def code_types() -> CodeTypes:
+    """What this version reads payloads as: the types of the workflows and activities that
+    `build_worker` registers (tests/test_payload_compat.py holds the two lists alike)."""
+    from pizza_saga.order.compat import CodeTypes, WorkflowTypes
+    from pizza_saga.order.reconcile import RECONCILER_WORKFLOW
+    from pizza_saga.order.workflow import WORKFLOW_TYPE
+
+    return CodeTypes(
+        workflows={
+            WORKFLOW_TYPE: WorkflowTypes.of(PizzaOrderWorkflow.run, PizzaOrderWorkflow.resolve),
+            RECONCILER_WORKFLOW: WorkflowTypes.of(ReconcileOrdersWorkflow.run),
+        },
+        activities=CodeTypes.activities_of(
+            [
+                get_distance,
+                notify_delivery_driver,
+                InventoryActivities.update_inventory,
+                InventoryActivities.revert_inventory,
+                BillingActivities.process_credit_card,
+                BillingActivities.refund_customer,
+                BillingActivities.send_bill,
+                BillingActivities.discard_card,
+                ReconcileActivities.find_abandoned_orders,
+                ReconcileActivities.report_reconciled,
+            ]
+        ),
+    )
