@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from opentelemetry.sdk.trace import TracerProvider
 
     from pizza_saga.order.compat import CodeTypes
+    from pizza_saga.order.service import ReplayCheck
 
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""
@@ -408,4 +409,40 @@ def code_types() -> CodeTypes:
                 ReconcileActivities.report_reconciled,
             ]
         ),
+    )
+
+
+def build_replay_check(settings: Settings, client: Client | None) -> ReplayCheck:
+    """`pizza replay-check`: this version's workflows replayed as this deployment's workers
+    run them (the strict data converter, the sandbox unless PIZZA_WORKFLOW_SANDBOX=false,
+    the argument check), against the orders on PIZZA_TASK_QUEUE of ``client``'s Temporal,
+    decrypted with its key ring; without a client, against history files, decrypted with
+    the configured ring (KeyRingError if there is none)."""
+    from temporalio.runtime import TelemetryConfig
+    from temporalio.worker import Replayer
+
+    from pizza_saga.common.crypto import EncryptionCodec
+    from pizza_saga.common.temporal import data_converter, existing_key_ring
+    from pizza_saga.order.service import ReplayCheck
+
+    codec = client.data_converter.payload_codec if client is not None else None
+    ring = codec.ring if isinstance(codec, EncryptionCodec) else existing_key_ring(settings)
+    converter = data_converter(ring, strict=True)
+    workflows = [PizzaOrderWorkflow, ReconcileOrdersWorkflow]
+    replayer = Replayer(
+        workflows=workflows,
+        data_converter=converter,
+        workflow_runner=(
+            sandbox_runner(workflows) if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+        ),
+        interceptors=[WorkflowArgumentCheck()],
+        # The SDK core logs each failed workflow task; here each is a verdict, reported.
+        runtime=Runtime(telemetry=TelemetryConfig(logging=None, metrics=None)),
+    )
+    return ReplayCheck(
+        replayer=replayer,
+        converter=converter,
+        types=code_types(),
+        client=client,
+        task_queue=settings.task_queue,
     )
