@@ -52,6 +52,9 @@ if TYPE_CHECKING:  # the web framework and tracing SDK only where they are used
     from fastapi import FastAPI
     from opentelemetry.sdk.trace import TracerProvider
 
+    from pizza_saga.order.compat import CodeTypes
+    from pizza_saga.order.service import ReplayCheck
+
 SEARCH_ATTRIBUTES = (NEEDS_OPERATOR_ATTRIBUTE,)
 """Search attributes the order workflow sets; registered by `pizza server` and the worker."""
 
@@ -222,6 +225,10 @@ async def prepare_namespace(client: Client) -> None:
     await ensure_search_attributes(client, SEARCH_ATTRIBUTES)
 
 
+WORKFLOWS = (PizzaOrderWorkflow, ReconcileOrdersWorkflow)
+"""Every workflow a worker of this version runs (and `pizza replay-check` replays)."""
+
+
 def build_worker(
     client: Client,
     stores: Stores,
@@ -246,7 +253,7 @@ def build_worker(
     replays every run's history for each task. ``version``: the deployment version it
     serves (Worker Versioning); None: unversioned.
     """
-    workflows = [PizzaOrderWorkflow, ReconcileOrdersWorkflow]
+    workflows = list(WORKFLOWS)
     return Worker(
         worker_client(client),
         task_queue=task_queue,
@@ -420,3 +427,68 @@ def build_api(
                 server_request_hook=scrub_trace,
             )
     return web
+
+
+def code_types() -> CodeTypes:
+    """What this version reads payloads as: the types of the workflows and activities that
+    `build_worker` registers (tests/test_payload_compat.py holds the two lists alike)."""
+    from pizza_saga.order.compat import CodeTypes, WorkflowTypes
+    from pizza_saga.order.reconcile import RECONCILER_WORKFLOW
+    from pizza_saga.order.workflow import WORKFLOW_TYPE
+
+    return CodeTypes(
+        workflows={
+            WORKFLOW_TYPE: WorkflowTypes.of(PizzaOrderWorkflow.run, PizzaOrderWorkflow.resolve),
+            RECONCILER_WORKFLOW: WorkflowTypes.of(ReconcileOrdersWorkflow.run),
+        },
+        activities=CodeTypes.activities_of(
+            [
+                get_distance,
+                notify_delivery_driver,
+                InventoryActivities.update_inventory,
+                InventoryActivities.revert_inventory,
+                BillingActivities.process_credit_card,
+                BillingActivities.refund_customer,
+                BillingActivities.send_bill,
+                BillingActivities.discard_card,
+                ReconcileActivities.find_abandoned_orders,
+                ReconcileActivities.report_reconciled,
+            ]
+        ),
+    )
+
+
+def build_replay_check(settings: Settings, client: Client | None) -> ReplayCheck:
+    """`pizza replay-check`: this version's workflows replayed as this deployment's workers
+    run them (the strict data converter, the sandbox unless PIZZA_WORKFLOW_SANDBOX=false,
+    the argument check), against the orders on PIZZA_TASK_QUEUE of ``client``'s Temporal,
+    decrypted with its key ring; without a client, against history files, decrypted with
+    the configured ring (KeyRingError if there is none)."""
+    from temporalio.runtime import TelemetryConfig
+    from temporalio.worker import Replayer
+
+    from pizza_saga.common.crypto import EncryptionCodec
+    from pizza_saga.common.temporal import data_converter, existing_key_ring
+    from pizza_saga.order.service import ReplayCheck
+
+    codec = client.data_converter.payload_codec if client is not None else None
+    ring = codec.ring if isinstance(codec, EncryptionCodec) else existing_key_ring(settings)
+    converter = data_converter(ring, strict=True)
+    workflows = list(WORKFLOWS)
+    replayer = Replayer(
+        workflows=workflows,
+        data_converter=converter,
+        workflow_runner=(
+            sandbox_runner(workflows) if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
+        ),
+        interceptors=[WorkflowArgumentCheck()],
+        # The SDK core logs each failed workflow task; here each is a verdict, reported.
+        runtime=Runtime(telemetry=TelemetryConfig(logging=None, metrics=None)),
+    )
+    return ReplayCheck(
+        replayer=replayer,
+        converter=converter,
+        types=code_types(),
+        client=client,
+        task_queue=settings.task_queue,
+    )

@@ -1,23 +1,35 @@
-"""`pizza doctor`, `pizza db upgrade` and `pizza bench`: checking, migrating, measuring."""
+"""`pizza doctor`, `pizza replay-check`, `pizza db upgrade` and `pizza bench`: checking,
+migrating, measuring."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from pizza_saga.cli._shared import (
     EXIT_FAILED,
+    EXIT_INVALID,
+    UserError,
     app,
+    connect_temporal,
     db_app,
     err,
     fail,
     load_settings,
     out,
+    print_json,
     run_command,
 )
+
+if TYPE_CHECKING:
+    from pizza_saga.order.service import ReplayReport
+
+EXIT_CANNOT_CHECK = EXIT_INVALID
+"""`pizza replay-check` could not check (Temporal, keys, files): neither pass nor fail."""
 
 
 @app.command()
@@ -40,6 +52,142 @@ def doctor() -> None:
         out.print(f"[red]{len(failed)} of {len(checks)} checks failed[/]: {', '.join(failed)}")
         raise typer.Exit(EXIT_FAILED)
     out.print(f"[green]All {len(checks)} checks passed[/]")
+
+
+@app.command("replay-check")
+def replay_check(
+    since: Annotated[
+        float,
+        typer.Option(min=0, help="Orders closed in the last this many days, besides running ones."),
+    ] = 7,
+    limit: Annotated[
+        int,
+        typer.Option(
+            min=1, max=100_000, help="At most this many orders: running ones, then the newest."
+        ),
+    ] = 1000,
+    histories: Annotated[
+        Path | None,
+        typer.Option(
+            "--histories",
+            metavar="DIR",
+            help="Replay the history files (*.json, as `temporal workflow show --output json` "
+            "writes them) in DIR instead of Temporal's orders; needs no server (--since and "
+            "--limit do not apply).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Replay running and recent orders against this version's code, before deploying it.
+
+    Exit 0: every order replays; 1: some would break (each printed: non-determinism, or a
+    payload this version cannot read); 2: nothing could be checked (Temporal, keys, files).
+    """
+    from temporalio.service import RPCError
+
+    from pizza_saga.common.crypto import KeyRingError
+    from pizza_saga.order.service import InvalidInput, ServiceError
+
+    settings = load_settings()
+
+    async def run() -> ReplayReport:
+        from pizza_saga.app import build_replay_check
+
+        client = None if histories is not None else await connect_temporal(settings)
+        check = build_replay_check(settings, client)
+        if histories is not None:
+            return await check.files(histories)
+        return await check.recent(since=timedelta(days=since), limit=limit)
+
+    try:
+        report = run_command(run())
+    except UserError as e:  # Temporal's configuration or reachability: no verdict
+        fail(str(e), EXIT_CANNOT_CHECK)
+    except InvalidInput as e:
+        fail(f"--{e.field}: {e.reason}" if e.field else str(e), EXIT_CANNOT_CHECK)
+    except (ServiceError, KeyRingError) as e:
+        fail(str(e), EXIT_CANNOT_CHECK)
+    except RPCError as e:
+        fail(f"Temporal refused the request: {e.message}", EXIT_CANNOT_CHECK)
+    if as_json:
+        _print_replay_json(report)
+    else:
+        _print_replay(
+            report, since=since, limit=limit, histories=histories, task_queue=settings.task_queue
+        )
+    if report.broken:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _print_replay_json(report: ReplayReport) -> None:
+    import json
+
+    orders = [
+        {
+            "order_number": order.order_number,
+            "workflow_id": order.workflow_id,
+            "run_id": order.run_id,
+            "status": order.status,
+            "file": order.file,
+            "ok": order.ok,
+            "breakage": order.breakage,
+            "reason": order.reason,
+        }
+        for order in report.orders
+    ]
+    summary = {
+        "ok": not report.broken,
+        "checked": len(report.orders),
+        "running": report.running,
+        "broken": len(report.broken),
+        "not_checked": report.not_checked,
+    }
+    print_json(json.dumps({**summary, "orders": orders}))
+
+
+def _print_replay(
+    report: ReplayReport,
+    *,
+    since: float,
+    limit: int,
+    histories: Path | None,
+    task_queue: str,
+) -> None:
+    """Each order that would break, one line each, then a summary line."""
+    for order in report.broken:
+        run = f"run {order.run_id}" + (f", file {order.file}" if order.file else "")
+        if order.order_number:
+            who = f"order {order.order_number} (workflow {order.workflow_id}, {run})"
+        else:
+            who = f"workflow {order.workflow_id} ({run})"
+        out.print(f"[red]✗[/] {escape(who)}: {escape(order.verdict)}", soft_wrap=True)
+    total = len(report.orders)
+    if histories is not None:
+        where = f"{total} histories in {histories}"
+    else:
+        closed = total - report.running
+        where = (
+            f"{report.running} running, {closed} closed in the last {since:g} days, "
+            f"task queue {task_queue}"
+        )
+    if report.broken:
+        out.print(
+            f"[red]{len(report.broken)} of {total} orders would break on this version[/] "
+            f"({escape(where)}): do not deploy it",
+            soft_wrap=True,
+        )
+    elif total:
+        out.print(
+            f"[green]All {total} orders replay on this version[/] ({escape(where)})",
+            soft_wrap=True,
+        )
+    else:
+        out.print(f"No orders to check ({escape(where)})", soft_wrap=True)
+    if report.not_checked:
+        out.print(
+            f"{report.not_checked} more orders matched and were not checked (--limit {limit})",
+            soft_wrap=True,
+        )
 
 
 @db_app.command("upgrade")

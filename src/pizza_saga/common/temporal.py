@@ -170,6 +170,20 @@ def key_ring(settings: Settings, target_host: str) -> KeyRing:
     )
 
 
+def existing_key_ring(settings: Settings) -> KeyRing:
+    """The encryption keys configured (PIZZA_ENCRYPTION_KEYS, PIZZA_KEY_FILE), else the ring
+    generated into PIZZA_HOME if there is one; never a new ring, which could read nothing
+    written before. KeyRingError says why not."""
+    if settings.encryption_keys or settings.key_file is not None:
+        return key_ring(settings, DEFAULT_ADDRESS)
+    if settings.default_key_file.exists():
+        return read_key_file(settings.default_key_file, str(settings.default_key_file))
+    raise KeyRingError(
+        "no encryption key configured to read the histories with: set PIZZA_KEY_FILE or "
+        "PIZZA_ENCRYPTION_KEYS to the ring they were written under (docs/card-data.md)"
+    )
+
+
 def connect_config() -> dict[str, Any]:
     """Client.connect arguments from TEMPORAL_* variables and profiles, with local defaults."""
     config: dict[str, Any] = dict(ClientConfigProfile.load().to_client_connect_config())

@@ -106,13 +106,16 @@ async def make_current(
             await client.workflow_service.set_worker_deployment_current_version(request)
             return
         except RPCError as err:
+            # A worker just started registers its version, then each of its task queues'
+            # pollers (workflow, activity) one by one: wait for them.
             unknown = err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION)
-            if "missing" in err.message.lower() and "task queue" in err.message.lower():
+            missing = "missing" in err.message.lower() and "task queue" in err.message.lower()
+            if missing and loop.time() >= deadline:
                 raise PromotionError(
                     f"build {version.build_id} does not poll every task queue of the current "
                     f"version ({err.message}); start its workers on them, or force it"
                 ) from err
-            if not unknown or loop.time() >= deadline:
+            if not (unknown or missing) or loop.time() >= deadline:
                 raise PromotionError(
                     f"cannot make build {version.build_id} current: {err.message}"
                 ) from err

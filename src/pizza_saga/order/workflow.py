@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from pizza_saga.order.models import DeliveryRequest, OrderConfirmation, OrderRequest
 
 WORKFLOW_ID_PREFIX = "pizza-workflow-order-"
+WORKFLOW_TYPE = "PizzaOrderWorkflow"
+"""The workflow's type, as its @workflow.defn names it (visibility queries list it by it)."""
 MAX_DELIVERY_KM = 25
 
 STEP_RETRY = RetryPolicy(

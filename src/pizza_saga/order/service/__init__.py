@@ -2,7 +2,8 @@
 
 Placing (placing.py), following (following.py) and operating (operating.py: cancelling,
 resolving, stock, payments and manual refunds, readiness) orders, over what they share
-(_core.py); the errors (errors.py) have kinds each face maps once. The CLI, the HTTP API
+(_core.py); before a deploy, replaying them against the new code (replaying.py: ReplayCheck,
+which needs no store); the errors (errors.py) have kinds each face maps once. The CLI, the HTTP API
 and the pages are thin faces over `OrderService`: they never talk to Temporal or the stores
 on their own.
 """
@@ -13,6 +14,7 @@ from pizza_saga.order.service._core import POLLER_FRESH, ServiceCore
 from pizza_saga.order.service.errors import (
     AlreadyFinished,
     ErrorKind,
+    HistoryFileError,
     IdempotencyKeyReused,
     InvalidInput,
     NotAllowed,
@@ -21,6 +23,7 @@ from pizza_saga.order.service.errors import (
     OrderAlreadyPlaced,
     OrderNotFound,
     RefundNotSkipped,
+    ReplayFailed,
     RequestInProgress,
     ServiceError,
     TemporalUnavailable,
@@ -35,6 +38,7 @@ from pizza_saga.order.service.operating import (
     Readiness,
 )
 from pizza_saga.order.service.placing import Placement, Placing
+from pizza_saga.order.service.replaying import Breakage, OrderReplay, ReplayCheck, ReplayReport
 from pizza_saga.order.service.sandbox import SandboxCard, SandboxHints, sandbox_hints
 
 
@@ -51,7 +55,9 @@ __all__ = [
     "MAX_STOCK",
     "POLLER_FRESH",
     "AlreadyFinished",
+    "Breakage",
     "ErrorKind",
+    "HistoryFileError",
     "IdempotencyKeyReused",
     "InvalidInput",
     "ManualRefundRecorded",
@@ -61,11 +67,15 @@ __all__ = [
     "OrderAlreadyPlaced",
     "OrderNotFound",
     "OrderPage",
+    "OrderReplay",
     "OrderService",
     "OrderSummary",
     "Placement",
     "Readiness",
     "RefundNotSkipped",
+    "ReplayCheck",
+    "ReplayFailed",
+    "ReplayReport",
     "RequestInProgress",
     "SandboxCard",
     "SandboxHints",

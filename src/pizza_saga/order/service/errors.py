@@ -4,6 +4,7 @@ statuses, HTTP statuses)."""
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import Path
 from typing import ClassVar
 
 from pizza_saga.order.client import OrderStatus
@@ -131,3 +132,17 @@ class NoWorker(ServiceError):
             "(nothing was placed)"
         )
         self.task_queue = task_queue
+
+
+class HistoryFileError(InvalidInput):
+    """A file given as a workflow history cannot be read as one."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", field="histories")
+        self.path = path
+
+
+class ReplayFailed(ServiceError):
+    """The replay itself stopped (not one history's verdict): nothing can be said of the rest."""
+
+    kind = ErrorKind.UNAVAILABLE
