@@ -249,16 +249,30 @@ async def peers_benchmark(bench: PeersSettings, progress: Progress) -> dict[str,
         await dbos.ready()
 
         books = {who: Books() for who in RUNNERS}
+        block_rates: list[tuple[str, float]] = []
+
+        loaded = {who: Measured() for who in RUNNERS}
+        machine = dict.fromkeys(RUNNERS, 0.0)  # the whole machine's CPU in each one's blocks
 
         async def phase(
-            who: str, label: str, indexes: range, concurrency: int, kind: str | None = None
-        ) -> tuple[list[Sample], float]:
+            who: str,
+            label: str,
+            indexes: range,
+            concurrency: int,
+            kind: str | None = None,
+            *,
+            measured: bool = False,
+        ) -> list[Sample]:
+            """Run one phase of ``who``'s orders and check its books; with ``measured``, a
+            loaded block: its samples, wall time and CPU go to ``loaded``."""
             planned = [kind or kinds[i] for i in indexes]
             initials = "".join(word[0] for word in who.split())
             tag = f"{initials}-{label}-{prefix}".replace(" ", "-")
             task = progress.add_task(f"{who}, {label}", total=len(indexes))
             ledger = stores[store_of[who]]
             money, shelf = await asyncio.to_thread(_money_and_stock, ledger)
+            # Read right around the orders: the books' queries are not the runner's work.
+            busy, before = machine_busy_seconds(), read_all(readers)
             try:
                 if who == "dbos":
                     samples, wall = await dbos.run(tag, indexes, concurrency, planned)
@@ -272,6 +286,12 @@ async def peers_benchmark(bench: PeersSettings, progress: Progress) -> dict[str,
                     )
             finally:
                 progress.remove_task(task)
+            if measured:
+                loaded[who].add_cpu(before, read_all(readers))
+                machine[who] += machine_busy_seconds() - busy
+                loaded[who].samples += samples
+                loaded[who].wall_seconds += wall
+                block_rates.append((who, round(len(indexes) / wall, 1)))
             money_after, shelf_after = await asyncio.to_thread(_money_and_stock, ledger)
             kept = books[who]
             done = sum(s.kind == "completed" for s in samples)
@@ -284,26 +304,16 @@ async def peers_benchmark(bench: PeersSettings, progress: Progress) -> dict[str,
             kept.expected_pizzas += done * PIZZAS
             kept.charged_cents += money_after - money
             kept.pizzas_taken += shelf - shelf_after
-            return samples, wall
+            return samples
 
         # Warm up (imports, caches, the first workflows), then idle latency: completed
         # orders one at a time.
         idle_samples = range(min(IDLE_SAMPLES, bench.orders))
         for who in RUNNERS:
             await phase(who, "warm-up", range(WARM_UP), 5, "completed")
-        idle = {who: (await phase(who, "idle", idle_samples, 1, "completed"))[0] for who in RUNNERS}
-
-        loaded = {who: Measured() for who in RUNNERS}
-        machine = dict.fromkeys(RUNNERS, 0.0)  # the whole machine's CPU in each one's blocks
-        block_rates: list[tuple[str, float]] = []
+        idle = {who: await phase(who, "idle", idle_samples, 1, "completed") for who in RUNNERS}
         for who, indexes in load_blocks(bench.orders, bench.rounds, runners=list(RUNNERS)):
-            busy, before = machine_busy_seconds(), read_all(readers)
-            samples, wall = await phase(who, "load", indexes, bench.concurrency)
-            loaded[who].add_cpu(before, read_all(readers))
-            machine[who] += machine_busy_seconds() - busy
-            loaded[who].samples += samples
-            loaded[who].wall_seconds += wall
-            block_rates.append((who, round(len(indexes) / wall, 1)))
+            await phase(who, "load", indexes, bench.concurrency, measured=True)
 
     runners = {
         who: _runner_results(bench, loaded[who], idle[who], books[who], INVOLVED[who])
