@@ -110,12 +110,14 @@ from pizza_saga.order.workflow import MAX_DELIVERY_KM, STEP_RETRY
 RUNNERS = ("orders", "local orders", "dbos")
 """What the comparison runs, in block order."""
 PROCESSES = {
-    "server": "Temporal dev server",
-    "worker": "worker",
-    "client": "client (bench driver)",
-    "dbos": "DBOS process (driver and steps)",
+    "server": "the Temporal dev server",
+    "worker": "the product's worker process (sandboxed)",
+    "client": "the bench's driver: places the orders, tokenizes their cards",
+    "dbos": "the DBOS process: places the orders and runs their steps",
 }
-"""The processes whose CPU time is read, as the table names them."""
+"""The processes whose CPU time is read."""
+SHOWN = {"server": "Temporal server", "worker": "worker", "client": "client", "dbos": "DBOS"}
+"""The processes as the table names them."""
 INVOLVED = {
     "orders": ("server", "worker", "client"),
     "local orders": ("server", "worker", "client"),
@@ -880,8 +882,9 @@ def peers_view(results: dict[str, Any]) -> Group:
         f"{settings['concurrency']}, SQLite, DBOS Transact {settings['dbos']['version']}",
         title_justify="left",
         caption="CPU per order: each process's CPU time during its runner's loaded blocks, "
-        "per order; money and stock: what each runner's stores show against what its "
-        "completed orders cost and took",
+        "per order (client: the bench's driver; DBOS: one process, driver and steps); the "
+        "machine's other work: its busy CPU less the bench's processes'; money and stock: "
+        "what each runner's stores show against what its completed orders cost and took",
         caption_justify="left",
     )
     table.add_column("measure")
@@ -898,16 +901,16 @@ def peers_view(results: dict[str, Any]) -> Group:
     row("idle latency p50 (ms)", lambda side: side["idle_latency_ms"])
     for kind, label in (("completed", "completed"), ("rolled_back", "rolled back")):
         row(f"{label} under load p50/p99 (ms)", _latency(kind))
-    for process, name in PROCESSES.items():
+    for process, name in SHOWN.items():
         row(f"CPU per order, {name} (ms)", _cpu(process))
-    row("CPU per order, all its processes (ms)", lambda side: side["cpu_ms_per_order"]["total"])
-    row("the machine's other work meanwhile (cores)", lambda side: side["other_load_cores"])
+    row("CPU per order, all (ms)", lambda side: side["cpu_ms_per_order"]["total"])
+    row("the machine's other work (cores)", lambda side: side["other_load_cores"])
     row(
-        "money: net charged / price of completed (cents)",
+        "net charged / price of completed (cents)",
         lambda side: f"{side['books']['charged_cents']} / {side['books']['expected_cents']}",
     )
     row(
-        "stock: pizzas taken / of completed",
+        "pizzas taken / of completed",
         lambda side: f"{side['books']['pizzas_taken']} / {side['books']['expected_pizzas']}",
     )
     row(
