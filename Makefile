@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 SAGA := packages/temporal-saga
 SAGA_VENV ?= /tmp/temporal-saga-venv
 
-.PHONY: demo test test-fast test-saga saga-standalone saga-docs bench check lint typecheck format clean
+.PHONY: demo test test-fast test-saga saga-standalone saga-docs bench bench-peers check lint typecheck format clean
 
 $(STAMP): pyproject.toml $(SAGA)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)  ## The order saga's speed against the engine's limit, on SQLite and on PostgreSQL (results in bench/).
 	$(BIN)/pizza bench --out bench/results.json
 	$(BIN)/pizza bench --store postgres --out bench/results-postgres.json
+
+# DBOS Transact comes with the dev extra (the peers extra alone: pip install -e '.[peers]').
+bench-peers: $(STAMP)  ## The orders (regular and local mode) beside the same saga on DBOS Transact, on SQLite (bench/results-peers.json).
+	$(BIN)/pizza bench --peers --out bench/results-peers.json
 
 # Both suites on pytest-xdist, each worker with its own time-skipping server and PostgreSQL
 # cluster; each module runs whole on one worker (its servers start once). One worker more than

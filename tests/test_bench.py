@@ -11,6 +11,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 
 from pizza_saga.bench.cpu import (
+    machine_busy_seconds,
     own_cpu_seconds,
     peak_rss_mib,
     process_cpu_seconds,
@@ -124,3 +125,12 @@ def test_own_cpu_time_grows_with_work_and_peak_memory_is_read() -> None:
 
     assert own_cpu_seconds() > before
     assert peak_rss_mib(os.getpid()) > 1
+
+
+def test_the_machine_busy_time_counts_this_process_work_too() -> None:
+    machine, own = machine_busy_seconds(), own_cpu_seconds()
+    while own_cpu_seconds() - own < 0.2:
+        sum(i * i for i in range(10_000))
+
+    # /proc/stat counts in ticks, per core; others' work can only add to it.
+    assert machine_busy_seconds() - machine >= own_cpu_seconds() - own - 0.05

@@ -68,6 +68,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return _seconds(total)
 
 
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine has been busy so far, all cores together: every process's,
+    ours and others' (/proc/stat: user, nice, system, irq, softirq and steal)."""
+    fields = (PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields)
+    return _seconds(user + nice + system + irq + softirq + steal)
+
+
 def own_cpu_seconds() -> float:
     """User plus system CPU time of this process (all its threads, not its children)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.markup import escape
@@ -248,12 +248,44 @@ def bench(
             "`pizza api` with this many streams open on as many running orders, against none.",
         ),
     ] = 0,
+    peers: Annotated[
+        bool,
+        typer.Option(
+            "--peers",
+            help="Compare instead with DBOS Transact: the orders (regular and local mode) "
+            "beside the same saga on DBOS, on SQLite (needs pizza-saga[peers]).",
+        ),
+    ] = False,
+    dbos_sqlite: Annotated[
+        str,
+        typer.Option(
+            help="With --peers: wal, DBOS's system database on the stores' SQLite settings "
+            "(WAL, synchronous=normal); or defaults, DBOS's own (rollback journal, "
+            "synchronous=full).",
+        ),
+    ] = "wal",
 ) -> None:
     """Measure the order saga against the engine's limit on the same server (waits zero),
     with regular activities and in local mode; or, with --streams, what open event streams
-    cost new orders."""
+    cost new orders; or, with --peers, the orders beside the same saga on DBOS Transact."""
     from rich.progress import Progress
 
+    if peers:
+        if completed + declined + bill_failure <= 0:
+            fail("--completed, --declined, --bill-failure: at least one share must be above 0")
+        if dbos_sqlite not in ("wal", "defaults"):
+            fail(f"--dbos-sqlite: {dbos_sqlite!r} is neither wal nor defaults")
+        if store != "sqlite" or via != "client" or streams:
+            fail("--peers runs on SQLite, placing orders directly: no --store, --via or --streams")
+        mix = {"completed": completed, "declined": declined, "bill_failure": bill_failure}
+        _bench_peers(
+            orders,
+            concurrency,
+            mix,
+            "wal" if dbos_sqlite == "wal" else "defaults",
+            results_path or Path("bench/results-peers.json"),
+        )
+        return
     if streams:
         _bench_streams(streams, orders, results_path or Path("bench/results-streams.json"))
         return
@@ -308,6 +340,38 @@ def _bench_streams(streams: int, orders: int, results_path: Path) -> None:
             results = await stream_benchmark(settings, progress)
         write_json(results, results_path)
         out.print(streams_view(results))
+        out.print(f"Results: {results_path}")
+
+    run_command(run())
+
+
+def _bench_peers(
+    orders: int,
+    concurrency: int,
+    mix: dict[str, float],
+    dbos_sqlite: Literal["wal", "defaults"],
+    results_path: Path,
+) -> None:
+    """`pizza bench --peers`: the orders beside the same saga on DBOS Transact."""
+    import importlib.util
+
+    from rich.progress import Progress
+
+    if importlib.util.find_spec("dbos") is None:
+        fail("--peers: DBOS Transact is not installed: pip install -e '.[peers]'")
+
+    from pizza_saga.bench.peers import PeersSettings, peers_benchmark, peers_view
+    from pizza_saga.bench.report import write_json
+
+    settings = PeersSettings(
+        orders=orders, concurrency=concurrency, mix=mix, dbos_sqlite=dbos_sqlite
+    )
+
+    async def run() -> None:
+        with Progress(console=err, transient=True, refresh_per_second=2) as progress:
+            results = await peers_benchmark(settings, progress)
+        write_json(results, results_path)
+        out.print(peers_view(results))
         out.print(f"Results: {results_path}")
 
     run_command(run())
