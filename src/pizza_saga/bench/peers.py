@@ -72,6 +72,7 @@ from pizza_saga.bench.run import (
     percentiles,
     run_order,
     stop_process,
+    workers_ready,
 )
 from pizza_saga.billing import cards
 from pizza_saga.billing.activities import BILL_STEP, BOUNCING_EMAIL_PREFIX, CHARGE_STEP
@@ -249,6 +250,7 @@ async def peers_benchmark(bench: PeersSettings, progress: Progress) -> dict[str,
             ),
         }
         await dbos.ready()
+        await workers_ready(list(services.values()), [worker])
 
         books = {who: Books() for who in RUNNERS}
         block_rates: list[tuple[str, float]] = []

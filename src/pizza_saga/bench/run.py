@@ -99,6 +99,8 @@ IDLE_SAMPLES = 20
 """Workflows run one at a time for the idle figures (fewer if the bench places fewer)."""
 HISTORY_SAMPLES = 50
 API_READY_SECONDS = 60.0
+WORKER_READY_SECONDS = 60.0
+"""How long the bench waits for its worker processes to poll."""
 """How long the bench waits for its `pizza api` process to answer /readyz."""
 
 THROUGHPUT_TARGET = 0.95
@@ -391,6 +393,19 @@ async def benchmark(bench: BenchSettings, progress: Progress) -> dict[str, Any]:
             service = build_service(client, stores, settings.model_copy(update=options))
             return lambda kind, tag, i: run_order(client, service, kind, tag, i)
 
+        await workers_ready(
+            [
+                build_service(client, stores, settings),
+                build_service(
+                    client,
+                    stores,
+                    settings.model_copy(
+                        update={"task_queue": unsandboxed_queue(settings.task_queue)}
+                    ),
+                ),
+            ],
+            workers,
+        )
         runners: dict[str, Callable[[str, str, int], Awaitable[Sample]]] = {
             "engine": lambda kind, tag, i: run_engine(client, kind, tag, i),
             "orders": order_runner(),
@@ -791,6 +806,22 @@ def _events(history: History) -> dict[str, float]:
         else 0
         for kind in ("completed", "rolled_back")
     }
+
+
+async def workers_ready(
+    services: Sequence[OrderService], processes: Sequence[subprocess.Popen[bytes]]
+) -> None:
+    """Wait until a worker polls each service's task queue (placing refuses before);
+    RuntimeError if a worker process exits first or none polls within WORKER_READY_SECONDS."""
+    deadline = time.monotonic() + WORKER_READY_SECONDS
+    for service in services:
+        while not await service.worker_polling():
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"a bench worker exited ({process.returncode})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no bench worker polled within {WORKER_READY_SECONDS:g} s")
+            await asyncio.sleep(0.1)
 
 
 def stop_process(process: subprocess.Popen[bytes], how: signal.Signals = signal.SIGTERM) -> None:
