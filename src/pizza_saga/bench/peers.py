@@ -63,6 +63,7 @@ from pizza_saga.bench.cpu import (
 from pizza_saga.bench.run import (
     IDLE_SAMPLES,
     NO_WAITS,
+    ORDER_MIX,
     WARM_UP,
     Measured,
     Sample,
@@ -143,9 +144,7 @@ class PeersSettings:
     orders: int = 600
     """Orders per runner under load (the warm-up and idle phases come on top)."""
     concurrency: int = 20
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"completed": 0.8, "declined": 0.1, "bill_failure": 0.1}
-    )
+    mix: dict[str, float] = field(default_factory=lambda: dict(ORDER_MIX))
     seed: int = 1
     rounds: int = 2
     """Rounds of the loaded run; each runs every runner in turn, then in reverse."""

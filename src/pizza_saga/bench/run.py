@@ -119,15 +119,17 @@ LOCAL_ACTIONS_TARGET = 3
 """Billable actions of a completed local order: the start, one local-activity task, the driver."""
 
 
+ORDER_MIX = {"completed": 0.8, "declined": 0.1, "bill_failure": 0.1}
+"""The share of each kind of order in a loaded run, unless told otherwise."""
+
+
 @dataclass(frozen=True)
 class BenchSettings:
     """What the bench runs."""
 
     orders: int = 600
     concurrency: int = 20
-    mix: dict[str, float] = field(
-        default_factory=lambda: {"completed": 0.8, "declined": 0.1, "bill_failure": 0.1}
-    )
+    mix: dict[str, float] = field(default_factory=lambda: dict(ORDER_MIX))
     seed: int = 1
     rounds: int = 2
     """Rounds of the loaded run; each runs every runner in turn, then in reverse."""
