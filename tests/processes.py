@@ -32,7 +32,8 @@ import httpx
 from temporalio.client import Client
 
 from pizza_saga.app import SEARCH_ATTRIBUTES, Stores, build_service, open_stores
-from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 

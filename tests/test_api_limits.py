@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 
 from pizza_saga.api.app import MAX_BODY_BYTES
 from pizza_saga.app import Stores, build_api, build_service
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.inventory.store import InventoryStore
 

@@ -25,7 +25,7 @@ from temporalio.client import WorkflowFailureError
 
 from pizza_saga.app import open_stores
 from pizza_saga.billing import cards
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, connect
 from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD, example_order

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from pizza_saga.app import open_stores
-from pizza_saga.common.devserver import ensure_free, free_port
+from pizza_saga.common.devserver import ensure_free
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from tests.processes import run_pizza
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from pizza_saga.app import open_stores
 from pizza_saga.billing.activities import CHARGE_STEP
 from pizza_saga.cli import app
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 
 COMMAND_SECONDS = 60

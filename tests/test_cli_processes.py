@@ -27,9 +27,9 @@ from pizza_saga.common.devserver import (
     DevServerConfig,
     PortInUse,
     ensure_free,
-    free_port,
     running_dev_server,
 )
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import OrderStatus, order_outcome
 from pizza_saga.order.workflow import workflow_id_for

@@ -29,7 +29,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from pizza_saga.app import Stores, build_worker
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import EncryptionCodec
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.temporal import worker_client
 from pizza_saga.order.activities import notify_delivery_driver
 from pizza_saga.order.models import DeliveryRequest, OrderRequest

@@ -24,7 +24,7 @@ from temporalio.converter import PayloadCodec
 from pizza_saga.common.codec_auth import Credentials, TokenError, codec_token
 from pizza_saga.common.codec_server import SESSION_COOKIE, build_app, login_url
 from pizza_saga.common.crypto import EncryptionCodec, KeyRing
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 
 TOKEN = "codec-test-token-0123456789abcdef"

@@ -13,9 +13,9 @@ from pizza_saga.common.devserver import (
     DevServerConfig,
     StateInUse,
     ensure_free,
-    free_port,
     running_dev_server,
 )
+from pizza_saga.common.ports import free_port
 from tests.processes import run_pizza
 
 pytestmark = pytest.mark.devserver

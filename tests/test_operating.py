@@ -26,7 +26,7 @@ from temporalio.client import Client
 from pizza_saga.app import open_stores
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import KeyRing
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import (

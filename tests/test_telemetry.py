@@ -11,9 +11,9 @@ import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from pizza_saga.common.devserver import free_port
 from pizza_saga.common.logmask import CardNumberFilter
 from pizza_saga.common.logs import JsonFormatter
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.telemetry import otlp_configured, tracer_provider_from_env
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from pizza_saga.app import open_stores
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from tests.processes import processes_mentioning
 from tests.site import SEED_FORM, Stream, csrf_of

@@ -23,7 +23,7 @@ from playwright.async_api import Page, Response, async_playwright, expect
 
 from pizza_saga.app import open_stores
 from pizza_saga.common.codec_server import SESSION_COOKIE
-from pizza_saga.common.devserver import free_port
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import connect
 from pizza_saga.order.client import order_request, place_order

@@ -57,8 +57,9 @@ from pizza_saga.bench.worker import UNSANDBOXED
 from pizza_saga.billing import cards
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.db import open_engine
-from pizza_saga.common.devserver import DevServerConfig, free_port, running_dev_server
+from pizza_saga.common.devserver import DevServerConfig, running_dev_server
 from pizza_saga.common.pgcluster import PostgresCluster, require_bindir
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.example import GOOD_CARD, example_order
 from pizza_saga.order.menu import MENU

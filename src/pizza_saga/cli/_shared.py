@@ -261,7 +261,7 @@ def with_metrics(settings: Settings) -> Settings:
     demo): PIZZA_METRICS_ADDRESS if set, else 127.0.0.1:9464, else any free port."""
     if settings.metrics_address:
         return settings
-    from pizza_saga.common.devserver import free_port
+    from pizza_saga.common.ports import free_port
 
     with socket.socket() as probe:
         try:

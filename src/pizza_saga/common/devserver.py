@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import errno
 import fcntl
@@ -20,6 +19,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 
+from pizza_saga.common.ports import free_port
 from pizza_saga.common.temporal import binary
 
 # Measured here: WAL with synchronous=normal runs the dev server about 2.5x faster than
@@ -32,6 +32,7 @@ SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 DYNAMIC_CONFIG = {"history.transferProcessorMaxPollRPS": 10_000}
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -189,22 +190,6 @@ class DevServer:
         return await self.process.wait()
 
 
-_handed_out: collections.deque[int] = collections.deque(maxlen=256)
-
-
-def free_port() -> int:
-    """A TCP port on localhost nobody listens on right now, and not one this process handed
-    out lately (the system may offer a port again as soon as its probe closed, before the
-    server it was meant for has bound it)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("localhost", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.append(port)
-            return port
-
-
 async def wait_until_ready(address: str, within: float = READY_TIMEOUT_SECONDS) -> None:
     """Return once a client can connect to ``address``; TimeoutError after ``within`` s."""
     deadline = time.monotonic() + within
@@ -227,37 +212,72 @@ async def running_dev_server(config: DevServerConfig, log_file: Path) -> AsyncIt
     it exits before it is ready. The block can await ``DevServer.exited()`` to hear of the
     server dying under it.
     """
-    ensure_free(config.ports, config.ip)
     with holding_state(config.db_filename):
-        async with _supervised(config, log_file) as server:
-            yield server
+        for attempt in range(1, START_ATTEMPTS + 1):
+            ensure_free(config.ports, config.ip)
+            try:
+                process = await _started(config, log_file)
+                break
+            except _LostInternalPort:
+                if attempt == START_ATTEMPTS:
+                    raise
+        try:
+            yield DevServer(process, log_file)
+        finally:
+            await _stopped(process)
 
 
-@contextlib.asynccontextmanager
-async def _supervised(config: DevServerConfig, log_file: Path) -> AsyncIterator[DevServer]:
+class _LostInternalPort(RuntimeError):
+    """The server exited because a port it picked for itself was taken before it bound it."""
+
+
+async def _started(config: DevServerConfig, log_file: Path) -> asyncio.subprocess.Process:
+    """Start the server and return it once it answers; RuntimeError if it exits first.
+
+    The dev server picks free ports for its internal services itself and binds them a
+    moment later; on a busy machine another process can take one in between, and the server
+    exits (measured here: 1 start in 60, six at a time). That exit is _LostInternalPort, and
+    worth another start: the next one picks other ports.
+    """
     with log_file.open("ab") as log:
+        logged_before = log.tell()
         process = await asyncio.create_subprocess_exec(
             *config.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
+    ready = asyncio.create_task(wait_until_ready(config.address))
+    exited = asyncio.create_task(process.wait())
     try:
-        ready = asyncio.create_task(wait_until_ready(config.address))
-        exited = asyncio.create_task(process.wait())
         await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if not ready.done():
-            ready.cancel()
-        if exited.done():  # ready or not, a server that is gone is not the one answering
-            raise RuntimeError(
-                f"the Temporal dev server exited ({describe_exit(exited.result())}) "
-                f"before it was ready; see {log_file}"
-            )
-        exited.cancel()
-        await ready
-        yield DevServer(process, log_file)
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
     finally:
-        if process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        ready.cancel()
+        exited.cancel()
+    if (
+        process.returncode is not None
+    ):  # ready or not, a server that is gone is not the one answering
+        with log_file.open("rb") as log:
+            log.seek(logged_before)
+            said = log.read().decode(errors="replace")
+        lost = "address already in use" in said
+        raise (_LostInternalPort if lost else RuntimeError)(
+            f"the Temporal dev server exited ({describe_exit(process.returncode)}) "
+            f"before it was ready; see {log_file}"
+        )
+    if (failed := ready.exception()) is not None:
+        await _stopped(process)
+        raise failed
+    return process
+
+
+async def _stopped(process: asyncio.subprocess.Process) -> None:
+    """Stop the server (SIGTERM, then SIGKILL after STOP_TIMEOUT_SECONDS) and wait for it."""
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()

@@ -14,7 +14,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pizza_saga.common.ports import free_port
 
 if TYPE_CHECKING:
     import psycopg
@@ -104,13 +105,6 @@ def _scratch_dir() -> Path | None:
     return MEMORY_DIR if roomy and os.access(MEMORY_DIR, os.W_OK | os.X_OK) else None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PostgresCluster:
     """A running throwaway cluster; `start` it, take `database`s from it, `stop` it."""
 
@@ -183,7 +177,7 @@ class PostgresCluster:
 
     def _start(self) -> None:
         for attempt in range(1, START_ATTEMPTS + 1):
-            self.port = _free_port()
+            self.port = free_port()
             try:
                 self._pg_ctl("-o", f"-p {self.port}", "-l", str(self.log), "start")
                 break
