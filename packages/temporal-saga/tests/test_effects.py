@@ -234,6 +234,33 @@ def test_done_reads_what_this_execution_did_and_claims_nothing(shop: Shop) -> No
     assert shop.done(ORDER) is None
 
 
+def test_a_revised_effect_is_undone_as_revised(shop: Shop) -> None:
+    with shop.engine.begin() as conn:
+        shop.reserve(conn, ORDER)
+    with shop.engine.begin() as conn:  # a later step put one back
+        revised = shop.log.revise(conn, ORDER, lambda d: {**d, "count": d["count"] - 1})
+        shop._add(conn, 1)
+    assert revised == {**TAKE, "count": 1}
+    assert shop.done(ORDER) == revised
+    with shop.engine.begin() as conn:
+        assert shop.release(conn, ORDER) == revised
+    assert shop.dough() == DOUGH
+
+
+def test_revise_refuses_what_is_undone_never_done_or_another_executions(shop: Shop) -> None:
+    with pytest.raises(LookupError), shop.engine.begin() as conn:
+        shop.log.revise(conn, ORDER, dict)
+    with shop.engine.begin() as conn:
+        shop.reserve(conn, ORDER)
+    with pytest.raises(OwnedByAnotherExecution), shop.engine.begin() as conn:
+        shop.log.revise(conn, INTRUDER, lambda d: {**d, "count": 0})
+    with shop.engine.begin() as conn:
+        shop.release(conn, ORDER)
+    with pytest.raises(AlreadyUndone), shop.engine.begin() as conn:
+        shop.log.revise(conn, ORDER, lambda d: {**d, "count": 0})
+    assert shop.dough() == DOUGH
+
+
 def test_the_claim_rolls_back_with_the_change_so_a_retry_claims_again(shop: Shop) -> None:
     with pytest.raises(Boom), shop.engine.begin() as conn:
         assert shop.reserve(conn, ORDER) is None

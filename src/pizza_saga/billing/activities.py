@@ -19,6 +19,8 @@ from pizza_saga.billing.models import (
     CardToken,
     ChargeReceipt,
     ChargeRequest,
+    DifferenceCharge,
+    PartialRefund,
     RefundReceipt,
     RefundRequest,
 )
@@ -110,7 +112,7 @@ class BillingActivities:
             except cards.ProcessorUnavailable as err:
                 raise ApplicationError(str(err), type="RefundFailedError") from None
 
-        effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
+        effect = EffectKey(key=request.order_number, step=request.step, owner=request.execution)
         # Rolled back: the card number, if still kept, is no longer needed by anyone.
         refunded = await asyncio.to_thread(
             functools.partial(
@@ -137,6 +139,74 @@ class BillingActivities:
             summary = "Nothing to refund: no charge had been made"
         activity.logger.info("%s (order %s)", summary, request.order_number)
         return RefundReceipt(amount=amount, card_last4=card_last4, summary=summary)
+
+    @activity.defn
+    async def charge_difference(self, request: DifferenceCharge) -> ChargeReceipt:
+        """Charge what an amendment added, once, on the card of the order's first charge."""
+
+        def authorize(card_last4: str) -> None:
+            try:
+                cards.authorize_increment(card_last4, activity.info().attempt)
+            except cards.ProcessorUnavailable as err:
+                raise ApplicationError(str(err), type="ProcessorUnavailableError") from None
+
+        effect = EffectKey(key=request.order_number, step=request.step, owner=request.execution)
+        first = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)
+        try:
+            charged = await asyncio.to_thread(
+                functools.partial(
+                    self._store.charge_more,
+                    effect,
+                    request.amount,
+                    first=first,
+                    authorize=authorize,
+                )
+            )
+        except EffectRefused as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
+        except LookupError as err:
+            raise ApplicationError(str(err), type="NotChargedError", non_retryable=True) from None
+        if charged.now:
+            _count(CHARGED_CENTS, "Cents charged to cards.", charged.amount)
+        activity.logger.info(
+            "Charged %d cents more to card ending %s for order %s",
+            charged.amount,
+            charged.card_last4,
+            request.order_number,
+        )
+        return ChargeReceipt(amount=charged.amount, card_last4=charged.card_last4)
+
+    @activity.defn
+    async def refund_difference(self, request: PartialRefund) -> RefundReceipt:
+        """Refund what an amendment took off the price, once, from the charges named; they
+        hold that much less, so their rollback refunds only the rest."""
+
+        def authorize(card_last4: str) -> None:
+            try:
+                cards.authorize_refund(card_last4, activity.info().attempt)
+            except cards.ProcessorUnavailable as err:
+                raise ApplicationError(str(err), type="RefundFailedError") from None
+
+        effect = EffectKey(key=request.order_number, step=request.step, owner=request.execution)
+        try:
+            refunded = await asyncio.to_thread(
+                functools.partial(
+                    self._store.refund_part, effect, request.take_from, authorize=authorize
+                )
+            )
+        except EffectRefused as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
+        except (LookupError, ValueError) as err:
+            raise ApplicationError(
+                str(err), type="CompensationInconsistencyError", non_retryable=True
+            ) from None
+        if refunded.now:
+            _count(REFUNDED_CENTS, "Cents refunded to cards.", refunded.amount)
+        summary = f"Refunded {refunded.amount} cents to card ending {refunded.card_last4}"
+        activity.logger.info("%s (order %s)", summary, request.order_number)
+        return RefundReceipt(
+            amount=refunded.amount, card_last4=refunded.card_last4, summary=summary
+        )
 
     @activity.defn
     async def discard_card(self, card: CardToken) -> None:

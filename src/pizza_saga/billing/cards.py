@@ -61,6 +61,12 @@ def authorize(number: str, attempt: int) -> None:
         raise ProcessorUnavailable(f"card processor unavailable (attempt {attempt})")
 
 
+def authorize_increment(card_last4: str, attempt: int) -> None:
+    """Let a further charge on an order's authorized card through (the processor knows the
+    card by the first charge; the number is gone); ``attempt`` counts from 1. The sandbox
+    approves every one: a card that could not pay never got its first charge."""
+
+
 def authorize_refund(card_last4: str, attempt: int) -> None:
     """Let a refund through or raise ProcessorUnavailable; ``attempt`` counts from 1."""
     if card_last4 == last4(REFUND_FAILING_CARD) and attempt <= REFUND_FAILURES:

@@ -52,6 +52,32 @@ class RefundRequest:
     order_number: str
     execution: str
     """The order's execution (Saga.execution): only its own charge is refunded."""
+    step: str = "process_credit_card"
+    """Which of the order's charges: its first, or an amendment's."""
+
+
+@dataclass(frozen=True)
+class DifferenceCharge:
+    """Charge what an amendment added to the price, on the card of the order's first charge
+    (by the processor's reference to it: the card number is gone by then)."""
+
+    order_number: str
+    execution: str
+    step: str
+    """The amendment's step: keys the charge, so it is made once."""
+    amount: int
+
+
+@dataclass(frozen=True)
+class PartialRefund:
+    """Refund what an amendment took off the price, from the order's charges that hold it."""
+
+    order_number: str
+    execution: str
+    step: str
+    """The amendment's step: keys the refund, so it is made once."""
+    take_from: dict[str, int]
+    """Charge step -> cents to refund of it."""
 
 
 @dataclass(frozen=True)

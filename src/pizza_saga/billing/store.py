@@ -6,8 +6,9 @@ No card number is ever stored: a charge keeps the card's last four digits.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,15 +34,22 @@ MANUAL_REFUND = "manual_refund"
 """A refund a person made outside the product (a bank transfer), as an operator recorded it."""
 
 
+FIRST_CHARGE_STEP = "process_credit_card"
+
+
 class Payment(Base):
-    """A money movement: an order's charge, or the refund of it (at most one of each)."""
+    """A money movement: a charge or a refund of an order, at most one of each per saga step
+    (the order's charge, an amendment's)."""
 
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("order_number", "kind"),)
+    __table_args__ = (
+        UniqueConstraint("order_number", "kind", "step", name="uq_payments_order_kind_step"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     order_number: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))
+    step: Mapped[str] = mapped_column(String(100), default=FIRST_CHARGE_STEP)
     amount: Mapped[int]
     card_last4: Mapped[str] = mapped_column(String(4))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -183,7 +191,10 @@ class PaymentStore:
             detail = {"amount": amount, "card_last4": card_last4}
             earlier = self._effects.do(conn, effect, detail)
             if earlier is None:
-                conn.execute(_ADD_PAYMENT, {"order_number": effect.key, "kind": CHARGE, **detail})
+                conn.execute(
+                    _ADD_PAYMENT,
+                    {"order_number": effect.key, "kind": CHARGE, "step": effect.step, **detail},
+                )
             along(conn)
         if earlier is not None:
             return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
@@ -217,7 +228,7 @@ class PaymentStore:
             authorize(charged)
             conn.execute(
                 _ADD_PAYMENT,
-                {"order_number": effect.key, "kind": REFUND, **detail},
+                {"order_number": effect.key, "kind": REFUND, "step": effect.step, **detail},
             )
             moved = True
 
@@ -227,6 +238,76 @@ class PaymentStore:
         if undone is None:
             return None
         return Charged(amount=undone["amount"], card_last4=undone["card_last4"], now=moved)
+
+    def charge_more(
+        self,
+        effect: EffectKey,
+        amount: int,
+        *,
+        first: EffectKey,
+        authorize: Callable[[str], None] = lambda _: None,
+    ) -> Charged:
+        """Charge ``amount`` more for this order once, on the card of its standing charge
+        ``first``; returns the charge (the first call's on a retry).
+
+        ``authorize(card_last4)`` asks the card processor first; if it raises, nothing is
+        recorded. LookupError if ``first`` is not a standing charge of this execution.
+        """
+        with self._engine.begin() as conn:
+            base = self._effects.done(conn, first)
+            if base is None:
+                raise LookupError(f"order {first.key} has no standing charge to add to")
+            detail = {"amount": amount, "card_last4": base["card_last4"]}
+            earlier = self._effects.do(conn, effect, detail)
+            if earlier is not None:
+                return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
+            authorize(base["card_last4"])
+            conn.execute(
+                _ADD_PAYMENT,
+                {"order_number": effect.key, "kind": CHARGE, "step": effect.step, **detail},
+            )
+        return Charged(amount=amount, card_last4=base["card_last4"], now=True)
+
+    def refund_part(
+        self,
+        effect: EffectKey,
+        take_from: Mapping[str, int],
+        *,
+        authorize: Callable[[str], None] = lambda _: None,
+    ) -> Charged:
+        """Refund part of this order's charges once: ``take_from`` (charge step -> cents),
+        which then hold that much less, so that rolling them back later refunds only what
+        is left. Returns the refund (the first call's on a retry).
+
+        Raises EffectRefused if a charge named was refunded already, ValueError if one
+        holds less than asked; nothing is recorded then.
+        """
+        amount = sum(take_from.values())
+        with self._engine.begin() as conn:
+            held = {
+                step: EffectKey(key=effect.key, step=step, owner=effect.owner)
+                for step in sorted(take_from)
+            }
+            first = next((self._effects.done(conn, key) for key in held.values()), None)
+            card_last4 = first["card_last4"] if first else ""
+            detail = {"amount": amount, "card_last4": card_last4, "take_from": dict(take_from)}
+            earlier = self._effects.do(conn, effect, detail)
+            if earlier is not None:  # a retry: the charges were reduced the first time
+                return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
+            for step, key in held.items():
+                self._effects.revise(conn, key, functools.partial(_less, cents=take_from[step]))
+            authorize(card_last4)
+            conn.execute(
+                _ADD_PAYMENT,
+                {
+                    "order_number": effect.key,
+                    "kind": REFUND,
+                    "step": effect.step,
+                    "amount": amount,
+                    "card_last4": card_last4,
+                },
+            )
+        return Charged(amount=amount, card_last4=card_last4, now=True)
 
     def bill(
         self, effect: EffectKey, *, customer_id: int, amount: int, description: str
@@ -314,3 +395,10 @@ class PaymentStore:
             PaymentEntry(number, MANUAL_REFUND, amount, "", as_utc(created_at), reference, operator)
             for number, amount, reference, operator, created_at in conn.execute(query)
         ]
+
+
+def _less(detail: Detail, *, cents: int) -> Detail:
+    """A charge's record with ``cents`` refunded of it; ValueError if it holds less."""
+    if detail["amount"] < cents:
+        raise ValueError(f"the charge holds {detail['amount']} cents, not {cents}")
+    return {**detail, "amount": detail["amount"] - cents}

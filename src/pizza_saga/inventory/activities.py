@@ -9,7 +9,7 @@ from temporal_saga.effects import EffectKey, EffectRefused
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from pizza_saga.inventory.models import StockReleased, StockRequest
+from pizza_saga.inventory.models import StockReduction, StockReleased, StockRequest
 from pizza_saga.inventory.store import InventoryStore, OutOfStock
 
 STEP = "update_inventory"
@@ -18,8 +18,8 @@ OUT_OF_STOCK = "pizza_out_of_stock"
 """Counter of reservations refused for want of stock, by ``item`` (the first one short)."""
 
 
-def _effect(request: StockRequest) -> EffectKey:
-    return EffectKey(key=request.order_number, step=STEP, owner=request.execution)
+def _effect(request: StockRequest | StockReduction) -> EffectKey:
+    return EffectKey(key=request.order_number, step=request.step, owner=request.execution)
 
 
 class InventoryActivities:
@@ -41,6 +41,26 @@ class InventoryActivities:
         except EffectRefused as err:
             raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
         activity.logger.info("Inventory updated for order %s", request.order_number)
+
+    @activity.defn
+    async def release_removed_pizzas(self, request: StockReduction) -> StockReleased:
+        """Put back the pizzas an amendment removed, once; the reservations they came from
+        hold that much less, so their rollback puts back only the rest."""
+        try:
+            await asyncio.to_thread(self._store.put_back, _effect(request), request.take_from)
+        except EffectRefused as err:
+            raise ApplicationError(str(err), type=err.error_type, non_retryable=True) from None
+        except (LookupError, ValueError) as err:
+            raise ApplicationError(
+                str(err), type="CompensationInconsistencyError", non_retryable=True
+            ) from None
+        items: dict[str, int] = {}
+        for taken in request.take_from.values():
+            for item, count in taken.items():
+                items[item] = items.get(item, 0) + count
+        summary = f"Put back {sum(items.values())} removed pizzas"
+        activity.logger.info("%s (order %s)", summary, request.order_number)
+        return StockReleased(items=items, summary=summary)
 
     @activity.defn
     async def revert_inventory(

@@ -14,6 +14,20 @@ class StockRequest:
     """Menu item -> how many."""
     execution: str
     """The order's execution (Saga.execution): whose reservation this is."""
+    step: str = "update_inventory"
+    """Which of the order's reservations: its first, or an amendment's added pizzas."""
+
+
+@dataclass(frozen=True)
+class StockReduction:
+    """Pizzas an amendment removed, put back from the order's reservations that hold them."""
+
+    order_number: str
+    execution: str
+    step: str
+    """The amendment's step: keys the release, so it happens once."""
+    take_from: dict[str, dict[str, int]]
+    """Reservation step -> menu item -> how many to put back of it."""
 
 
 @dataclass(frozen=True)

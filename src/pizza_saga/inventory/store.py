@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from sqlalchemy import CheckConstraint, Engine, String, bindparam, select, update
@@ -98,6 +99,24 @@ class InventoryStore:
             done = self._effects.done(conn, effect)
         return dict(done["items"]) if done else None
 
+    def put_back(self, effect: EffectKey, take_from: Mapping[str, Mapping[str, int]]) -> None:
+        """Put back pizzas an amendment removed, once however often it is called: from each
+        of the order's reservations named in ``take_from`` (step -> items), which then hold
+        that much less, so that rolling them back later puts back only what they still hold.
+
+        Raises EffectRefused if a reservation named was rolled back (or this amendment's
+        release was), ValueError if one holds fewer than asked; nothing changes then.
+        """
+        detail: Detail = {"take_from": {step: dict(items) for step, items in take_from.items()}}
+        with self._engine.begin() as conn:
+            if self._effects.do(conn, effect, detail) is not None:
+                return  # put back before: a retry of the same step
+            for step, items in sorted(take_from.items()):
+                held = EffectKey(key=effect.key, step=step, owner=effect.owner)
+                self._effects.revise(conn, held, functools.partial(_less, items=items))
+                for item, count in sorted(items.items()):
+                    conn.execute(_PUT_BACK, {"item_": item, "count": count})
+
     def release(self, effect: EffectKey) -> dict[str, int]:
         """Put back what this order's execution reserved, once; returns what was put back.
 
@@ -112,3 +131,15 @@ class InventoryStore:
         with self._engine.begin() as conn:
             undone = self._effects.undo(conn, effect, put_back)
         return dict(undone["items"]) if undone else {}
+
+
+def _less(detail: Detail, *, items: Mapping[str, int]) -> Detail:
+    """A reservation's record with ``items`` taken out of it; ValueError if it lacks them."""
+    held = dict(detail["items"])
+    for item, count in items.items():
+        if held.get(item, 0) < count:
+            raise ValueError(f"the reservation holds {held.get(item, 0)} '{item}', not {count}")
+        held[item] -= count
+        if not held[item]:
+            del held[item]
+    return {**detail, "items": held}

@@ -1,6 +1,6 @@
 """Amending a running order: what a customer's change does to its pizzas, price and money.
 
-Pure rules, no I/O: the order workflow's amend update (to come) validates an amendment with
+Pure rules, no I/O: the order workflow's `amend` update validates an amendment with
 `reprice` and turns its answer into saga steps: reserve the added pizzas and charge the
 difference, each with its compensation; release the removed ones and refund the difference.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field
@@ -29,6 +30,29 @@ class Amendment(_Model):
     add: list[Pizza] = Field(default_factory=list, max_length=MAX_PIZZAS)
     remove: list[str] = Field(default_factory=list, max_length=MAX_PIZZAS)
     address: Address | None = None
+
+
+class AmendmentRecord(_Model):
+    """An amendment the order took, and what it did (the order's ledger has its steps)."""
+
+    amendment_id: str
+    added: list[str]
+    """Descriptions of the pizzas added."""
+    removed: list[str]
+    address: Address | None
+    total: int
+    """The order's price after it, in cents."""
+    charged: int
+    """Cents charged for it (0 if none)."""
+    refunded: int
+    """Cents refunded for it (0 if none)."""
+    steps: list[str]
+    """Its saga steps, as the ledger names them."""
+    at: datetime
+
+
+AMENDMENT_ERROR = "AmendmentError"
+"""The error type of an amendment the order refuses (its message starts with the field)."""
 
 
 class AmendmentError(ValueError):

@@ -170,6 +170,11 @@ class EffectLog:
             .where(*where)
             .values(state=EffectState.UNDONE.value, updated_at=bindparam("now"))
         )
+        self._revise = (
+            update(self.table)
+            .where(*where)
+            .values(detail=bindparam("detail"), updated_at=bindparam("now"))
+        )
 
     def do(self, conn: Connection, effect: EffectKey, detail: Detail) -> Detail | None:
         """Claim the effect for ``effect.owner`` with ``detail``, in the caller's transaction.
@@ -219,6 +224,33 @@ class EffectLog:
             revert(recorded)
             conn.execute(self._mark_undone, {"k": effect.key, "s": effect.step, "now": _utcnow()})
         return recorded
+
+    def revise(
+        self, conn: Connection, effect: EffectKey, change: Callable[[Detail], Detail]
+    ) -> Detail:
+        """Replace what this execution's standing effect records with ``change(detail)``.
+
+        For a step partly undone by a later one (some of an order's pizzas put back): its
+        compensation then undoes only what is left. Locks the row, in the caller's
+        transaction; returns the new detail. Raises AlreadyUndone if the effect was undone,
+        OwnedByAnotherExecution if it is another execution's, LookupError if it was never done.
+        """
+        row = conn.execute(self._read, {"k": effect.key, "s": effect.step}).first()
+        if row is None:
+            raise LookupError(f"{effect.step} of {effect.key} was never done")
+        owner, state, recorded = row
+        if owner != effect.owner:
+            raise OwnedByAnotherExecution(
+                f"{effect.step} of {effect.key} belongs to another run ({owner})"
+            )
+        if state != EffectState.DONE:
+            raise AlreadyUndone(f"{effect.step} of {effect.key} was already rolled back")
+        revised = change(dict(recorded))
+        conn.execute(
+            self._revise,
+            {"k": effect.key, "s": effect.step, "detail": revised, "now": _utcnow()},
+        )
+        return revised
 
     def _insert(
         self, conn: Connection, effect: EffectKey, state: EffectState, detail: Detail | None

@@ -1,0 +1,238 @@
+"""Amending a running order (PizzaOrderWorkflow.amend) on the time-skipping test server, with
+the real activities and stores: re-priced, the added pizzas reserved and charged, the removed
+ones put back and refunded, each once; a rollback undoes all of it; a refused amendment
+changes nothing and leaves nothing in the history."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from pizza_saga.app import Stores, build_worker
+from pizza_saga.order.amend import AMENDMENT_ERROR, Amendment
+from pizza_saga.order.menu import MENU
+from pizza_saga.order.models import Pizza
+from pizza_saga.order.workflow import PizzaOrderWorkflow
+from tests.orders import OrderHandle, net_money, new_order, result_of, start
+
+LARGE, SMALL, MEDIUM = MENU
+WAIT = 60.0
+KITCHEN = {"prep_seconds": 600}
+"""Long enough that the order is in the kitchen while the test amends it (time skips only
+while a test waits for a result)."""
+
+
+@pytest.fixture
+async def client(
+    time_skipping_env: WorkflowEnvironment, stores: Stores, task_queue: str
+) -> AsyncIterator[Client]:
+    async with build_worker(time_skipping_env.client, stores, task_queue=task_queue):
+        yield time_skipping_env.client
+
+
+def pizza(description: str) -> Pizza:
+    return Pizza(description=description, price=MENU[description])
+
+
+def amendment(key: str, **change: Any) -> Amendment:
+    return Amendment.model_validate({"amendment_id": key, **change})
+
+
+async def in_kitchen(
+    client: Client, stores: Stores, task_queue: str, **changes: object
+) -> tuple[str, OrderHandle]:
+    """An order placed and in the kitchen: its pizzas reserved, its card charged."""
+    order = new_order(**changes)
+    handle = await start(client, order, task_queue=task_queue, vault=stores.vault, waits=KITCHEN)
+    await until_in_history(handle, lambda e: e.HasField("timer_started_event_attributes"))
+    return order.order_number, handle
+
+
+async def until_in_history(handle: OrderHandle, found: Callable[[HistoryEvent], bool]) -> None:
+    """Poll the order's history (the server's record, no worker involved) until an event
+    ``found`` is in it."""
+    async with asyncio.timeout(WAIT):
+        while not any(found(e) for e in (await handle.fetch_history()).events):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+def stock_drop(stores: Stores, before: dict[str, int]) -> dict[str, int]:
+    after = stores.inventory.on_hand()
+    return {item: before[item] - after[item] for item in before if before[item] != after[item]}
+
+
+def update_events(history: Any) -> list[str]:
+    return [
+        name
+        for e in history.events
+        for name in ("workflow_execution_update_accepted_event_attributes",)
+        if e.HasField(name)
+    ]
+
+
+async def test_an_added_pizza_is_reserved_and_its_price_charged_on_top(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+
+    record = await handle.execute_update(
+        PizzaOrderWorkflow.amend, amendment("a1", add=[pizza(SMALL).model_dump()])
+    )
+    confirmation = await result_of(handle)
+
+    assert (record.total, record.charged, record.refunded) == (4700, 1200, 0)
+    assert confirmation.amount == 4700
+    assert net_money(stores, number) == 4700
+    assert stock_drop(stores, before) == {LARGE: 1, SMALL: 2, MEDIUM: 1}
+    ledger = [r.step for r in await handle.query(PizzaOrderWorkflow.ledger)]
+    assert ledger[-4:] == [
+        "reserve_added_pizzas:a1",
+        "charge_difference:a1",
+        "send_bill",
+        "notify_delivery_driver",
+    ]
+    assert [a.amendment_id for a in await handle.query(PizzaOrderWorkflow.amendments)] == ["a1"]
+
+
+async def test_a_removed_pizza_goes_back_and_the_difference_is_refunded(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+
+    record = await handle.execute_update(PizzaOrderWorkflow.amend, amendment("r1", remove=[LARGE]))
+    confirmation = await result_of(handle)
+
+    # 1200 + 1300 = 2500, under the discount's threshold: 3500 charged, 1000 back.
+    assert (record.total, record.charged, record.refunded) == (2500, 0, 1000)
+    assert confirmation.amount == 2500
+    assert net_money(stores, number) == 2500
+    assert stock_drop(stores, before) == {SMALL: 1, MEDIUM: 1}
+    kinds = [(p.kind, p.amount) for p in stores.payments.payments(order_number=number)]
+    assert kinds == [("charge", 3500), ("refund", 1000)]
+
+
+async def test_a_retried_amendment_is_done_once(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+    change = amendment("same", add=[pizza(MEDIUM).model_dump()])
+
+    first = await handle.execute_update(PizzaOrderWorkflow.amend, change)
+    again = await handle.execute_update(PizzaOrderWorkflow.amend, change)
+    await result_of(handle)
+
+    assert again == first
+    assert net_money(stores, number) == 3500 + 1300
+    assert stock_drop(stores, before) == {LARGE: 1, SMALL: 1, MEDIUM: 2}
+
+
+async def test_cancelling_an_amended_order_undoes_the_amendments_too(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+    await handle.execute_update(
+        PizzaOrderWorkflow.amend, amendment("a", add=[pizza(SMALL).model_dump()] * 2)
+    )
+    await handle.execute_update(PizzaOrderWorkflow.amend, amendment("b", remove=[LARGE, SMALL]))
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+
+    assert net_money(stores, number) == 0
+    assert stores.inventory.on_hand() == before
+
+
+async def test_a_failure_after_an_amendment_rolls_back_everything_once(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    before = stores.inventory.on_hand()
+    # The bill cannot be sent.
+    number, handle = await in_kitchen(
+        client, stores, task_queue, customer__email="bounce@example.com"
+    )
+    await handle.execute_update(
+        PizzaOrderWorkflow.amend,
+        amendment("x", add=[pizza(MEDIUM).model_dump()], remove=[SMALL]),
+    )
+
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+
+    assert net_money(stores, number) == 0
+    assert stores.inventory.on_hand() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"remove": [LARGE, LARGE]}, "remove"),
+        ({"remove": [LARGE, SMALL, MEDIUM]}, "remove"),
+        ({}, "amendment"),
+        ({"add": [{"description": LARGE, "price": MENU[LARGE]}] * 18}, "add"),
+        (
+            {
+                "address": {
+                    "line1": "A very long street name, far out of town",
+                    "city": "Far",
+                    "state": "CA",
+                    "postal_code": "99999",
+                }
+            },
+            "address",
+        ),
+    ],
+)
+async def test_a_refused_amendment_names_its_field_and_changes_nothing(
+    client: Client, task_queue: str, stores: Stores, change: dict[str, Any], field: str
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(PizzaOrderWorkflow.amend, amendment("no", **change))
+
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == AMENDMENT_ERROR
+    assert cause.message.startswith(f"{field}:") and cause.details == (field,)
+    assert update_events(await handle.fetch_history()) == []
+    await result_of(handle)
+    assert net_money(stores, number) == 3500
+    assert stock_drop(stores, before) == {LARGE: 1, SMALL: 1, MEDIUM: 1}
+
+
+async def test_past_the_kitchen_an_amendment_is_refused(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    order = new_order()
+    handle = await start(
+        client, order, task_queue=task_queue, vault=stores.vault, waits={"driver_seconds": 600}
+    )
+    # The driver step waits 600 s: the kitchen (no wait) is done, the order still runs.
+    await until_in_history(
+        handle,
+        lambda e: (
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            == "notify_delivery_driver"
+        ),
+    )
+
+    with pytest.raises((WorkflowUpdateFailedError, RPCError)) as refused:
+        await handle.execute_update(
+            PizzaOrderWorkflow.amend, amendment("late", add=[pizza(SMALL).model_dump()])
+        )
+
+    assert "kitchen" in str(getattr(refused.value, "cause", refused.value))
+    await handle.cancel()
