@@ -1,4 +1,4 @@
-"""The orders of the JSON API: place, follow, list, cancel, resolve.
+"""The orders of the JSON API: place, follow, list, amend, cancel, resolve.
 
 Placing answers 202 Accepted with the order's ``Location`` (and its state, whatever it
 is). With ``wait=true`` it waits up to
@@ -19,12 +19,14 @@ from temporal_saga import StepRecord
 from pizza_saga.api.access import OperatorActor, OrderActor
 from pizza_saga.api.deps import Service
 from pizza_saga.api.schemas import (
+    OrderChange,
     OrderNumber,
     OrderResource,
     Resolution,
     problems,
 )
 from pizza_saga.common.formatting import workflow_url
+from pizza_saga.order.amend import AmendmentRecord
 from pizza_saga.order.client import OrderOutcome, OrderStatus
 from pizza_saga.order.idempotency import MAX_KEY_LENGTH
 from pizza_saga.order.models import PizzaOrder
@@ -188,6 +190,53 @@ async def cancel_order(
     await service.cancel(order_number, by=actor)
     response.headers["Location"] = location(order_number)
     return order_resource(request, await service.outcome(order_number))
+
+
+@router.patch(
+    "/{order_number}",
+    response_model=AmendmentRecord,
+    responses=problems(
+        401,
+        403,
+        404,
+        409,
+        422,
+        429,
+        503,
+        on_409="The kitchen is done (or the order is ending or has finished): it can no "
+        "longer change",
+        on_422="A change the order cannot take: the field is named (nothing to change, not "
+        "on the menu, not in the order, an empty order, too far, not in stock, an "
+        "`Idempotency-Key` sent before with another change)",
+    ),
+)
+async def amend_order(
+    order_number: OrderNumber,
+    change: OrderChange,
+    actor: OrderActor,
+    service: Service,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=IDEMPOTENCY_HEADER,
+            pattern=r"^[A-Za-z0-9_-]{1,64}$",
+            description="Letters, digits, '-' or '_' (a UUID): the same key again gets the "
+            "same answer and changes nothing more.",
+        ),
+    ] = None,
+) -> AmendmentRecord:
+    """Change a running order until the kitchen is done: add or remove pizzas, a new
+    address (its customer, with its token, or an operator). The order is re-priced: what is
+    added is reserved and charged, what is removed goes back and is refunded."""
+    address = change.address.model_dump(exclude_none=True) if change.address else None
+    return await service.amend(
+        order_number,
+        add=change.add,
+        remove=change.remove,
+        address=address,
+        amendment_id=idempotency_key,
+        by=actor,
+    )
 
 
 @router.post(

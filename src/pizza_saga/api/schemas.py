@@ -62,6 +62,30 @@ class Resolution(BaseModel):
     """Why; required to skip (it is kept in the ledger)."""
 
 
+class AddressChange(BaseModel):
+    """A new delivery address, in part: the fields given replace the order's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    line1: Annotated[str | None, Field(max_length=200)] = None
+    line2: Annotated[str | None, Field(max_length=200)] = None
+    city: Annotated[str | None, Field(max_length=200)] = None
+    state: Annotated[str | None, Field(max_length=200)] = None
+    postal_code: Annotated[str | None, Field(max_length=10)] = None
+
+
+class OrderChange(BaseModel):
+    """A customer's change to a running order, until the kitchen is done."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=20)] = []
+    """Pizzas to add, by their menu name, one entry per pizza."""
+    remove: Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=20)] = []
+    """Pizzas to remove, by their menu name, one entry per pizza."""
+    address: AddressChange | None = None
+
+
 class StockChange(BaseModel):
     """A new quantity on hand for one menu item."""
 

@@ -236,6 +236,73 @@ def status(
 
 
 @app.command()
+def amend(
+    order_number: Annotated[str, typer.Argument(help="The order's number.")],
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="A pizza to add (its menu name); repeat.")
+    ] = None,
+    remove: Annotated[
+        list[str] | None,
+        typer.Option("--remove", help="A pizza to remove (its menu name); repeat."),
+    ] = None,
+    line1: Annotated[str | None, typer.Option(help="New delivery address: line 1.")] = None,
+    line2: Annotated[str | None, typer.Option(help="New delivery address: line 2.")] = None,
+    city: Annotated[str | None, typer.Option(help="New delivery address: city.")] = None,
+    state: Annotated[str | None, typer.Option(help="New delivery address: state.")] = None,
+    postal_code: Annotated[
+        str | None, typer.Option(help="New delivery address: postal code.")
+    ] = None,
+    amendment_id: Annotated[
+        str | None,
+        typer.Option("--id", help="Key of this change: the same key again changes nothing more."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the amendment as JSON.")] = False,
+) -> None:
+    """Change a running order until the kitchen is done: add or remove pizzas, a new address.
+
+    The order is re-priced: what is added is reserved and charged, what is removed goes back
+    to stock and is refunded. Exit 2 for a change the order cannot take (the field is
+    named), 4 once the kitchen is done or the order has finished.
+    """
+    from pizza_saga.common.formatting import cents
+
+    settings = load_settings()
+    given = {
+        "line1": line1,
+        "line2": line2,
+        "city": city,
+        "state": state,
+        "postal_code": postal_code,
+    }
+    address = {field: value for field, value in given.items() if value is not None} or None
+
+    async def run() -> int:
+        service = await order_service(settings)
+        record = await service.amend(
+            order_number,
+            add=add or [],
+            remove=remove or [],
+            address=address,
+            amendment_id=amendment_id,
+        )
+        if as_json:
+            print_json(record.model_dump_json())
+            return 0
+        moved = []
+        if record.charged:
+            moved.append(f"{cents(record.charged)} charged")
+        if record.refunded:
+            moved.append(f"{cents(record.refunded)} refunded")
+        out.print(
+            f"Order {order_number} amended ({record.amendment_id}): total now "
+            f"{cents(record.total)}" + (f"; {', '.join(moved)}" if moved else "")
+        )
+        return 0
+
+    raise typer.Exit(run_command(run()))
+
+
+@app.command()
 def cancel(
     order_number: Annotated[str, typer.Argument(help="The order's number.")],
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Ask, and return.")] = False,

@@ -51,6 +51,18 @@ class AmendmentRecord(_Model):
     at: datetime
 
 
+class OrderNow(_Model):
+    """A running order as its amendments left it, and whether it takes more."""
+
+    items: list[Pizza]
+    address: Address | None
+    total: int
+    """Its price now, in cents."""
+    amendable: bool
+    why_not: str = ""
+    """Why it takes no amendment (when ``amendable`` is False)."""
+
+
 AMENDMENT_ERROR = "AmendmentError"
 """The error type of an amendment the order refuses (its message starts with the field)."""
 

@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.common.logmask import mask_card_numbers
 from pizza_saga.common.settings import Settings
+from pizza_saga.order.amend import AMENDMENT_ERROR, Amendment, AmendmentRecord, OrderNow
 from pizza_saga.order.models import (
     OrderConfirmation,
     OrderRequest,
@@ -188,6 +189,51 @@ async def resolve_order(
         raise
     state = status.name if status else "finished"
     raise ValueError(f"the order has finished ({state}): nothing waits for an operator")
+
+
+class AmendmentRefused(ValueError):
+    """The order did not take the amendment; ``field`` names what is wrong ("order": it no
+    longer takes amendments)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+async def amend_order(client: Client, order_number: str, amendment: Amendment) -> AmendmentRecord:
+    """Send a customer's amendment to a running order and return what it did.
+
+    Raises AmendmentRefused with the workflow's reason, NoSuchOrder if there is no such
+    order, or ValueError if it has finished.
+    """
+    handle = _handle(client, order_number)
+    try:
+        return await handle.execute_update(PizzaOrderWorkflow.amend, amendment)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.type == AMENDMENT_ERROR:
+            field = str(cause.details[0]) if cause.details else "amendment"
+            raise AmendmentRefused(field, cause.message) from None
+        raise AmendmentRefused("amendment", getattr(cause, "message", str(cause))) from None
+    except RPCError as err:
+        if err.status is not RPCStatusCode.NOT_FOUND:
+            raise
+    try:
+        status = (await handle.describe()).status
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchOrder(order_number) from None
+        raise
+    state = status.name if status else "finished"
+    raise ValueError(f"the order has finished ({state}): it can no longer change")
+
+
+async def order_now(client: Client, order_number: str) -> OrderNow:
+    """A running order's pizzas, address and price now, and whether it takes amendments."""
+    now: OrderNow = await _handle(client, order_number).query(
+        PizzaOrderWorkflow.now, rpc_timeout=LEDGER_QUERY_TIMEOUT
+    )
+    return now
 
 
 async def orders_needing_operator(client: Client) -> list[str]:

@@ -52,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         Amendment,
         AmendmentError,
         AmendmentRecord,
+        OrderNow,
         Repriced,
         reprice,
     )
@@ -216,6 +217,17 @@ class PizzaOrderWorkflow:
     def amendments(self) -> list[AmendmentRecord]:
         """The amendments the order took, oldest first."""
         return list(self._amendments)
+
+    @workflow.query
+    def now(self) -> OrderNow:
+        """The order's pizzas, address and price as its amendments left them."""
+        return OrderNow(
+            items=list(self._items),
+            address=self._address,
+            total=price_order(pizza.price for pizza in self._items).total,
+            amendable=self._stage != OrderStage.CLOSED,
+            why_not=f"the order {self._closed_because}" if self._closed_because else "",
+        )
 
     @workflow.update
     async def amend(self, amendment: Amendment) -> AmendmentRecord:

@@ -1,6 +1,7 @@
 """The order service: every use case of the product, with typed errors.
 
-Placing (placing.py), following (following.py) and operating (operating.py: cancelling,
+Placing (placing.py), following (following.py), amending (amending.py) and operating
+(operating.py: cancelling,
 resolving, stock, payments and manual refunds, readiness) orders, over what they share
 (_core.py); before a deploy, replaying them against the new code (replaying.py: ReplayCheck,
 which needs no store); the errors (errors.py) have kinds each face maps once. The CLI, the HTTP API
@@ -11,8 +12,10 @@ on their own.
 from __future__ import annotations
 
 from pizza_saga.order.service._core import POLLER_FRESH, ServiceCore
+from pizza_saga.order.service.amending import Amending
 from pizza_saga.order.service.errors import (
     AlreadyFinished,
+    CannotAmend,
     ErrorKind,
     HistoryFileError,
     IdempotencyKeyReused,
@@ -42,7 +45,7 @@ from pizza_saga.order.service.replaying import Breakage, OrderReplay, ReplayChec
 from pizza_saga.order.service.sandbox import SandboxCard, SandboxHints, sandbox_hints
 
 
-class OrderService(Placing, Following, Operating, ServiceCore):
+class OrderService(Placing, Following, Amending, Operating, ServiceCore):
     """The use cases of pizza orders over one Temporal client and one store database."""
 
     sandbox = staticmethod(sandbox_hints)
@@ -56,6 +59,7 @@ __all__ = [
     "POLLER_FRESH",
     "AlreadyFinished",
     "Breakage",
+    "CannotAmend",
     "ErrorKind",
     "HistoryFileError",
     "IdempotencyKeyReused",

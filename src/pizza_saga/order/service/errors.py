@@ -78,6 +78,12 @@ class AlreadyFinished(ServiceError):
         self.order_number, self.status = order_number, status
 
 
+class CannotAmend(ServiceError):
+    """The order takes no amendment now: past its cut-off (the kitchen is done), or ending."""
+
+    kind = ErrorKind.CONFLICT
+
+
 class NothingToResolve(ServiceError):
     """No compensation of the order waits for the decision given."""
 
