@@ -261,6 +261,24 @@ def test_revise_refuses_what_is_undone_never_done_or_another_executions(shop: Sh
     assert shop.dough() == DOUGH
 
 
+def test_standing_lists_what_an_execution_did_and_did_not_undo(shop: Shop) -> None:
+    second = EffectKey("order-1", "reserve-more", "run-1")
+    with shop.engine.begin() as conn:
+        shop.reserve(conn, ORDER)
+        shop.reserve(conn, second, {"item": "dough", "count": 1})
+        shop.reserve(conn, EffectKey("order-2", "reserve", "run-1"))
+    with shop.engine.begin() as conn:
+        assert shop.log.standing(conn, "order-1", "run-1") == {
+            "reserve": TAKE,
+            "reserve-more": {"item": "dough", "count": 1},
+        }
+        shop.release(conn, ORDER)
+        assert shop.log.standing(conn, "order-1", "run-1") == {
+            "reserve-more": {"item": "dough", "count": 1}
+        }
+        assert shop.log.standing(conn, "order-1", "run-2") == {}
+
+
 def test_the_claim_rolls_back_with_the_change_so_a_retry_claims_again(shop: Shop) -> None:
     with pytest.raises(Boom), shop.engine.begin() as conn:
         assert shop.reserve(conn, ORDER) is None

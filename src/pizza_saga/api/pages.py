@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +51,7 @@ from pizza_saga.api.events import LIST_SIZE, ORDER_NUMBER, outcome_data, recent_
 from pizza_saga.api.problems import STATUS_OF, Problem
 from pizza_saga.common.errors import field_path
 from pizza_saga.common.formatting import cents
+from pizza_saga.order.amend import AmendmentRecord
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import MAX_PIZZAS, PizzaOrder
@@ -501,9 +504,11 @@ async def _order_page(
     token: str | None,
     error: str | None = None,
     status_code: int = 200,
+    preview: AmendPreview | None = None,
 ) -> HTMLResponse:
-    """The order's page, with the error of a button that could not act, if any; ``token``:
-    the customer's (None for an operator), carried by the page's links and forms."""
+    """The order's page, with the error of a button that could not act, if any, and the
+    amendment to confirm (``preview``); ``token``: the customer's (None for an operator),
+    carried by the page's links and forms."""
     visitor: Visitor = request.state.visitor
     query = f"?{urlencode({'token': token})}" if token else ""
     try:
@@ -517,12 +522,20 @@ async def _order_page(
     data = outcome_data(outcome, request)
     details: views.Details | None = None
     details_error = None
+    amendments: list[AmendmentRecord] = []
     try:
         placed = await service.order(order_number)
+        amendments = await service.amendments(order_number)
     except ServiceError as err:
         details_error = f"What was ordered cannot be shown now: {err}"
     else:
-        details = views.details(placed) if placed is not None else None
+        details = views.details(placed, amendments) if placed is not None else None
+    amendable = False
+    if outcome.status is OrderStatus.RUNNING and details is not None:
+        try:
+            amendable = (await service.order_now(order_number)).amendable
+        except ServiceError:
+            amendable = False
     return _page(
         request,
         "order.html",
@@ -538,6 +551,11 @@ async def _order_page(
             "payments_url": f"/api/orders/{order_number}/payments{query}",
             "waiting": views.needs_operator(outcome),
             "can_cancel": views.can_cancel(outcome),
+            "amendments": amendments,
+            "amendable": amendable,
+            "counts": views.counts(details),
+            "menu": MENU,
+            "preview": preview,
             "running": outcome.status is OrderStatus.RUNNING,
             "web_ui_url": data["web_ui_url"],
             "events_url": f"/api/orders/{order_number}/events{query}",
@@ -602,6 +620,94 @@ async def cancel_order(
     if token:
         return _back_to(_customer_link(service, order_number, done="cancel"))
     return _back_to(f"/orders/{order_number}?done=cancel")
+
+
+@dataclass(frozen=True)
+class AmendPreview:
+    """An amendment shown before it is confirmed: the order's new total and what moves."""
+
+    wanted: dict[str, int]
+    """Menu item -> how many the order would have."""
+    address: dict[str, str]
+    """The address fields given (the others stay)."""
+    total: int
+    charge: int
+    refund: int
+    amendment_id: str
+    """Keys the confirmation: posting it twice changes the order once."""
+
+
+ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code")
+
+
+def _wanted(form: Mapping[str, str]) -> dict[str, int]:
+    """The quantities the amend form asks for, by menu item; InvalidInput if one is bad."""
+    wanted = {}
+    for index, item in enumerate(MENU):
+        raw = form.get(f"qty-{index}", "").strip()
+        if not raw.isdigit() or int(raw) > MAX_PIZZAS:
+            raise InvalidInput(f"'{item}': a number from 0 to {MAX_PIZZAS}", field="quantity")
+        wanted[item] = int(raw)
+    return wanted
+
+
+@router.post("/orders/{order_number}/amend", response_class=HTMLResponse)
+async def amend_order(
+    request: Request, service: Service, visitor: PageVisitor, order_number: str
+) -> Response:
+    """Change the order: ``action=preview`` shows the new total, ``action=confirm`` makes the
+    change, then back to the order's page. Its customer (the form carries the token) or an
+    operator."""
+    form = await _accepted_form(request)
+    if isinstance(form, HTMLResponse):
+        return form
+    token = form.get("token") or None
+    actor = _order_access(request, service, order_number, token)
+    if isinstance(actor, HTMLResponse):
+        return actor
+    token = None if actor.is_operator else token
+    try:
+        if not ORDER_NUMBER.fullmatch(order_number):
+            raise OrderNotFound(order_number)
+        wanted = _wanted(form)
+        address = {f: form[f].strip() for f in ADDRESS_FIELDS if form.get(f, "").strip()}
+        now = await service.order_now(order_number)
+        before = Counter(pizza.description for pizza in now.items)
+        add, remove = views.change_from_counts(before, wanted)
+        if form.get("action") == "confirm":
+            await service.amend(
+                order_number,
+                add=add,
+                remove=remove,
+                address=address or None,
+                amendment_id=form.get("amendment_id") or None,
+                by=actor,
+            )
+        else:
+            repriced = await service.preview_amendment(
+                order_number, add=add, remove=remove, address=address or None
+            )
+            preview = AmendPreview(
+                wanted=wanted,
+                address=address,
+                total=repriced.price.total,
+                charge=repriced.charge,
+                refund=repriced.refund,
+                amendment_id=uuid.uuid4().hex,
+            )
+            return await _order_page(request, service, order_number, token=token, preview=preview)
+    except ServiceError as err:
+        return await _order_page(
+            request,
+            service,
+            order_number,
+            token=token,
+            error=str(err),
+            status_code=_status_of(err),
+        )
+    if token:
+        return _back_to(_customer_link(service, order_number, done="amend"))
+    return _back_to(f"/orders/{order_number}?done=amend")
 
 
 @router.post("/orders/{order_number}/resolve", response_class=HTMLResponse)

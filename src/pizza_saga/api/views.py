@@ -11,7 +11,7 @@ import bisect
 import itertools
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -19,8 +19,9 @@ from typing import Protocol
 from temporal_saga import CompensationState, StepRecord
 
 from pizza_saga.common.formatting import cents
+from pizza_saga.order.amend import AmendmentRecord, as_amended
 from pizza_saga.order.client import OrderOutcome, OrderStatus
-from pizza_saga.order.menu import OrderPrice, price_order
+from pizza_saga.order.menu import MENU, OrderPrice, price_order
 from pizza_saga.order.models import PlacedOrder
 
 MIN_BAR_PERCENT = 0.6
@@ -151,8 +152,26 @@ NOTICES = {
     "cancel": Notice("Cancellation requested: what the order did is being undone.", True),
     "retry": Notice("Retry requested.", True),
     "skip": Notice("Skipped, with your reason kept in the ledger.", False),
+    "amend": Notice("Order changed: the new total is charged or refunded.", False),
 }
 """By the ``done`` a button's redirect names."""
+
+
+def counts(details: Details | None) -> dict[str, int]:
+    """How many of each menu item the order has now (0 for those it has none of)."""
+    had = {line.description: line.quantity for line in details.lines} if details else {}
+    return {item: had.get(item, 0) for item in MENU}
+
+
+def change_from_counts(
+    before: Mapping[str, int], wanted: Mapping[str, int]
+) -> tuple[list[str], list[str]]:
+    """The pizzas to add and to remove (one entry each) to go from ``before`` to ``wanted``."""
+    add = [item for item in MENU for _ in range(max(wanted.get(item, 0) - before.get(item, 0), 0))]
+    remove = [
+        item for item in MENU for _ in range(max(before.get(item, 0) - wanted.get(item, 0), 0))
+    ]
+    return add, remove
 
 
 def notice(outcome: OrderOutcome, done: str | None) -> Notice | None:
@@ -425,14 +444,15 @@ def mask_phone(phone: str) -> str:
     return re.sub(r"\d", hide, phone)
 
 
-def details(order: PlacedOrder) -> Details:
-    """What the order page shows of ``order``: its pizzas, price, customer (masked)."""
-    counts = Counter(p.description for p in order.items)
-    prices = {p.description: p.price for p in order.items}
-    address = order.address
+def details(order: PlacedOrder, amendments: Sequence[AmendmentRecord] = ()) -> Details:
+    """What the order page shows of ``order`` as ``amendments`` left it: its pizzas, price,
+    customer (masked)."""
+    items, address = as_amended(order.items, order.address, amendments)
+    counts = Counter(p.description for p in items)
+    prices = {p.description: p.price for p in items}
     return Details(
         lines=[Line(item, quantity, prices[item]) for item, quantity in counts.items()],
-        price=price_order(p.price for p in order.items),
+        price=price_order(p.price for p in items),
         customer_id=order.customer.customer_id,
         name=mask_name(order.customer.name),
         email=mask_email(order.customer.email),

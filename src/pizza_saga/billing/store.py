@@ -200,6 +200,19 @@ class PaymentStore:
             return Charged(amount=int(earlier["amount"]), card_last4=earlier["card_last4"])
         return Charged(amount=amount, card_last4=card_last4, now=True)
 
+    def charges(
+        self, order_number: str, owner: str, *, steps: Callable[[str], bool]
+    ) -> dict[str, Charged]:
+        """This execution's charges of the order that stand, among the effect steps
+        ``steps`` accepts: step -> what it holds, oldest first."""
+        with self._engine.connect() as conn:
+            standing = self._effects.standing(conn, order_number, owner)
+        return {
+            step: Charged(amount=d["amount"], card_last4=d["card_last4"])
+            for step, d in standing.items()
+            if steps(step)
+        }
+
     def charged(self, effect: EffectKey) -> Charged | None:
         """This execution's charge of the order, if it was recorded (and not refunded)."""
         with self._engine.connect() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import CheckConstraint, Engine, String, bindparam, select, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -116,6 +116,15 @@ class InventoryStore:
                 self._effects.revise(conn, held, functools.partial(_less, items=items))
                 for item, count in sorted(items.items()):
                     conn.execute(_PUT_BACK, {"item_": item, "count": count})
+
+    def reservations(
+        self, order_number: str, owner: str, *, steps: Callable[[str], bool]
+    ) -> dict[str, dict[str, int]]:
+        """This execution's reservations of the order that stand, among the effect steps
+        ``steps`` accepts: step -> what it holds, oldest first."""
+        with self._engine.connect() as conn:
+            standing = self._effects.standing(conn, order_number, owner)
+        return {step: dict(d["items"]) for step, d in standing.items() if steps(step)}
 
     def release(self, effect: EffectKey) -> dict[str, int]:
         """Put back what this order's execution reserved, once; returns what was put back.

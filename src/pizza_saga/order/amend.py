@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from pizza_saga.order.menu import OrderPrice, price_order
+from pizza_saga.order.menu import MENU, OrderPrice, price_order
 from pizza_saga.order.models import MAX_PIZZAS, Address, Pizza, _matching, _Model
 
 
@@ -61,6 +61,23 @@ class OrderNow(_Model):
     amendable: bool
     why_not: str = ""
     """Why it takes no amendment (when ``amendable`` is False)."""
+
+
+RESERVE_ADDED = "reserve_added_pizzas"
+RELEASE_REMOVED = "release_removed_pizzas"
+CHARGE_DIFFERENCE = "charge_difference"
+REFUND_DIFFERENCE = "refund_difference"
+"""An amendment's saga steps, each named ``<kind>:<amendment_id>`` (also its effects' step)."""
+
+
+def amendment_step(kind: str, amendment_id: str) -> str:
+    """The saga step (and effect step) of one of an amendment's effects."""
+    return f"{kind}:{amendment_id}"
+
+
+def step_kind(step: str) -> str:
+    """An effect step's kind: ``reserve_added_pizzas:a1`` -> ``reserve_added_pizzas``."""
+    return step.split(":", 1)[0]
 
 
 AMENDMENT_ERROR = "AmendmentError"
@@ -124,3 +141,19 @@ def reprice(items: Sequence[Pizza], charged: int, amendment: Amendment) -> Repri
         charge=max(difference, 0),
         refund=max(-difference, 0),
     )
+
+
+def as_amended(
+    items: Sequence[Pizza], address: Address, amendments: Sequence[AmendmentRecord]
+) -> tuple[list[Pizza], Address]:
+    """An order's pizzas and address after ``amendments`` (oldest first), from what each
+    record says it added and removed."""
+    now, where = list(items), address
+    for record in amendments:
+        for description in record.removed:
+            found = next((i for i, p in enumerate(now) if p.description == description), None)
+            if found is not None:
+                del now[found]
+        now += [Pizza(description=d, price=MENU[d]) for d in record.added]
+        where = record.address or where
+    return now, where

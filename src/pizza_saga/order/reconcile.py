@@ -40,6 +40,7 @@ from pizza_saga.billing.store import PaymentStore
 from pizza_saga.billing.vault import CardVault
 from pizza_saga.inventory.activities import STEP as STOCK_STEP
 from pizza_saga.inventory.store import InventoryStore
+from pizza_saga.order.amend import CHARGE_DIFFERENCE, RESERVE_ADDED, step_kind
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX
 
 RECONCILER_WORKFLOW = "PizzaReconcileOrders"
@@ -79,6 +80,10 @@ class AbandonedOrder:
     reserved: dict[str, int] = field(default_factory=dict)
     charged: int = 0
     card_kept: bool = False
+    amendment_reservations: list[str] = field(default_factory=list)
+    """Steps of its amendments' reservations that stand (oldest first)."""
+    amendment_charges: list[str] = field(default_factory=list)
+    """Steps of its amendments' charges that stand (oldest first)."""
 
 
 @dataclass(frozen=True)
@@ -148,16 +153,24 @@ def _left_in_place(
 ) -> AbandonedOrder | None:
     reserved = inventory.reserved(EffectKey(key=order_number, step=STOCK_STEP, owner=execution))
     charge = payments.charged(EffectKey(key=order_number, step=CHARGE_STEP, owner=execution))
+    added = inventory.reservations(
+        order_number, execution, steps=lambda step: step_kind(step) == RESERVE_ADDED
+    )
+    more = payments.charges(
+        order_number, execution, steps=lambda step: step_kind(step) == CHARGE_DIFFERENCE
+    )
     card_kept = vault.keeps(order_number=order_number)
-    if not reserved and charge is None and not card_kept:
+    if not reserved and charge is None and not card_kept and not added and not more:
         return None
     return AbandonedOrder(
         order_number=order_number,
         execution=execution,
         status=status,
         reserved=reserved or {},
-        charged=charge.amount if charge else 0,
+        charged=(charge.amount if charge else 0) + sum(c.amount for c in more.values()),
         card_kept=card_kept,
+        amendment_reservations=list(added),
+        amendment_charges=list(more),
     )
 
 

@@ -46,7 +46,31 @@ class ReconcileOrdersWorkflow:
         return done
 
     async def _roll_back(self, order: AbandonedOrder) -> Reconciled:
-        """The order's compensations, newest first: the refund, then the pizzas back."""
+        """The order's compensations, newest first: its amendments' refunds and pizzas
+        back, then its own refund and pizzas back."""
+        refunded = pizzas_back = 0
+        for step in reversed(order.amendment_charges):
+            receipt = await workflow.execute_activity_method(
+                BillingActivities.refund_customer,
+                args=[
+                    RefundRequest(order.order_number, order.execution, step),
+                    CompensationContext(step=step, outcome=StepOutcome.UNKNOWN, attempt=1),
+                ],
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=STEP_RETRY,
+            )
+            refunded += receipt.amount
+        for step in reversed(order.amendment_reservations):
+            back = await workflow.execute_activity_method(
+                InventoryActivities.revert_inventory,
+                args=[
+                    StockRequest(order.order_number, {}, order.execution, step),
+                    CompensationContext(step=step, outcome=StepOutcome.UNKNOWN, attempt=1),
+                ],
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=STEP_RETRY,
+            )
+            pizzas_back += sum(back.items.values())
         refund = await workflow.execute_activity_method(
             BillingActivities.refund_customer,
             args=[
@@ -72,8 +96,8 @@ class ReconcileOrdersWorkflow:
         done = Reconciled(
             order_number=order.order_number,
             status=order.status,
-            pizzas_back=sum(released.items.values()),
-            refunded=refund.amount,
+            pizzas_back=pizzas_back + sum(released.items.values()),
+            refunded=refunded + refund.amount,
         )
         if done.pizzas_back or done.refunded:
             await workflow.execute_activity_method(

@@ -49,11 +49,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from pizza_saga.order.amend import (
         AMENDMENT_ERROR,
+        CHARGE_DIFFERENCE,
+        REFUND_DIFFERENCE,
+        RELEASE_REMOVED,
+        RESERVE_ADDED,
         Amendment,
         AmendmentError,
         AmendmentRecord,
         OrderNow,
         Repriced,
+        amendment_step,
         reprice,
     )
     from pizza_saga.order.menu import price_order
@@ -291,7 +296,7 @@ class PizzaOrderWorkflow:
         execution, key = saga.execution, amendment.amendment_id
         steps: list[str] = []
         if repriced.reserve:
-            step = f"reserve_added_pizzas:{key}"
+            step = amendment_step(RESERVE_ADDED, key)
             steps.append(step)
             try:
                 await saga.execute_activity(
@@ -335,7 +340,7 @@ class PizzaOrderWorkflow:
         """An amendment's steps after its reservation: put back, charge, refund."""
         execution = saga.execution
         if repriced.release:
-            step = f"release_removed_pizzas:{key}"
+            step = amendment_step(RELEASE_REMOVED, key)
             steps.append(step)
             take_from = _take_newest_first(self._held, dict(repriced.release))
             await saga.execute_activity(
@@ -347,7 +352,7 @@ class PizzaOrderWorkflow:
                 for item, count in items.items():
                     self._held[held_step][item] -= count
         if repriced.charge:
-            step = f"charge_difference:{key}"
+            step = amendment_step(CHARGE_DIFFERENCE, key)
             steps.append(step)
             await saga.execute_activity(
                 BillingActivities.charge_difference,
@@ -358,7 +363,7 @@ class PizzaOrderWorkflow:
             )
             self._charges[step] = repriced.charge
         if repriced.refund:
-            step = f"refund_difference:{key}"
+            step = amendment_step(REFUND_DIFFERENCE, key)
             steps.append(step)
             cents = _cents_newest_first(self._charges, repriced.refund)
             await saga.execute_activity(

@@ -204,6 +204,17 @@ class EffectLog:
         owner, state, detail = row
         return detail if owner == effect.owner and state == EffectState.DONE else None
 
+    def standing(self, conn: Connection, key: str, owner: str) -> dict[str, Detail]:
+        """Every effect ``owner`` made for ``key`` that stands (done, not undone): step ->
+        detail, oldest first. What a reconciler undoes for a run that ended half-way."""
+        c = self.table.c
+        rows = conn.execute(
+            select(c.step, c.detail)
+            .where(c.key == key, c.owner == owner, c.state == EffectState.DONE.value)
+            .order_by(c.created_at, c.step)
+        )
+        return {step: detail for step, detail in rows}
+
     def undo(
         self, conn: Connection, effect: EffectKey, revert: Callable[[Detail], None]
     ) -> Detail | None:

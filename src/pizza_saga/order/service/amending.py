@@ -10,11 +10,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from pizza_saga.access.service import Actor
 from pizza_saga.common.errors import field_path
 from pizza_saga.order import client as orders
-from pizza_saga.order.amend import Amendment, AmendmentError, AmendmentRecord, OrderNow, reprice
+from pizza_saga.order.amend import (
+    Amendment,
+    AmendmentError,
+    AmendmentRecord,
+    OrderNow,
+    Repriced,
+    reprice,
+)
 from pizza_saga.order.client import OrderStatus
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.service._core import ServiceCore, _local_operator
@@ -23,7 +31,9 @@ from pizza_saga.order.service.errors import (
     CannotAmend,
     InvalidInput,
     OrderNotFound,
+    TemporalUnavailable,
 )
+from pizza_saga.order.workflow import workflow_id_for
 
 
 def _amendment(
@@ -63,6 +73,69 @@ class Amending(ServiceCore):
             raise AlreadyFinished(order_number, status, "it can no longer change")
         return await self._asking(order_number, orders.order_now(self._temporal, order_number))
 
+    async def amendments(self, order_number: str) -> list[AmendmentRecord]:
+        """The amendments the order took, oldest first, read from its history (no worker
+        is asked): each completed amend update's answer."""
+        handle = self._temporal.get_workflow_handle(workflow_id_for(order_number))
+        found: list[AmendmentRecord] = []
+        try:
+            async for event in handle.fetch_history_events():
+                completed = event.workflow_execution_update_completed_event_attributes
+                if not completed.outcome.HasField("success"):
+                    continue
+                try:
+                    decoded = await self._temporal.data_converter.decode(
+                        completed.outcome.success.payloads, [AmendmentRecord]
+                    )
+                except (ValueError, TypeError, RuntimeError):  # another update's answer
+                    continue
+                if decoded and isinstance(decoded[0], AmendmentRecord):
+                    found.append(decoded[0])
+        except RPCError as err:
+            if err.status is RPCStatusCode.NOT_FOUND:
+                raise OrderNotFound(order_number) from None
+            raise TemporalUnavailable(f"Temporal did not answer: {err.message}") from None
+        return found
+
+    async def preview_amendment(
+        self,
+        order_number: str,
+        *,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        address: Mapping[str, Any] | None = None,
+    ) -> Repriced:
+        """What `amend` would make of the order (its new price, what is charged or refunded),
+        changing nothing; the same errors as `amend`."""
+        _, repriced = await self._checked(order_number, add, remove, address, None)
+        return repriced
+
+    async def _checked(
+        self,
+        order_number: str,
+        add: Sequence[str],
+        remove: Sequence[str],
+        address: Mapping[str, Any] | None,
+        amendment_id: str | None,
+    ) -> tuple[Amendment, Repriced]:
+        now = await self.order_now(order_number)
+        if address is not None and now.address is not None:  # the fields given change
+            address = {**now.address.model_dump(), **address}
+        amendment = _amendment(amendment_id or uuid.uuid4().hex, add, remove, address)
+        if not now.amendable:
+            raise CannotAmend(f"order {order_number}: {now.why_not}")
+        try:
+            repriced = reprice(now.items, now.total, amendment)
+        except AmendmentError as err:
+            raise InvalidInput(err.reason, field=err.field) from None
+        on_hand = self._inventory.on_hand()
+        for item, wanted in Counter(repriced.reserve).items():
+            if on_hand.get(item, 0) < wanted:
+                raise InvalidInput(
+                    f"{wanted} more '{item}' asked, {on_hand.get(item, 0)} in stock", field="add"
+                )
+        return amendment, repriced
+
     async def amend(
         self,
         order_number: str,
@@ -82,22 +155,18 @@ class Amending(ServiceCore):
         (the kitchen is done) or while it rolls back, AlreadyFinished, OrderNotFound.
         """
         by = by or _local_operator()
-        now = await self.order_now(order_number)
-        if address is not None and now.address is not None:  # the fields given change
-            address = {**now.address.model_dump(), **address}
-        amendment = _amendment(amendment_id or uuid.uuid4().hex, add, remove, address)
-        if not now.amendable:
-            raise CannotAmend(f"order {order_number}: {now.why_not}")
-        try:
-            repriced = reprice(now.items, now.total, amendment)
-        except AmendmentError as err:
-            raise InvalidInput(err.reason, field=err.field) from None
-        on_hand = self._inventory.on_hand()
-        for item, wanted in Counter(repriced.reserve).items():
-            if on_hand.get(item, 0) < wanted:
-                raise InvalidInput(
-                    f"{wanted} more '{item}' asked, {on_hand.get(item, 0)} in stock", field="add"
-                )
+        if amendment_id is not None:  # sent again: the first answer, checked against now
+            for earlier in await self.amendments(order_number):
+                if earlier.amendment_id != amendment_id:
+                    continue
+                same = (earlier.added, earlier.removed) == (list(add), list(remove))
+                if not same or (address is not None and earlier.address is None):
+                    raise InvalidInput(
+                        "was used before for another change: use a new one",
+                        field="amendment_id",
+                    )
+                return earlier
+        amendment, _ = await self._checked(order_number, add, remove, address, amendment_id)
         try:
             record = await self._asking(
                 order_number, orders.amend_order(self._temporal, order_number, amendment)
