@@ -49,7 +49,8 @@ def amendment(key: str, **change: Any) -> Amendment:
 async def in_kitchen(
     client: Client, stores: Stores, task_queue: str, **changes: object
 ) -> tuple[str, OrderHandle]:
-    """An order placed and in the kitchen: its pizzas reserved, its card charged."""
+    """An order of the seed's pizzas (``changes`` applied), placed and in the kitchen (ten
+    minutes of it): its pizzas reserved, its card charged."""
     order = new_order(**changes)
     handle = await start(client, order, task_queue=task_queue, vault=stores.vault, waits=KITCHEN)
     await until_in_history(handle, lambda e: e.HasField("timer_started_event_attributes"))

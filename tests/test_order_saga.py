@@ -133,7 +133,7 @@ async def test_cancelling_at_any_step_puts_stock_and_money_back(
             assert record.compensation_state is CompensationState.COMPENSATED, record
 
 
-async def test_cancelling_during_the_prep_timer_changes_nothing(
+async def test_cancelling_in_the_kitchen_refunds_the_charge_and_restocks(
     client: Client, task_queue: str, stores: Stores
 ) -> None:
     before = stores.inventory.on_hand()
@@ -147,7 +147,14 @@ async def test_cancelling_during_the_prep_timer_changes_nothing(
 
     await assert_cancelled(handle)
     assert stores.inventory.on_hand() == before
-    assert [r.step for r in await handle.query(PizzaOrderWorkflow.ledger)] == ["get_distance"]
+    assert net_money(stores, order.order_number) == 0
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    # The kitchen works on reserved, paid pizzas: both are undone.
+    assert [(r.step, r.compensation_state) for r in ledger] == [
+        ("get_distance", CompensationState.NONE),
+        ("update_inventory", CompensationState.COMPENSATED),
+        ("process_credit_card", CompensationState.COMPENSATED),
+    ]
 
 
 async def test_cancelling_during_a_rollback_finishes_the_rollback(

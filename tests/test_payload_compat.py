@@ -81,7 +81,7 @@ def test_the_code_types_are_those_of_what_build_worker_registers(
     assert set(code_types().workflows) == {WORKFLOW_TYPE, RECONCILER_WORKFLOW}
     order = code_types().workflows[WORKFLOW_TYPE]
     assert order.run.params == (OrderRequest,)
-    assert set(order.updates) == {"resolve"}
+    assert set(order.updates) == {"resolve", "amend"}
 
 
 @pytest.mark.parametrize("name", HISTORIES)

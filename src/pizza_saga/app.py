@@ -441,7 +441,9 @@ def code_types() -> CodeTypes:
 
     return CodeTypes(
         workflows={
-            WORKFLOW_TYPE: WorkflowTypes.of(PizzaOrderWorkflow.run, PizzaOrderWorkflow.resolve),
+            WORKFLOW_TYPE: WorkflowTypes.of(
+                PizzaOrderWorkflow.run, PizzaOrderWorkflow.resolve, PizzaOrderWorkflow.amend
+            ),
             RECONCILER_WORKFLOW: WorkflowTypes.of(ReconcileOrdersWorkflow.run),
         },
         activities=CodeTypes.activities_of(
@@ -450,8 +452,11 @@ def code_types() -> CodeTypes:
                 notify_delivery_driver,
                 InventoryActivities.update_inventory,
                 InventoryActivities.revert_inventory,
+                InventoryActivities.release_removed_pizzas,
                 BillingActivities.process_credit_card,
+                BillingActivities.charge_difference,
                 BillingActivities.refund_customer,
+                BillingActivities.refund_difference,
                 BillingActivities.send_bill,
                 BillingActivities.discard_card,
                 ReconcileActivities.find_abandoned_orders,

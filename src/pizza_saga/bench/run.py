@@ -174,6 +174,10 @@ ONE_ACTION_EVENTS = {
 }
 
 
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""The marker a local activity's result is recorded in (a patch's is ``core_patch``)."""
+
+
 def billable_actions(history: WorkflowHistory) -> int:
     """Temporal Cloud actions a history cost: the start, each activity schedule and retry,
     timer, signal, update and search attribute upsert, and one per workflow task that
@@ -188,7 +192,8 @@ def billable_actions(history: WorkflowHistory) -> int:
             actions += event.activity_task_started_event_attributes.attempt - 1  # retries
         elif event.HasField("marker_recorded_event_attributes"):
             marker = event.marker_recorded_event_attributes
-            marker_tasks.add(marker.workflow_task_completed_event_id)
+            if marker.marker_name == LOCAL_ACTIVITY_MARKER:  # a patch's marker is free
+                marker_tasks.add(marker.workflow_task_completed_event_id)
     return actions + len(marker_tasks)
 
 

@@ -63,6 +63,10 @@ def _amendment(
         raise InvalidInput(first["msg"].removeprefix("Value error, "), field=path) from None
 
 
+AMEND_UPDATE = "amend"
+"""The order workflow's update that amends it (PizzaOrderWorkflow.amend)."""
+
+
 class Amending(ServiceCore):
     """The amend use case."""
 
@@ -78,19 +82,22 @@ class Amending(ServiceCore):
         is asked): each completed amend update's answer."""
         handle = self._temporal.get_workflow_handle(workflow_id_for(order_number))
         found: list[AmendmentRecord] = []
+        amends: set[str] = set()
         try:
             async for event in handle.fetch_history_events():
+                if event.HasField("workflow_execution_update_accepted_event_attributes"):
+                    accepted = event.workflow_execution_update_accepted_event_attributes
+                    if accepted.accepted_request.input.name == AMEND_UPDATE:
+                        amends.add(accepted.accepted_request.meta.update_id)
                 completed = event.workflow_execution_update_completed_event_attributes
+                if completed.meta.update_id not in amends:
+                    continue
                 if not completed.outcome.HasField("success"):
                     continue
-                try:
-                    decoded = await self._temporal.data_converter.decode(
-                        completed.outcome.success.payloads, [AmendmentRecord]
-                    )
-                except (ValueError, TypeError, RuntimeError):  # another update's answer
-                    continue
-                if decoded and isinstance(decoded[0], AmendmentRecord):
-                    found.append(decoded[0])
+                decoded = await self._temporal.data_converter.decode(
+                    completed.outcome.success.payloads, [AmendmentRecord]
+                )
+                found.append(decoded[0])
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:
                 raise OrderNotFound(order_number) from None
