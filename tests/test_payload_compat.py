@@ -111,12 +111,12 @@ async def test_every_payload_an_earlier_version_wrote_reads_with_todays_types(
     assert sorted(r.event_id for r in reads if r.kind is PayloadKind.ACTIVITY_RESULT) == completed
     if recorded.events[-1].HasField("workflow_execution_completed_event_attributes"):
         assert read[PayloadKind.WORKFLOW_RESULT, WORKFLOW_TYPE] == 1
-    accepted = sum(
-        1
+    accepted = Counter(
+        e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
         for e in recorded.events
         if e.HasField("workflow_execution_update_accepted_event_attributes")
     )
-    assert read[PayloadKind.UPDATE_INPUT, "resolve"] == accepted
+    assert {n: read[PayloadKind.UPDATE_INPUT, n] for n in accepted} == dict(accepted)
 
 
 def test_the_histories_hold_every_kind_of_payload_an_order_writes() -> None:

