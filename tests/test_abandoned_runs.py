@@ -25,6 +25,8 @@ from pizza_saga.app import Stores, build_service, build_worker
 from pizza_saga.billing.vault import CardVault
 from pizza_saga.common.settings import Settings
 from pizza_saga.doctor import Context, abandoned
+from pizza_saga.order.amend import Amendment
+from pizza_saga.order.models import Pizza
 from pizza_saga.order.reconcile import (
     Reconciled,
     ensure_reconcile_schedule,
@@ -200,3 +202,37 @@ async def test_the_workers_schedule_reconciles_without_anyone_asking(
         e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED
         for e in (await handle.fetch_history()).events
     )
+
+
+async def test_a_terminated_amended_order_has_its_amendments_rolled_back_too(
+    client: Client, task_queue: str, stores: Stores, service: OrderService
+) -> None:
+    before = stores.inventory.on_hand()
+    order = new_order()
+    handle = await start(
+        client, order, task_queue=task_queue, vault=stores.vault, waits={"prep_seconds": 600}
+    )
+    number = order.order_number
+    small = Pizza(description="Small, with pepperoni", price=1200)
+    async with asyncio.timeout(RESULT_TIMEOUT):
+        while net_money(stores, number) != 3500:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    # Two more small ones (2400 more: 5900), then the medium one less (1300 back: 4600), taken
+    # from the newest charge: what stands is 3500 and 1100, 4 pizzas in two reservations.
+    more = Amendment(amendment_id="more", add=[small, small])
+    await handle.execute_update(PizzaOrderWorkflow.amend, more)
+    less = Amendment(amendment_id="less", remove=["Medium, with extra cheese"])
+    await handle.execute_update(PizzaOrderWorkflow.amend, less)
+    assert net_money(stores, number) == 4600
+
+    await terminate(client, handle.id, "an operator's mistake")
+
+    [found] = await service.abandoned()
+    assert (found.order_number, found.charged) == (number, 4600)
+    assert found.amendment_reservations == ["reserve_added_pizzas:more"]
+    assert found.amendment_charges == ["charge_difference:more"]
+    [done] = await service.reconcile()
+    assert (done.pizzas_back, done.refunded) == (4, 4600)
+    assert stores.inventory.on_hand() == before
+    assert net_money(stores, number) == 0
+    assert await service.reconcile() == []

@@ -237,3 +237,21 @@ async def test_past_the_kitchen_an_amendment_is_refused(
 
     assert "kitchen" in str(getattr(refused.value, "cause", refused.value))
     await handle.cancel()
+
+
+async def test_another_clients_amendment_off_the_menu_is_refused_before_history(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    number, handle = await in_kitchen(client, stores, task_queue)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            "amend", {"amendment_id": "raw", "add": [{"description": "Calzone", "price": 900}]}
+        )
+
+    assert "Calzone" in str(refused.value.cause) and "not on the menu" in str(refused.value.cause)
+    assert update_events(await handle.fetch_history()) == []
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+    assert net_money(stores, number) == 0

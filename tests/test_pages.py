@@ -20,7 +20,7 @@ from playwright.async_api import Browser, Locator, Page, async_playwright, expec
 
 from pizza_saga.api.access import SESSION_COOKIE
 from pizza_saga.api.views import MIN_AXIS_SECONDS
-from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
+from pizza_saga.order.example import GOOD_CARD
 from tests.site import SEED_FORM, Served, Site, card_numbers_in, csrf_of
 
 pytestmark = pytest.mark.devserver
@@ -414,17 +414,19 @@ def step(page: Page, name: str) -> Locator:
 async def test_a_rolled_back_order_unfolds_live_on_its_page(
     page: Page, served: Served, site: Site, tmp_path: Path
 ) -> None:
-    number = await place_from_the_form(page, **{"credit_card_info.number": BROKEN_CARD})
+    # Reserved and charged, then the kitchen (2 s), then a bill that bounces: it rolls back.
+    number = await place_from_the_form(page, **{"customer.email": "bounce@example.com"})
 
     # The page came from the server while the order was still in the kitchen ...
     await expect(page.locator("#outcome-label")).to_have_text("Running")
     await page.evaluate("window.sameDocument = true")
     # ... and everything after arrives by events, without a reload.
-    failed = step(page, "process_credit_card")
+    failed = step(page, "send_bill")
+    charged = step(page, "process_credit_card")
     await expect(failed.locator(".forward-state")).to_have_text(
         "FAILED", timeout=SAGA_SECONDS * 1000
     )
-    await expect(failed.locator(".compensation-state")).to_have_text(
+    await expect(charged.locator(".compensation-state")).to_have_text(
         "COMPENSATED", timeout=SAGA_SECONDS * 1000
     )
     await expect(step(page, "update_inventory").locator(".compensation-state")).to_have_text(
@@ -432,21 +434,22 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
     )
     await expect(page.locator("#outcome-label")).to_have_text("Failed")
     await expect(page.locator("#outcome-detail")).to_have_text(
-        "CreditCardProcessingError: card ending 2424 has 15 digits, not 16"
+        f"BillDeliveryError: bill for order {number} bounced: mailbox unavailable"
     )
     assert await page.evaluate("window.sameDocument") is True
 
-    await expect(failed.locator(".compensation-state")).to_have_text("COMPENSATED")
     await expect(step(page, "update_inventory").locator(".step-name small")).to_have_text(
         "undo: revert_inventory"
     )
-    await expect(failed.locator(".step-name small")).to_have_text("undo: refund_customer")
-    # What was ordered, the customer masked; nothing was charged.
+    await expect(charged.locator(".step-name small")).to_have_text("undo: refund_customer")
+    await expect(failed.locator(".compensation-state")).to_have_count(0)  # a bill is not undone
+    # What was ordered, the customer masked; the charge and its refund.
     await expect(page.locator("#total")).to_have_text("$35.00")
     await expect(page.locator("#customer-name")).to_have_text("María G.")
-    await expect(page.locator("#customer-email")).to_have_text("m•••@example.com")
-    await expect(page.locator("#card")).to_have_text("Lisa A., card ending 2424")
-    await expect(page.locator("#order-payments tbody")).to_have_text("Nothing charged.")
+    await expect(page.locator("#customer-email")).to_have_text("b•••@example.com")
+    await expect(page.locator("#card")).to_have_text("Lisa A., card ending 4242")
+    money = page.locator("#order-payments tbody tr td:nth-child(1)")
+    await expect(money).to_have_text(["charge", "refund"])
     await expect(page.locator("#cancel-form")).to_be_hidden()
     await expect(page.locator("#resolve-form")).to_have_count(0)  # an operator's, only
     await expect(page.locator("#web-ui")).to_have_attribute(
@@ -472,7 +475,7 @@ async def test_a_rolled_back_order_unfolds_live_on_its_page(
     )
     track = await step(page, "update_inventory").locator(".track").bounding_box()
     kitchen = await step(page, "update_inventory").locator(".break").first.bounding_box()
-    refund = await failed.locator(".bar.compensation").bounding_box()
+    refund = await charged.locator(".bar.compensation").bounding_box()
     revert = await step(page, "update_inventory").locator(".bar.compensation").bounding_box()
     assert track and kitchen and refund and revert
     assert kitchen["width"] <= 0.5 * track["width"]
@@ -628,7 +631,8 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
         await expect(page.locator("#outcome-label")).to_have_text(
             "Cancelled", timeout=SAGA_SECONDS * 1000
         )
-        await expect(page.locator(".step")).to_have_count(1)
+        # Reserved and charged before the kitchen: both undone.
+        await expect(page.locator(".step")).to_have_count(3)
         axis = await page.locator("#axis span").all_text_contents()
         assert len(set(axis)) == len(axis), f"the axis reads {axis}"
         track = await distance.locator(".track").bounding_box()
@@ -643,7 +647,8 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
         share = min(1.0, took / MIN_AXIS_SECONDS)
         assert bar["width"] == pytest.approx(share * track["width"], abs=0.05 * track["width"])
         await expect(page.locator(".notice")).to_be_hidden()
-        await expect(page.locator("#order-payments tbody")).to_have_text("Nothing charged.")
+        money = page.locator("#order-payments tbody tr td:nth-child(1)")
+        await expect(money).to_have_text(["charge", "refund"])
         await page.locator("main").screenshot(path=tmp_path / "cancelled-in-the-kitchen.png")
 
 
