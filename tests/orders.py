@@ -7,6 +7,7 @@ import uuid
 from typing import Any, TypeVar
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
@@ -112,3 +113,13 @@ def net_money(stores: Stores, order_number: str) -> int:
         for p in stores.payments.payments()
         if p.order_number == order_number
     )
+
+
+async def history_has(handle: OrderHandle, event_type: EventType.ValueType) -> None:
+    """Wait until the run's history holds an event of ``event_type``."""
+    async with asyncio.timeout(RESULT_TIMEOUT):
+        # History is only observable by fetching it: poll (no fixed sleep guessing a state).
+        while not any(  # noqa: ASYNC110
+            e.event_type == event_type for e in (await handle.fetch_history()).events
+        ):
+            await asyncio.sleep(0.02)

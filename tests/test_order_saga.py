@@ -39,6 +39,7 @@ from tests.orders import (
     OrderHandle,
     activities_run,
     fail_of,
+    history_has,
     net_money,
     new_order,
     placed,
@@ -72,16 +73,6 @@ async def client(
         sandboxed=request.param,
     ):
         yield time_skipping_env.client
-
-
-async def history_has(handle: OrderHandle, event_type: EventType.ValueType) -> None:
-    """Wait until the run's history holds an event of ``event_type``."""
-    async with asyncio.timeout(RESULT_TIMEOUT):
-        # History is only observable by fetching it: poll (no fixed sleep guessing a state).
-        while not any(  # noqa: ASYNC110
-            e.event_type == event_type for e in (await handle.fetch_history()).events
-        ):
-            await asyncio.sleep(0.02)
 
 
 async def ledger_until(handle: OrderHandle, step: str, state: CompensationState) -> StepRecord:

@@ -638,14 +638,15 @@ async def test_an_order_cancelled_in_the_kitchen_has_a_readable_axis(
         track = await distance.locator(".track").bounding_box()
         bar = await distance.locator(".bar.forward").bounding_box()
         assert track and bar
-        # The axis is at least MIN_AXIS_SECONDS long: a step that took a few milliseconds is
-        # a short bar on it, not the whole axis (one that took longer fills it, rightly).
+        # The axis is at least MIN_AXIS_SECONDS long (longer here: the reservation, the
+        # charge and their rollback follow): a step that took a few milliseconds is a short
+        # bar on it, at most its share of MIN_AXIS_SECONDS, not the whole axis.
         number = order_number_in(page.url)
         record = (await slow.service.outcome(number)).ledger or []
         assert record and record[0].started_at and record[0].finished_at
         took = (record[0].finished_at - record[0].started_at).total_seconds()
         share = min(1.0, took / MIN_AXIS_SECONDS)
-        assert bar["width"] == pytest.approx(share * track["width"], abs=0.05 * track["width"])
+        assert bar["width"] <= (share + 0.05) * track["width"]
         await expect(page.locator(".notice")).to_be_hidden()
         money = page.locator("#order-payments tbody tr td:nth-child(1)")
         await expect(money).to_have_text(["charge", "refund"])

@@ -38,7 +38,14 @@ from pizza_saga.order.example import BROKEN_CARD, GOOD_CARD
 from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import OrderConfirmation
 from pizza_saga.order.workflow import WORKFLOW_ID_PREFIX, PizzaOrderWorkflow
-from tests.orders import RESULT_TIMEOUT, OrderHandle, net_money, new_order, result_of, start
+from tests.orders import (
+    OrderHandle,
+    history_has,
+    net_money,
+    new_order,
+    result_of,
+    start,
+)
 from tests.pausing import PausePoint
 from tests.postgres import SQLITE_ONLY
 
@@ -175,16 +182,6 @@ def draw_scenarios(run_seed: int) -> list[Scenario]:
 
     collect()
     return drawn
-
-
-async def history_has(handle: OrderHandle, event_type: EventType.ValueType) -> None:
-    """Wait until the run's history holds an event of ``event_type``."""
-    async with asyncio.timeout(RESULT_TIMEOUT):
-        # History is only observable by fetching it: poll (no fixed sleep guessing a state).
-        while not any(  # noqa: ASYNC110
-            e.event_type == event_type for e in (await handle.fetch_history()).events
-        ):
-            await asyncio.sleep(0.02)
 
 
 async def outcome_of(handle: OrderHandle) -> OrderConfirmation | str:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, text
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -27,9 +28,18 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import utcnow
 from pizza_saga.common.settings import Settings
 from pizza_saga.order.example import GOOD_CARD
-from pizza_saga.order.models import OrderRequest, PizzaOrder, SimulatedWaits
+from pizza_saga.order.models import OrderRequest, PizzaOrder
 from pizza_saga.order.workflow import PizzaOrderWorkflow, workflow_id_for
-from tests.orders import OrderHandle, fail_of, net_money, new_order, result_of
+from tests.orders import (
+    RESULT_TIMEOUT,
+    OrderHandle,
+    fail_of,
+    history_has,
+    net_money,
+    new_order,
+    result_of,
+)
+from tests.pausing import PausePoint
 
 TEST_CARDS = [GOOD_CARD, cards.DECLINED_CARD, cards.FLAKY_CARD, cards.REFUND_FAILING_CARD]
 
@@ -129,12 +139,23 @@ def test_a_shared_store_needs_its_vault_key_configured(tmp_path: object) -> None
 
 
 @pytest.fixture
+def pause() -> PausePoint:
+    return PausePoint()
+
+
+@pytest.fixture
 async def client(
-    time_skipping_env: WorkflowEnvironment, stores: Stores, vault: CardVault, task_queue: str
+    time_skipping_env: WorkflowEnvironment,
+    stores: Stores,
+    vault: CardVault,
+    task_queue: str,
+    pause: PausePoint,
 ) -> AsyncIterator[Client]:
-    """A worker whose vault has the test's clock."""
+    """A worker whose vault has the test's clock (and which ``pause`` can hold)."""
     with_clock = dataclasses.replace(stores, vault=vault)
-    async with build_worker(time_skipping_env.client, with_clock, task_queue=task_queue):
+    async with build_worker(
+        time_skipping_env.client, with_clock, task_queue=task_queue, interceptors=[pause]
+    ):
         yield time_skipping_env.client
 
 
@@ -227,12 +248,12 @@ async def test_the_number_is_destroyed_once_the_order_is_charged_or_rolled_back(
 
 
 async def test_an_order_that_ends_before_its_charge_destroys_its_number(
-    client: Client, stores: Stores, vault: CardVault, task_queue: str
+    client: Client, stores: Stores, vault: CardVault, task_queue: str, pause: PausePoint
 ) -> None:
     far = new_order(address__line1="A street whose name goes on and on for many kilometres")
     short = new_order()
     stores.inventory.stock_up({"Small, with pepperoni": 0}, overwrite=True)
-    cancelled = new_order(is_delivery=False)  # cancelled in the kitchen, no step running
+    cancelled = new_order()  # cancelled while its distance is asked, before any charge
     orders = {"far": far, "out of stock": short, "cancelled": cancelled}
     tokens = {
         name: vault.tokenize(GOOD_CARD, order_number=order.order_number)
@@ -243,15 +264,17 @@ async def test_an_order_that_ends_before_its_charge_destroys_its_number(
     for name in ("far", "out of stock"):
         handle = await start_with(client, orders[name], tokens[name], task_queue=task_queue)
         errors[name] = (await fail_of(handle)).type
+    pause.arm("get_distance", "before")
     waiting = await client.start_workflow(
         PizzaOrderWorkflow.run,
-        OrderRequest(
-            order=cancelled.placed(tokens["cancelled"]), waits=SimulatedWaits(prep_seconds=600)
-        ),
+        OrderRequest(order=cancelled.placed(tokens["cancelled"])),
         id=workflow_id_for(cancelled.order_number),
         task_queue=task_queue,
     )
+    await asyncio.wait_for(pause.reached.wait(), RESULT_TIMEOUT)
     await waiting.cancel()
+    await history_has(waiting, EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED)
+    pause.release.set()
     with pytest.raises(WorkflowFailureError) as cancel:
         await waiting.result()
 
