@@ -695,8 +695,6 @@ def dbos_order_saga(stores: Stores, settings: Settings) -> OrderSaga:
                         f"customer lives outside the service area: {distance.kilometers} km "
                         f"away, we deliver up to {MAX_DELIVERY_KM} km",
                     )
-            if waits.prep_seconds > 0:
-                await DBOS.sleep_async(waits.prep_seconds)
             stock = StockRequest(
                 order_number=order.order_number,
                 items=dict(Counter(pizza.description for pizza in order.items)),
@@ -726,6 +724,9 @@ def dbos_order_saga(stores: Stores, settings: Settings) -> OrderSaga:
                     compensating("refund_customer"), refund_customer, refund_request, outcome
                 ),
             )
+            # The kitchen works on reserved, paid pizzas, as in PizzaOrderWorkflow.
+            if waits.prep_seconds > 0:
+                await DBOS.sleep_async(waits.prep_seconds)
             # No compensation of its own, but inside the saga: a bill that cannot be sent
             # refunds the charge and puts the pizzas back.
             bill_request = Bill(
