@@ -22,6 +22,7 @@ from pizza_saga.order.menu import MENU
 from pizza_saga.order.models import Pizza
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from tests.orders import OrderHandle, net_money, new_order, result_of, start
+from tests.pausing import PausePoint
 
 LARGE, SMALL, MEDIUM = MENU
 WAIT = 60.0
@@ -31,10 +32,17 @@ while a test waits for a result)."""
 
 
 @pytest.fixture
+def pause() -> PausePoint:
+    return PausePoint()
+
+
+@pytest.fixture
 async def client(
-    time_skipping_env: WorkflowEnvironment, stores: Stores, task_queue: str
+    time_skipping_env: WorkflowEnvironment, stores: Stores, task_queue: str, pause: PausePoint
 ) -> AsyncIterator[Client]:
-    async with build_worker(time_skipping_env.client, stores, task_queue=task_queue):
+    async with build_worker(
+        time_skipping_env.client, stores, task_queue=task_queue, interceptors=[pause]
+    ):
         yield time_skipping_env.client
 
 
@@ -255,3 +263,33 @@ async def test_another_clients_amendment_off_the_menu_is_refused_before_history(
     with pytest.raises(WorkflowFailureError):
         await result_of(handle)
     assert net_money(stores, number) == 0
+
+
+async def test_an_amendment_during_a_rollback_is_refused_and_changes_nothing(
+    client: Client, task_queue: str, stores: Stores, pause: PausePoint
+) -> None:
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+    await handle.execute_update(
+        PizzaOrderWorkflow.amend, amendment("early", add=[pizza(SMALL).model_dump()])
+    )
+    pause.arm("refund_customer", "before")  # the rollback's first compensation, held
+    await handle.cancel()
+    await asyncio.wait_for(pause.reached.wait(), WAIT)
+    accepted = update_events(await handle.fetch_history())
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            PizzaOrderWorkflow.amend, amendment("late", add=[pizza(SMALL).model_dump()])
+        )
+    pause.release.set()
+
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.message == "order: is cancelled"
+    assert update_events(await handle.fetch_history()) == accepted
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+    assert [a.amendment_id for a in await handle.query(PizzaOrderWorkflow.amendments)] == ["early"]
+    assert net_money(stores, number) == 0
+    assert stores.inventory.on_hand() == before
