@@ -244,7 +244,10 @@ async def test_past_the_kitchen_an_amendment_is_refused(
         )
 
     assert "kitchen" in str(getattr(refused.value, "cause", refused.value))
+    # Ended here: a run left waiting on its driver would hold the test server's clock.
     await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
 
 
 async def test_another_clients_amendment_off_the_menu_is_refused_before_history(

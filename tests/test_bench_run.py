@@ -36,6 +36,9 @@ TARGETS = {
 def run_bench(out: Path, *args: str) -> dict[str, Any]:
     """`pizza bench` with the fewest orders, on its own dev server; its JSON results."""
     env = {k: v for k, v in os.environ.items() if k != "TEMPORAL_ADDRESS"}
+    # Wide enough that no runner's column heading wraps (the table's widths follow its
+    # figures, so at 80 columns a heading sometimes broke over two lines).
+    env["COLUMNS"] = "240"
     done = subprocess.run(
         [sys.executable, "-m", "pizza_saga", "bench", "--orders", "10", "--out", str(out), *args],
         env=env,

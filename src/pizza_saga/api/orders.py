@@ -196,6 +196,7 @@ async def cancel_order(
     "/{order_number}",
     response_model=AmendmentRecord,
     responses=problems(
+        400,
         401,
         403,
         404,
