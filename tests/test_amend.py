@@ -296,3 +296,24 @@ async def test_an_amendment_during_a_rollback_is_refused_and_changes_nothing(
     assert [a.amendment_id for a in await handle.query(PizzaOrderWorkflow.amendments)] == ["early"]
     assert net_money(stores, number) == 0
     assert stores.inventory.on_hand() == before
+
+
+async def test_an_amendment_that_failed_is_not_tried_again_under_its_id(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    number, handle = await in_kitchen(client, stores, task_queue)
+    stores.inventory.stock_up({SMALL: 0}, overwrite=True)  # the reservation will find none
+    change = amendment("short", add=[pizza(SMALL).model_dump()])
+
+    with pytest.raises(WorkflowUpdateFailedError) as first:
+        await handle.execute_update(PizzaOrderWorkflow.amend, change)
+    with pytest.raises(WorkflowUpdateFailedError) as again:
+        await handle.execute_update(PizzaOrderWorkflow.amend, change)
+
+    assert isinstance(first.value.cause, ApplicationError)
+    assert first.value.cause.message.startswith("add: not enough")
+    assert isinstance(again.value.cause, ApplicationError)
+    assert again.value.cause.message == "amendment_id: failed before: use a new one"
+    stores.inventory.stock_up({SMALL: 100}, overwrite=True)
+    confirmation = await result_of(handle)  # the order went on, unchanged
+    assert confirmation.amount == 3500 and net_money(stores, number) == 3500

@@ -243,6 +243,8 @@ class PizzaOrderWorkflow:
         async with self._amend_lock:
             if (done := self._amendment(amendment.amendment_id)) is not None:
                 return done
+            if amendment.amendment_id in self._asked:  # it failed: its steps keep its id
+                raise _amendment_refused("amendment_id", "failed before: use a new one")
             await workflow.wait_condition(lambda: self._stage != OrderStage.STARTING)
             self._check_open()
             repriced = self._repriced(amendment)
