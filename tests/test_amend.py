@@ -23,12 +23,21 @@ from pizza_saga.order.models import Pizza
 from pizza_saga.order.workflow import PizzaOrderWorkflow
 from tests.orders import OrderHandle, net_money, new_order, result_of, start
 from tests.pausing import PausePoint
+from tests.timeskipping import started_time_skipping
 
 LARGE, SMALL, MEDIUM = MENU
 WAIT = 60.0
 KITCHEN = {"prep_seconds": 600}
 """Long enough that the order is in the kitchen while the test amends it (time skips only
 while a test waits for a result)."""
+
+
+@pytest.fixture(scope="module")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """This module's own time-skipping server: its orders wait on 10-minute kitchens that
+    only a clock no other module's leftovers hold can skip (see conftest)."""
+    async with started_time_skipping() as env:
+        yield env
 
 
 @pytest.fixture

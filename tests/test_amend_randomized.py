@@ -22,8 +22,10 @@ import asyncio
 import os
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
@@ -39,11 +41,20 @@ from pizza_saga.order.workflow import PizzaOrderWorkflow
 from tests.orders import OrderHandle, net_money, new_order, result_of
 from tests.postgres import SQLITE_ONLY
 from tests.test_amend import in_kitchen
+from tests.timeskipping import started_time_skipping
 
 pytestmark = SQLITE_ONLY
 
 SCENARIOS = int(os.environ.get("PIZZA_RANDOM_SCENARIOS") or 20)
 ITEMS = sorted(MENU)
+
+
+@pytest.fixture(scope="module")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """This module's own time-skipping server: its orders wait on 10-minute kitchens that
+    only a clock no other module's leftovers hold can skip (see conftest)."""
+    async with started_time_skipping() as env:
+        yield env
 
 
 @dataclass(frozen=True)
