@@ -326,3 +326,30 @@ async def test_an_amendment_that_failed_is_not_tried_again_under_its_id(
     stores.inventory.stock_up({SMALL: 100}, overwrite=True)
     confirmation = await result_of(handle)  # the order went on, unchanged
     assert confirmation.amount == 3500 and net_money(stores, number) == 3500
+
+
+async def test_a_pizza_added_then_removed_is_rolled_back_without_an_operator(
+    client: Client, task_queue: str, stores: Stores
+) -> None:
+    # The removal empties the added reservation and charge; their compensations then find
+    # nothing left to undo, which is not an inconsistency.
+    before = stores.inventory.on_hand()
+    number, handle = await in_kitchen(client, stores, task_queue)
+    await handle.execute_update(
+        PizzaOrderWorkflow.amend, amendment("in", add=[pizza(LARGE).model_dump()])
+    )
+    await handle.execute_update(PizzaOrderWorkflow.amend, amendment("out", remove=[LARGE, LARGE]))
+
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await result_of(handle)
+
+    ledger = await handle.query(PizzaOrderWorkflow.ledger)
+    assert {r.step: r.compensation_state.value for r in ledger if r.compensation} == {
+        "update_inventory": "COMPENSATED",
+        "process_credit_card": "COMPENSATED",
+        "reserve_added_pizzas:in": "COMPENSATED",
+        "charge_difference:in": "COMPENSATED",
+    }
+    assert net_money(stores, number) == 0
+    assert stores.inventory.on_hand() == before

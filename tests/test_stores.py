@@ -110,7 +110,7 @@ def test_out_of_stock_reserve_takes_nothing(stores: Stores) -> None:
     )
     assert stores.inventory.on_hand() == FULL_STOCK
     # Nothing was recorded either: rolling back returns nothing.
-    assert stores.inventory.release(STOCK) == {}
+    assert stores.inventory.release(STOCK) is None
     assert stores.inventory.on_hand() == FULL_STOCK
 
 
@@ -140,12 +140,12 @@ def test_release_puts_back_exactly_what_was_reserved_once(stores: Stores) -> Non
 
 
 def test_release_before_reserve_refuses_the_late_reserve(stores: Stores) -> None:
-    assert stores.inventory.release(STOCK) == {}
+    assert stores.inventory.release(STOCK) is None
     with pytest.raises(AlreadyUndone):
         stores.inventory.reserve(STOCK, SEED_ITEMS)
     assert stores.inventory.on_hand() == FULL_STOCK
     # And a second rollback still has nothing to put back.
-    assert stores.inventory.release(STOCK) == {}
+    assert stores.inventory.release(STOCK) is None
     assert stores.inventory.on_hand() == FULL_STOCK
 
 
@@ -348,7 +348,7 @@ def test_a_finished_order_cannot_be_reserved_or_charged_again_by_another_executi
         with pytest.raises(OwnedByAnotherExecution):
             stores.payments.charge(of(CHARGED, owner=owner), 3500, "4242")
         # Its rollback must not undo what the first execution did.
-        assert stores.inventory.release(of(STOCK, owner=owner)) == {}
+        assert stores.inventory.release(of(STOCK, owner=owner)) is None
         assert stores.payments.refund(of(CHARGED, owner=owner)) is None
     assert stores.inventory.on_hand() == {item: INITIAL_STOCK - 1 for item in MENU}
     assert net_money(stores) == 3500
@@ -427,7 +427,7 @@ def test_rollback_committing_first_refuses_the_overlapping_reserve(stores: Store
     )
     with pytest.raises(AlreadyUndone):
         step.result(timeout=30)
-    assert released == {}
+    assert released is None
     assert stores.inventory.on_hand() == FULL_STOCK
 
 

@@ -554,7 +554,7 @@ def dbos_order_saga(stores: Stores, settings: Settings) -> OrderSaga:
     def revert_inventory(request: StockRequest, outcome: StepOutcome) -> StockReleased:
         effect = EffectKey(key=request.order_number, step=INVENTORY_STEP, owner=request.execution)
         released = stores.inventory.release(effect)
-        if not released and outcome is StepOutcome.SUCCEEDED:
+        if released is None and outcome is StepOutcome.SUCCEEDED:
             raise StepError(
                 "CompensationInconsistencyError",
                 f"update_inventory succeeded for order {request.order_number} "
@@ -564,7 +564,7 @@ def dbos_order_saga(stores: Stores, settings: Settings) -> OrderSaga:
             summary = f"Reverted changes to inventory: {sum(released.values())} pizzas back"
         else:
             summary = "Nothing to revert: no pizzas had been taken"
-        return StockReleased(items=released, summary=summary)
+        return StockReleased(items=released or {}, summary=summary)
 
     def process_credit_card(request: ChargeRequest) -> ChargeReceipt:
         effect = EffectKey(key=request.order_number, step=CHARGE_STEP, owner=request.execution)

@@ -238,6 +238,8 @@ class PaymentStore:
         def give_back(detail: Detail) -> None:
             nonlocal moved
             charged = Charged(amount=detail["amount"], card_last4=detail["card_last4"])
+            if not charged.amount:  # amendments refunded all of it already
+                return
             authorize(charged)
             conn.execute(
                 _ADD_PAYMENT,

@@ -72,7 +72,7 @@ class InventoryActivities:
         an "unknown" reservation is put back if and only if it happened.
         """
         released = await asyncio.to_thread(self._store.release, _effect(request))
-        if not released and context.outcome is StepOutcome.SUCCEEDED:
+        if released is None and context.outcome is StepOutcome.SUCCEEDED:
             raise ApplicationError(
                 f"update_inventory succeeded for order {request.order_number} "
                 "but no reservation is recorded",
@@ -81,7 +81,9 @@ class InventoryActivities:
             )
         if released:
             summary = f"Reverted changes to inventory: {sum(released.values())} pizzas back"
-        else:
+        elif released is None:
             summary = "Nothing to revert: no pizzas had been taken"
+        else:
+            summary = "Nothing to revert: the order's amendments had put them back"
         activity.logger.info("%s (order %s)", summary, request.order_number)
-        return StockReleased(items=released, summary=summary)
+        return StockReleased(items=released or {}, summary=summary)

@@ -126,10 +126,11 @@ class InventoryStore:
             standing = self._effects.standing(conn, order_number, owner)
         return {step: dict(d["items"]) for step, d in standing.items() if steps(step)}
 
-    def release(self, effect: EffectKey) -> dict[str, int]:
-        """Put back what this order's execution reserved, once; returns what was put back.
+    def release(self, effect: EffectKey) -> dict[str, int] | None:
+        """Put back what this order's execution reserved, once; returns what was put back
+        ({} when amendments had put all of it back already).
 
-        Safe when nothing was reserved (returns {}): it leaves a marker, so a reservation
+        Safe when nothing was reserved (returns None): it leaves a marker, so a reservation
         arriving late for this order is refused instead of leaking stock.
         """
 
@@ -139,7 +140,7 @@ class InventoryStore:
 
         with self._engine.begin() as conn:
             undone = self._effects.undo(conn, effect, put_back)
-        return dict(undone["items"]) if undone else {}
+        return dict(undone["items"]) if undone is not None else None
 
 
 def _less(detail: Detail, *, items: Mapping[str, int]) -> Detail:
