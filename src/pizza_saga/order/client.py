@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 from enum import StrEnum
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, field_validator
 from temporal_saga import NEEDS_OPERATOR_ATTRIBUTE, OperatorDecision, StepRecord
@@ -180,7 +181,11 @@ async def resolve_order(
     except RPCError as err:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise
-    # Not found: either no such order, or it has already finished.
+    await _gone(handle, order_number, "nothing waits for an operator")
+
+
+async def _gone(handle: WorkflowHandle[Any, Any], order_number: str, so: str) -> NoReturn:
+    """Why an update found no run: NoSuchOrder, or ValueError saying it has finished."""
     try:
         status = (await handle.describe()).status
     except RPCError as err:
@@ -188,7 +193,7 @@ async def resolve_order(
             raise NoSuchOrder(order_number) from None
         raise
     state = status.name if status else "finished"
-    raise ValueError(f"the order has finished ({state}): nothing waits for an operator")
+    raise ValueError(f"the order has finished ({state}): {so}")
 
 
 class AmendmentRefused(ValueError):
@@ -218,14 +223,7 @@ async def amend_order(client: Client, order_number: str, amendment: Amendment) -
     except RPCError as err:
         if err.status is not RPCStatusCode.NOT_FOUND:
             raise
-    try:
-        status = (await handle.describe()).status
-    except RPCError as err:
-        if err.status is RPCStatusCode.NOT_FOUND:
-            raise NoSuchOrder(order_number) from None
-        raise
-    state = status.name if status else "finished"
-    raise ValueError(f"the order has finished ({state}): it can no longer change")
+    await _gone(handle, order_number, "it can no longer change")
 
 
 async def order_now(client: Client, order_number: str) -> OrderNow:
